@@ -1,0 +1,76 @@
+"""Shared pydantic base and YAML loading for every config in the project.
+
+Each stage defines its own config model in its own module (e.g. ``tiling.TileGridConfig``);
+this module only holds the common base class and the loader that turns validation failures
+into :class:`~deepsolar.errors.ConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from deepsolar.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for configs: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: ``field.path: message (got value)``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        got_s = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+        lines.append(f"{loc}: {e['msg']}{got_s}")
+    return "; ".join(lines)
+
+
+def validate_config(model: type[M], data: Any, *, where: str = "parameters") -> M:
+    """Validate ``data`` against ``model``; raise ConfigError naming each bad field."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            f"invalid {model.__name__}: {format_validation_error(err)}",
+            where=where,
+            fix="correct the listed fields (see configs/ for documented examples)",
+        ) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a clear error for a missing file or bad YAML."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            "config file not found", where=str(p), fix="pass the path of an existing YAML file"
+        )
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", where=str(p), fix="fix the YAML syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping at the top level, got {type(data).__name__}",
+            where=str(p),
+            fix="write the config as 'key: value' lines",
+        )
+    return data
+
+
+def load_config(model: type[M], path: str | Path) -> M:
+    """Load and validate a YAML config file into ``model``."""
+    return validate_config(model, load_yaml(path), where=str(path))

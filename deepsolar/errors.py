@@ -1,0 +1,45 @@
+"""Errors a user can act on: each says what was wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class DeepSolarError(Exception):
+    """Base error. ``str(err)`` reads as one short paragraph: what, where, what to do."""
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None) -> None:
+        self.what = what
+        self.where = where
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [self.what.rstrip(".") + "."]
+        if self.where:
+            parts.append(f"Where: {self.where}.")
+        if self.fix:
+            parts.append(f"What to do: {self.fix.rstrip('.')}.")
+        return " ".join(parts)
+
+
+class ConfigError(DeepSolarError):
+    """A configuration file or flow parameter is invalid."""
+
+
+class RegionError(DeepSolarError):
+    """A region (state, county, tract, boundary file, bbox) cannot be resolved or is empty."""
+
+
+class InputDataError(DeepSolarError):
+    """An input file (raster, vector, table, image) is missing, unreadable or malformed."""
+
+
+class SourceError(DeepSolarError):
+    """An imagery source is misconfigured or cannot deliver tiles."""
+
+
+class DownloadError(DeepSolarError):
+    """A network fetch failed after all retries."""
+
+
+class OfflineError(DeepSolarError):
+    """Something must be fetched from the internet but this machine is offline."""
