@@ -59,7 +59,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}", where=str(p), fix="fix the YAML syntax") from None
+        raise ConfigError(
+            f"not valid YAML: {err}", where=str(p), fix="fix the YAML syntax"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -195,9 +195,13 @@ class TileGrid:
     def tile_at(self, lon: float, lat: float) -> Tile:
         """The tile containing a lon/lat point."""
         fx, fy = self._xy_index(*lonlat_to_mercator(lon, lat))
-        return self.tile(min(int(math.floor(fx)), self.n_tiles - 1), min(int(math.floor(fy)), self.n_tiles - 1))
+        return self.tile(
+            min(int(math.floor(fx)), self.n_tiles - 1), min(int(math.floor(fy)), self.n_tiles - 1)
+        )
 
-    def tiles_for_bbox(self, west: float, south: float, east: float, north: float) -> Iterator[Tile]:
+    def tiles_for_bbox(
+        self, west: float, south: float, east: float, north: float
+    ) -> Iterator[Tile]:
         """All tiles intersecting a lon/lat bounding box (row by row, west to east)."""
         if not (west < east and south < north):
             raise RegionError(
@@ -219,10 +223,7 @@ class TileGrid:
 
     def count_tiles(self, geom: BaseGeometry) -> int:
         g = _to_mercator_checked(geom)
-        n = 0
-        for y, spans in self._row_spans(g):
-            n += sum(x1 - x0 for x0, x1 in spans)
-        return n
+        return sum(x1 - x0 for _, spans in self._row_spans(g) for x0, x1 in spans)
 
     def _row_spans(self, g: BaseGeometry) -> Iterator[tuple[int, list[tuple[int, int]]]]:
         span = self.tile_span_m
@@ -291,4 +292,6 @@ def _to_mercator_checked(geom: BaseGeometry) -> BaseGeometry:
 
 def _project(geom: BaseGeometry) -> BaseGeometry:
     clipped = geom.intersection(box(-180, -MAX_LAT_DEG, 180, MAX_LAT_DEG))
-    return shapely.transform(clipped, lambda c: np.column_stack(_TO_3857.transform(c[:, 0], c[:, 1])))
+    return shapely.transform(
+        clipped, lambda c: np.column_stack(_TO_3857.transform(c[:, 0], c[:, 1]))
+    )
