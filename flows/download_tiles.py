@@ -1,0 +1,73 @@
+"""Flow ``download-tiles``: region + source + zoom -> tiles on disk + manifest.
+
+Run it from a YAML config without a server (Prefect starts a temporary one)::
+
+    python -m flows.download_tiles --config configs/download-tiles.example.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from deepsolar.config import load_yaml, validate_config
+from deepsolar.download import download_tiles
+from deepsolar.errors import DeepSolarError
+from deepsolar.jobs import DownloadTilesJob, SizedIterable, plan_tiles, summary_dict
+from deepsolar.region import resolve_region
+
+
+@task(name="plan-tiles")
+def plan_task(job: DownloadTilesJob) -> tuple[Any, int]:
+    region = resolve_region(job.region)
+    n = plan_tiles(region, job.grid.build(), job.max_tiles)
+    get_run_logger().info("%s: %d tiles at zoom %d", region.name, n, job.grid.zoom)
+    return region, n
+
+
+@task(name="fetch-tiles")
+def fetch_task(job: DownloadTilesJob, region: Any, n_tiles: int) -> dict[str, Any]:
+    grid = job.grid.build()
+    tiles = SizedIterable(grid.tiles_for_geometry(region.geometry), n_tiles)
+    summary = download_tiles(tiles, job.source.build(), job.out_dir, job.download)
+    return summary_dict(summary)
+
+
+@flow(name="download-tiles", validate_parameters=True)
+def download_tiles_flow(job: DownloadTilesJob) -> dict[str, Any]:
+    """Download every tile of ``job.region`` from ``job.source`` into ``job.out_dir`` (resumable)."""
+    job = validate_config(DownloadTilesJob, job)
+    region, n = plan_task(job)
+    summary = fetch_task(job, region, n)
+    get_run_logger().info(
+        "%d tiles ok, %d outside the source, %d failed; manifest: %s",
+        summary["n_ok"],
+        summary["n_outside"],
+        summary["n_failed"],
+        summary["manifest_path"],
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", required=True, type=Path, help="YAML file with a DownloadTilesJob")
+    args = ap.parse_args(argv)
+    try:
+        job = validate_config(DownloadTilesJob, load_yaml(args.config), where=str(args.config))
+        summary = download_tiles_flow(job)
+    except DeepSolarError as err:
+        print(f"download-tiles failed: {err}", file=sys.stderr)
+        return 1
+    print(f"tiles: {summary['out_dir']}\nmanifest: {summary['manifest_path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
