@@ -16,6 +16,7 @@ from typing import Any
 
 from deepsolar.synthetic import SyntheticSceneConfig, generate_scene
 from prefect import flow, task
+from pydantic import Field
 
 from deepsolar.config import StrictModel, validate_config
 from deepsolar.errors import DeepSolarError
@@ -28,8 +29,8 @@ from flows.download_tiles import download_tiles_flow
 
 class DemoJob(StrictModel):
     out_dir: Path = Path("out/demo")
-    scene: SyntheticSceneConfig = SyntheticSceneConfig()
-    grid: TileGridConfig = TileGridConfig()
+    scene: SyntheticSceneConfig = Field(default_factory=SyntheticSceneConfig)
+    grid: TileGridConfig = Field(default_factory=TileGridConfig)
 
 
 def inner_tile_bbox(
@@ -59,8 +60,8 @@ def scene_task(cfg: SyntheticSceneConfig, out_dir: Path) -> Any:
 
 
 @flow(name="demo", validate_parameters=True)
-def demo_flow(job: DemoJob = DemoJob()) -> dict[str, Any]:
-    job = validate_config(DemoJob, job)
+def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
+    job = validate_config(DemoJob, job if job is not None else {})
     out = Path(job.out_dir)
     scene = scene_task(job.scene, out / "scene")
     grid = job.grid.build()
