@@ -30,7 +30,9 @@ def format_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         got = e.get("input")
-        got_s = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+        # never echo the value of an unknown key: it may be a secret pasted in the wrong place
+        echo = got is not None and not isinstance(got, dict) and e["type"] != "extra_forbidden"
+        got_s = f" (got {got!r})" if echo else ""
         lines.append(f"{loc}: {e['msg']}{got_s}")
     return "; ".join(lines)
 

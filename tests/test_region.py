@@ -62,7 +62,7 @@ def test_exactly_one_region_kind_is_validated() -> None:
         validate_config(RegionConfig, {})
     with pytest.raises(ConfigError, match="bbox"):
         validate_config(RegionConfig, {"bbox": [10, 0, 5, 1]})
-    with pytest.raises(ConfigError, match="stat: Extra inputs"):
+    with pytest.raises(ConfigError, match="stat: Extra inputs are not permitted"):
         validate_config(RegionConfig, {"stat": "MA"})
 
 
@@ -96,3 +96,10 @@ def test_bad_boundary_files(tmp_path) -> None:
     gpd.GeoDataFrame({"a": [1]}, geometry=[box(0, 0, 1, 1)]).to_file(shp)
     with pytest.raises(InputDataError, match="no coordinate reference system"):
         read_boundary_file(shp)
+
+
+def test_unknown_key_value_is_never_echoed() -> None:
+    # a secret pasted under a wrong key must not appear in the error message
+    with pytest.raises(ConfigError) as info:
+        validate_config(RegionConfig, {"state": "MA", "api_key": "AIzaSECRET123"})
+    assert "api_key" in str(info.value) and "AIzaSECRET123" not in str(info.value)

@@ -1,0 +1,279 @@
+"""Tile store manifest: an append-only journal while downloading, a GeoPackage at the end.
+
+A tile store is a folder::
+
+    out_dir/
+      tiles/{zoom}-{size}/{x}/{y}.png   one PNG per grid tile
+      manifest.journal.jsonl            one JSON record per finished tile, fsynced (crash-safe)
+      manifest.gpkg                     layer ``tiles``: the journal folded to one row per tile
+
+The journal is the source of truth while a download runs: a record is appended (and fsynced) only
+after the tile's PNG has been renamed into place, so a killed run loses nothing and a re-run
+resumes from it. The manifest is rebuilt from the journal (last record per tile wins, so every
+tile appears exactly once) and written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import geopandas as gpd
+import pandas as pd
+
+from deepsolar.errors import InputDataError
+from deepsolar.tiling import LONLAT, Tile
+
+log = logging.getLogger(__name__)
+
+JOURNAL_NAME = "manifest.journal.jsonl"
+MANIFEST_NAME = "manifest.gpkg"
+MANIFEST_LAYER = "tiles"
+TILES_DIRNAME = "tiles"
+
+TileStatus = Literal["ok", "failed", "outside"]
+STATUSES: tuple[str, ...] = ("ok", "failed", "outside")
+
+# Column order of the manifest (geometry last, as GeoPackage readers show it).
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "tile_id",
+    "zoom",
+    "tile_size_px",
+    "x",
+    "y",
+    "m_per_px",
+    "source",
+    "status",
+    "checksum",
+    "path",
+    "error",
+    "fetched_at",
+)
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """What happened to one tile: one journal line, one manifest row."""
+
+    tile_id: str
+    zoom: int
+    tile_size_px: int
+    x: int
+    y: int
+    m_per_px: float
+    source: str
+    status: TileStatus
+    checksum: str | None = None  # sha256 hex of the PNG bytes (status "ok" only)
+    path: str | None = None  # PNG path relative to the store folder, POSIX separators
+    error: str | None = None  # why it failed (status "failed" only); secrets already redacted
+    fetched_at: str | None = None  # ISO 8601 UTC
+
+    @classmethod
+    def for_tile(cls, tile: Tile, source: str, status: TileStatus, **kw: Any) -> TileRecord:
+        return cls(
+            tile_id=tile.id,
+            zoom=tile.zoom,
+            tile_size_px=tile.size_px,
+            x=tile.x,
+            y=tile.y,
+            m_per_px=tile.m_per_px,
+            source=source,
+            status=status,
+            **kw,
+        )
+
+    @property
+    def tile(self) -> Tile:
+        return Tile(self.zoom, self.tile_size_px, self.x, self.y)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+
+def tile_relpath(tile: Tile) -> str:
+    """Where a tile's PNG lives inside the store folder (POSIX separators)."""
+    return f"{TILES_DIRNAME}/{tile.zoom}-{tile.size_px}/{tile.x}/{tile.y}.png"
+
+
+class TileJournal:
+    """Append-only JSON-lines journal; each record is flushed and fsynced before returning."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._repair_tail()
+
+    def _repair_tail(self) -> None:
+        # A run killed mid-write can leave a last line without its newline; start on a fresh line
+        # so the next record is not glued onto the torn one.
+        size = self.path.stat().st_size
+        if size:
+            with open(self.path, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    self._fh.write("\n")
+                    self._fh.flush()
+
+    def append(self, record: TileRecord) -> None:
+        self._fh.write(record.to_json() + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> TileJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_journal(path: str | Path) -> Iterator[TileRecord]:
+    """Records of a journal in order; a torn or garbled line (a killed run) is skipped."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    fields = set(TileRecord.__dataclass_fields__)
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                data = json.loads(line)
+                rec = TileRecord(**{k: v for k, v in data.items() if k in fields})
+            except (json.JSONDecodeError, TypeError) as err:
+                log.warning("skipping unreadable journal line %d of %s (%s)", lineno, p, err)
+                continue
+            if rec.status not in STATUSES:
+                log.warning("skipping journal line %d of %s: unknown status", lineno, p)
+                continue
+            yield rec
+
+
+def read_journal(path: str | Path) -> dict[str, TileRecord]:
+    """The latest record of each tile in a journal (last record wins)."""
+    latest: dict[str, TileRecord] = {}
+    for rec in iter_journal(path):
+        latest.pop(rec.tile_id, None)  # re-insert so dict order follows the latest record
+        latest[rec.tile_id] = rec
+    return latest
+
+
+def records_to_frame(records: Iterable[TileRecord]) -> gpd.GeoDataFrame:
+    """A GeoDataFrame with one row per record and the tile footprint (EPSG:4326) as geometry."""
+    recs = list(records)
+    df = pd.DataFrame([asdict(r) for r in recs], columns=list(MANIFEST_COLUMNS))
+    df = df.astype(
+        {
+            "tile_id": "string",
+            "zoom": "int32",
+            "tile_size_px": "int32",
+            "x": "int64",
+            "y": "int64",
+            "m_per_px": "float64",
+            "source": "string",
+            "status": "string",
+            "checksum": "string",
+            "path": "string",
+            "error": "string",
+        }
+    )
+    df["fetched_at"] = pd.to_datetime(df["fetched_at"], utc=True, format="ISO8601")
+    geometry = [r.tile.footprint() for r in recs]
+    return gpd.GeoDataFrame(df, geometry=geometry, crs=LONLAT)
+
+
+def write_manifest(
+    records: Iterable[TileRecord], path: str | Path, *, parquet: bool = False
+) -> Path:
+    """Write records as a GeoPackage (layer ``tiles``) or GeoParquet, atomically.
+
+    The file is written under a temporary name in the same folder and renamed into place, so a
+    reader never sees a half-written manifest.
+    """
+    import pyogrio
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gdf = records_to_frame(records)
+    # Nullable string columns go to GDAL as plain object strings.
+    for col in ("tile_id", "source", "status", "checksum", "path", "error"):
+        gdf[col] = gdf[col].astype(object).where(gdf[col].notna(), None)
+    suffix = ".parquet" if parquet else ".gpkg"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp" + suffix, dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if parquet:
+            gdf.to_parquet(tmp, index=False)
+        else:
+            tmp.unlink()  # GDAL creates the GeoPackage itself
+            pyogrio.write_dataframe(
+                gdf,
+                tmp,
+                layer=MANIFEST_LAYER,
+                driver="GPKG",
+                dataset_options={"VERSION": "1.2"},
+            )
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            leftover.unlink(missing_ok=True)
+    return out
+
+
+def build_manifest(out_dir: str | Path, *, parquet: bool = False) -> Path:
+    """Fold a store's journal into its manifest (``manifest.gpkg``, or ``.parquet``)."""
+    d = Path(out_dir)
+    records = read_journal(d / JOURNAL_NAME).values()
+    name = Path(MANIFEST_NAME).with_suffix(".parquet").name if parquet else MANIFEST_NAME
+    return write_manifest(records, d / name, parquet=parquet)
+
+
+def read_manifest(path: str | Path) -> gpd.GeoDataFrame:
+    """Read a tile manifest: a ``.gpkg`` / ``.parquet`` file, or a tile store folder."""
+    p = Path(path)
+    if p.is_dir():
+        candidates = [p / MANIFEST_NAME, p / Path(MANIFEST_NAME).with_suffix(".parquet").name]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise InputDataError(
+                "no tile manifest in this folder",
+                where=str(p),
+                fix="download tiles into it first, or rebuild the manifest from its journal "
+                "with deepsolar.manifest.build_manifest(folder)",
+            )
+        p = found
+    if not p.is_file():
+        raise InputDataError(
+            "tile manifest not found", where=str(p), fix="pass the manifest.gpkg of a tile store"
+        )
+    try:
+        if p.suffix.lower() == ".parquet":
+            gdf = gpd.read_parquet(p)
+        else:
+            gdf = gpd.read_file(p, layer=MANIFEST_LAYER, engine="pyogrio")
+    except Exception as err:  # pyogrio / pyarrow raise many types for a bad file
+        raise InputDataError(
+            f"cannot read the tile manifest ({type(err).__name__}: {err})",
+            where=str(p),
+            fix="rebuild it from the journal with deepsolar.manifest.build_manifest(folder)",
+        ) from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in gdf.columns]
+    if missing:
+        raise InputDataError(
+            f"not a tile manifest: columns {missing} are missing",
+            where=str(p),
+            fix="pass a manifest written by deepsolar.download.download_tiles",
+        )
+    return gdf
