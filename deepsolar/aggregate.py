@@ -1,0 +1,615 @@
+"""Aggregate solar systems to census tracts, counties and states (the DeepSolar database tables).
+
+**Assignment rule.** Each system is counted once per level, with its whole area, in the unit that
+contains its *representative point* (``shapely.point_on_surface``: always inside the system's
+outline, unlike the centroid of an L-shaped or multi-part array). Point systems are used as they
+are. A point on the shared edge of two units goes to the unit that comes first in the units
+frame, so nothing is counted twice; systems outside every unit are left out and counted in
+``result.attrs["unassigned_systems"]``. Levels are assigned independently, so counts add up
+across levels whenever the layers nest.
+
+**Columns** follow the DeepSolar tract database (verified on the real Virginia extract in
+``../shared/data/tables/deepsolar_tract_va``: every row satisfies these definitions):
+
+- ``solar_system_count`` (+ ``_residential`` / ``_nonresidential``)
+- ``total_panel_area`` (+ ``_residential`` / ``_nonresidential``), m²
+- ``tile_count`` (+ ``_residential`` / ``_nonresidential``), tiles holding a system (when the
+  systems carry ``tile_count``)
+- ``total_area``: unit area in square miles (equal-area, water included, like TIGER tracts)
+- ``solar_panel_area_divided_by_area``: **residential** panel area (m²) per square mile of
+  ``total_area``: DeepSolar's density (its published maps use it)
+- ``solar_panel_area_per_capita``: residential m² / population
+- ``number_of_solar_system_per_household``: residential systems / households
+
+and, with units in their names, for all systems: ``area_km2``, ``panel_area_m2_per_mi2``,
+``panel_area_m2_per_km2``, ``panel_area_m2_per_capita``, ``solar_system_count_per_household``,
+``total_capacity_kw``.
+
+**Partial scans.** ``scanned_area_km2`` is the part of the unit covered by the union of scanned
+tile footprints; ``scanned_fraction`` = that / unit area. Densities over the scanned area
+(``solar_panel_area_divided_by_scanned_area``, ``panel_area_m2_per_mi2_scanned``,
+``panel_area_m2_per_km2_scanned``) are what to map: a unit scanned at 10 % with 10 m² is as
+dense as a fully scanned one with 100 m². They are NaN (not zero) where nothing was scanned.
+``scanned=None`` means the systems are a complete inventory (fraction 1 everywhere).
+
+Ratios with a zero denominator (no population, no households) are NaN, where DeepSolar's file
+has ``inf``.
+
+**Scale.** Points are assigned with a ``shapely.STRtree`` built over a chunk of points and
+queried with all units at once (``predicate="intersects"``, each unit prepared once), so the
+point-in-polygon tests run in GEOS on prepared polygons; memory is bounded by the chunk size.
+Scanned coverage is kept as merged runs of tile columns per row (:class:`ScanCoverage`): it grows
+with the outline of the scanned area, not with the number of tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from pydantic import Field
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from deepsolar.config import StrictModel, validate_config
+from deepsolar.errors import InputDataError
+from deepsolar.merge import DEFAULT_RESIDENTIAL_MAX_AREA_M2
+from deepsolar.polygons import equal_area_m2_array, reproject
+from deepsolar.tiling import EARTH_RADIUS_M, LONLAT, ORIGIN_SHIFT_M, Tile, mercator_m_per_px
+
+log = logging.getLogger(__name__)
+
+M2_PER_MI2 = 2_589_988.110336  # international square mile
+M2_PER_KM2 = 1_000_000.0
+
+# Output columns in order (per-capita / per-household / tile columns only when their inputs exist).
+COUNT_COLUMNS: tuple[str, ...] = (
+    "solar_system_count",
+    "solar_system_count_residential",
+    "solar_system_count_nonresidential",
+    "total_panel_area",
+    "total_panel_area_residential",
+    "total_panel_area_nonresidential",
+)
+TILE_COLUMNS: tuple[str, ...] = (
+    "tile_count",
+    "tile_count_residential",
+    "tile_count_nonresidential",
+)
+AREA_COLUMNS: tuple[str, ...] = (
+    "total_area",
+    "area_km2",
+    "solar_panel_area_divided_by_area",
+    "panel_area_m2_per_mi2",
+    "panel_area_m2_per_km2",
+    "scanned_area_km2",
+    "scanned_fraction",
+    "solar_panel_area_divided_by_scanned_area",
+    "panel_area_m2_per_mi2_scanned",
+    "panel_area_m2_per_km2_scanned",
+)
+POPULATION_COLUMNS: tuple[str, ...] = ("solar_panel_area_per_capita", "panel_area_m2_per_capita")
+HOUSEHOLD_COLUMNS: tuple[str, ...] = (
+    "number_of_solar_system_per_household",
+    "solar_system_count_per_household",
+)
+# The density a map should show by default: all systems, over the scanned area.
+DEFAULT_DENSITY_FIELD = "panel_area_m2_per_mi2_scanned"
+
+
+class AggregateConfig(StrictModel):
+    """Which system columns to read and how to place systems in units."""
+
+    assign_by: Literal["representative_point", "centroid"] = Field(
+        "representative_point",
+        description="point that decides a system's unit (representative point is always inside it)",
+    )
+    area_column: str = Field("area_m2", description="system panel area in m²")
+    residential_column: str = Field(
+        "is_residential", description="boolean column; if absent, the area threshold decides"
+    )
+    residential_max_area_m2: float = Field(
+        DEFAULT_RESIDENTIAL_MAX_AREA_M2,
+        gt=0,
+        description="used only when the residential column is absent (see deepsolar.merge)",
+    )
+    chunk_size: int = Field(
+        250_000, ge=1_000, description="points per STRtree chunk (bounds peak memory)"
+    )
+
+
+# --------------------------------------------------------------------------- scanned coverage
+
+
+def _merge_intervals(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Union of half-open integer intervals [start, end) as an (k, 2) array, sorted."""
+    order = np.argsort(starts, kind="stable")
+    s, e = starts[order], ends[order]
+    run_end = np.maximum.accumulate(e)
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] > run_end[:-1]  # touching intervals ([0,2) and [2,3)) merge
+    idx = np.flatnonzero(new)
+    out_e = np.maximum.reduceat(e, idx)
+    return np.column_stack([s[idx], out_e])
+
+
+class ScanCoverage:
+    """The union of scanned grid tiles, as merged runs of tile columns per tile row.
+
+    Feed tiles in any order and any number of times (``add_tiles`` / ``add_xy``); memory grows
+    with the number of runs (about the scan outline's height in tiles), not with the number of
+    tiles: a whole state at zoom 21 (tens of millions of tiles) is a few thousand rows of runs.
+    """
+
+    def __init__(self) -> None:
+        self.zoom: int | None = None
+        self.tile_size_px: int | None = None
+        self._rows: dict[int, np.ndarray] = {}
+
+    def _check_grid(self, zoom: int, size: int) -> None:
+        if self.zoom is None:
+            self.zoom, self.tile_size_px = int(zoom), int(size)
+        elif (zoom, size) != (self.zoom, self.tile_size_px):
+            raise InputDataError(
+                f"scanned tiles mix grids z{self.zoom}/{self.tile_size_px}px and z{zoom}/{size}px",
+                where="ScanCoverage",
+                fix="build one coverage per tile grid",
+            )
+
+    def add_xy(self, zoom: int, tile_size_px: int, x: np.ndarray, y: np.ndarray) -> None:
+        """Add tiles given as arrays of grid columns ``x`` and rows ``y``."""
+        self._check_grid(zoom, tile_size_px)
+        x = np.asarray(x, dtype=np.int64).ravel()
+        y = np.asarray(y, dtype=np.int64).ravel()
+        if len(x) != len(y):
+            raise InputDataError(
+                "x and y differ in length", where="ScanCoverage.add_xy", fix="pass equal arrays"
+            )
+        if len(x) == 0:
+            return
+        order = np.lexsort((x, y))
+        x, y = x[order], y[order]
+        # a new run starts where the row changes or the column is not the previous one + 1
+        brk = np.ones(len(x), dtype=bool)
+        brk[1:] = (y[1:] != y[:-1]) | (x[1:] > x[:-1] + 1)
+        idx = np.flatnonzero(brk)
+        run_y, run_x0 = y[idx], x[idx]
+        run_x1 = np.maximum.reduceat(x, idx) + 1
+        row_start = np.flatnonzero(np.r_[True, run_y[1:] != run_y[:-1]])
+        row_end = np.r_[row_start[1:], len(run_y)]
+        for a, b in zip(row_start, row_end, strict=True):
+            row = int(run_y[a])
+            runs = np.column_stack([run_x0[a:b], run_x1[a:b]])
+            old = self._rows.get(row)
+            if old is not None:
+                runs = np.vstack([old, runs])
+            self._rows[row] = _merge_intervals(runs[:, 0], runs[:, 1])
+
+    def add_tiles(self, tiles: Iterable[Tile | str], chunk: int = 1_000_000) -> None:
+        """Add :class:`Tile` objects or tile ids (``"z-size-x-y"``), streamed in chunks."""
+        xs: list[int] = []
+        ys: list[int] = []
+        grid: tuple[int, int] | None = None
+        for t in tiles:
+            if isinstance(t, Tile):
+                z, s, x, y = t.zoom, t.size_px, t.x, t.y
+            else:
+                try:
+                    z, s, x, y = (int(p) for p in str(t).split("-"))
+                except ValueError:
+                    raise InputDataError(
+                        f"malformed tile id {t!r}",
+                        where="ScanCoverage.add_tiles",
+                        fix="tile ids look like '21-320-x-y'",
+                    ) from None
+            if grid is None:
+                grid = (z, s)
+            if (z, s) != grid or len(xs) >= chunk:
+                self.add_xy(*grid, np.array(xs), np.array(ys))
+                xs, ys, grid = [], [], (z, s)
+            xs.append(x)
+            ys.append(y)
+        if grid is not None and xs:
+            self.add_xy(*grid, np.array(xs), np.array(ys))
+
+    @property
+    def n_tiles(self) -> int:
+        return int(sum((r[:, 1] - r[:, 0]).sum() for r in self._rows.values()))
+
+    @property
+    def n_runs(self) -> int:
+        return int(sum(len(r) for r in self._rows.values()))
+
+    def geometry(self) -> BaseGeometry:
+        """The scanned area as one (multi)polygon in EPSG:4326 (empty if nothing was added)."""
+        if not self._rows:
+            return shapely.Polygon()
+        assert self.zoom is not None and self.tile_size_px is not None
+        span = self.tile_size_px * mercator_m_per_px(self.zoom)
+        # Stack identical runs of consecutive rows into one rectangle: few boxes to union.
+        rects: list[tuple[int, int, int, int]] = []  # x0, x1, y_first, y_last
+        open_: dict[tuple[int, int], tuple[int, int]] = {}
+        for row in sorted(self._rows):
+            runs = {(int(a), int(b)) for a, b in self._rows[row]}
+            for key in list(open_):
+                first, last = open_[key]
+                if key not in runs or last != row - 1:
+                    rects.append((*key, first, last))
+                    del open_[key]
+            for key in runs:
+                first, _ = open_.get(key, (row, row))
+                open_[key] = (first, row)
+        rects.extend((*k, f, la) for k, (f, la) in open_.items())
+        r = np.array(rects, dtype=np.float64)
+        west = (r[:, 0] * span - ORIGIN_SHIFT_M) / ORIGIN_SHIFT_M * 180.0
+        east = (r[:, 1] * span - ORIGIN_SHIFT_M) / ORIGIN_SHIFT_M * 180.0
+        north = _merc_y_to_lat(ORIGIN_SHIFT_M - r[:, 2] * span)
+        south = _merc_y_to_lat(ORIGIN_SHIFT_M - (r[:, 3] + 1) * span)
+        return shapely.union_all(shapely.box(west, south, east, north))
+
+
+def _merc_y_to_lat(my: np.ndarray) -> np.ndarray:
+    return np.degrees(2 * np.arctan(np.exp(my / EARTH_RADIUS_M)) - math.pi / 2)
+
+
+ScannedInput = ScanCoverage | BaseGeometry | gpd.GeoSeries | gpd.GeoDataFrame | Iterable[Any] | None
+
+
+def scanned_geometry(scanned: ScannedInput) -> BaseGeometry | None:
+    """Turn any accepted ``scanned`` argument into one lon/lat geometry (None: complete inventory).
+
+    Accepts a :class:`ScanCoverage`, a shapely geometry (EPSG:4326), a tiles GeoDataFrame (the
+    ``tiles`` layer or a download manifest: rows with ``status`` other than ``"ok"`` are not
+    scanned; grid columns ``zoom``/``tile_size_px``/``x``/``y`` or ``tile_id`` are used when
+    present, else the footprints), a GeoSeries of footprints, or an iterable of tiles / tile ids.
+    """
+    if scanned is None:
+        return None
+    if isinstance(scanned, ScanCoverage):
+        return scanned.geometry()
+    if isinstance(scanned, BaseGeometry):
+        return scanned
+    if isinstance(scanned, gpd.GeoDataFrame):
+        df = scanned
+        if "status" in df.columns:
+            df = df[df["status"].astype(str) == "ok"]
+        if {"zoom", "tile_size_px", "x", "y"} <= set(df.columns):
+            cov = ScanCoverage()
+            for (z, s), grp in df.groupby(["zoom", "tile_size_px"]):
+                cov.add_xy(int(z), int(s), grp["x"].to_numpy(), grp["y"].to_numpy())
+            return cov.geometry()
+        if "tile_id" in df.columns:
+            cov = ScanCoverage()
+            cov.add_tiles(df["tile_id"].astype(str))
+            return cov.geometry()
+        scanned = df.geometry
+    if isinstance(scanned, gpd.GeoSeries):
+        if scanned.crs is None:
+            raise InputDataError(
+                "scanned footprints have no CRS",
+                where="aggregate_systems(scanned=...)",
+                fix="set the CRS of the tile footprints",
+            )
+        arr = reproject(np.asarray(scanned.values, dtype=object), scanned.crs, LONLAT)
+        return shapely.union_all(arr)
+    cov = ScanCoverage()
+    cov.add_tiles(scanned)
+    return cov.geometry()
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def _to_lonlat_array(gs: gpd.GeoSeries, where: str) -> np.ndarray:
+    if gs.crs is None:
+        raise InputDataError(
+            "geometries have no CRS", where=where, fix="set the CRS (e.g. EPSG:4326)"
+        )
+    return reproject(np.asarray(gs.values, dtype=object), gs.crs, LONLAT)
+
+
+def system_points(systems: gpd.GeoDataFrame, assign_by: str = "representative_point") -> np.ndarray:
+    """The point that places each system (EPSG:4326): itself for points, else per ``assign_by``."""
+    geoms = _to_lonlat_array(systems.geometry, "systems")
+    if len(geoms) == 0:
+        return geoms
+    if shapely.is_missing(geoms).any() or shapely.is_empty(geoms).any():
+        raise InputDataError(
+            "some systems have no geometry",
+            where="aggregate_systems",
+            fix="drop systems with missing or empty geometry",
+        )
+    types = shapely.get_type_id(geoms)
+    if (types == 0).all():  # all points: nothing to compute
+        return geoms
+    fn = shapely.point_on_surface if assign_by == "representative_point" else shapely.centroid
+    out = geoms.copy()
+    not_pt = types != 0
+    out[not_pt] = fn(geoms[not_pt])
+    return out
+
+
+def assign_points(points: np.ndarray, units: np.ndarray, chunk_size: int = 250_000) -> np.ndarray:
+    """Index of the unit containing each point (first unit on shared edges), -1 if none.
+
+    Builds an STRtree over each chunk of points and queries it with every unit at once, so each
+    unit is prepared once and tested only against the points in its bounding box.
+    """
+    n = len(points)
+    out = np.full(n, -1, dtype=np.int64)
+    if n == 0 or len(units) == 0:
+        return out
+    shapely.prepare(units)
+    big = np.iinfo(np.int64).max
+    for start in range(0, n, chunk_size):
+        pts = points[start : start + chunk_size]
+        tree = shapely.STRtree(pts)
+        u, p = tree.query(units, predicate="intersects")
+        best = np.full(len(pts), big, dtype=np.int64)
+        np.minimum.at(best, p, u)
+        best[best == big] = -1
+        out[start : start + len(pts)] = best
+        del tree, u, p
+    return out
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _unit_geoms(units: gpd.GeoDataFrame) -> np.ndarray:
+    if not isinstance(units, gpd.GeoDataFrame) or units.crs is None:
+        raise InputDataError(
+            "units must be a GeoDataFrame with a CRS",
+            where="aggregate_systems(units=...)",
+            fix="load them with deepsolar.boundaries.load_units / load_tiger_tracts",
+        )
+    geoms = _to_lonlat_array(units.geometry, "units")
+    ok = shapely.get_type_id(geoms)
+    if not np.isin(ok, (3, 6, 7)).all():  # Polygon, MultiPolygon, GeometryCollection
+        raise InputDataError(
+            "units must be polygons",
+            where="aggregate_systems(units=...)",
+            fix="pass tract / county / state polygons",
+        )
+    return geoms
+
+
+def _residential(systems: gpd.GeoDataFrame, area: np.ndarray, cfg: AggregateConfig) -> np.ndarray:
+    col = cfg.residential_column
+    if col in systems.columns:
+        vals = systems[col]
+        if vals.isna().any():
+            raise InputDataError(
+                f"column {col!r} has missing values",
+                where="aggregate_systems",
+                fix="fill it, or drop it to classify by area",
+            )
+        return vals.astype(bool).to_numpy()
+    return area <= cfg.residential_max_area_m2
+
+
+def _system_area(systems: gpd.GeoDataFrame, cfg: AggregateConfig) -> np.ndarray:
+    col = cfg.area_column
+    if col not in systems.columns:
+        raise InputDataError(
+            f"systems have no {col!r} column",
+            where="aggregate_systems",
+            fix="merge panels with deepsolar.merge.merge_panels, or set AggregateConfig.area_column",
+        )
+    area = pd.to_numeric(systems[col], errors="coerce").to_numpy(dtype=float)
+    if np.isnan(area).any() or (area < 0).any():
+        raise InputDataError(
+            f"column {col!r} has {int(np.isnan(area).sum())} missing and "
+            f"{int((area < 0).sum())} negative values",
+            where="aggregate_systems",
+            fix="clean the system areas (m², >= 0)",
+        )
+    return area
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _unit_column(units: gpd.GeoDataFrame, given: str | None, default: str) -> str | None:
+    if given is None:
+        return default if default in units.columns else None
+    if given not in units.columns:
+        raise InputDataError(
+            f"units have no column {given!r}",
+            where="aggregate_systems",
+            fix=f"join it onto the units first (columns: {', '.join(map(str, units.columns[:12]))}...)",
+        )
+    return given
+
+
+def _scanned_area_m2(
+    geoms: np.ndarray, unit_area_m2: np.ndarray, coverage: BaseGeometry | None
+) -> np.ndarray:
+    if coverage is None:
+        return unit_area_m2.copy()
+    if coverage.is_empty:
+        return np.zeros(len(geoms))
+    shapely.prepare(coverage)
+    full = shapely.covers(coverage, geoms)
+    none = ~shapely.intersects(coverage, geoms)
+    part = ~full & ~none
+    out = np.where(full, unit_area_m2, 0.0)
+    if part.any():
+        inter = shapely.intersection(geoms[part], coverage)
+        out[part] = equal_area_m2_array(inter, LONLAT)
+    return np.minimum(out, unit_area_m2)
+
+
+def aggregate_systems(
+    systems: gpd.GeoDataFrame,
+    units: gpd.GeoDataFrame,
+    *,
+    scanned: ScannedInput = None,
+    population_column: str | None = None,
+    household_column: str | None = None,
+    config: AggregateConfig | Mapping[str, Any] | None = None,
+) -> gpd.GeoDataFrame:
+    """Per-unit counts, areas and densities of ``systems`` over ``units`` (one level).
+
+    ``systems``: polygons or points with a CRS and an ``area_m2`` column (``is_residential``
+    optional, else classed by area). ``units``: polygons with a CRS (their columns are kept).
+    ``scanned``: what was scanned (see :func:`scanned_geometry`); None = complete inventory.
+    ``population_column`` / ``household_column`` default to DeepSolar's ``population`` /
+    ``household_count`` when the units have them. Returns ``units`` (EPSG:4326) with the columns
+    described in the module docstring; ``attrs`` holds ``unassigned_systems``.
+    """
+    cfg = validate_config(AggregateConfig, config or {}, where="aggregate_systems config")
+    return _aggregate(
+        systems,
+        units,
+        cfg,
+        system_points(systems, cfg.assign_by),
+        scanned_geometry(scanned),
+        population_column,
+        household_column,
+    )
+
+
+def _aggregate(
+    systems: gpd.GeoDataFrame,
+    units: gpd.GeoDataFrame,
+    cfg: AggregateConfig,
+    pts: np.ndarray,
+    coverage: BaseGeometry | None,
+    population_column: str | None,
+    household_column: str | None,
+) -> gpd.GeoDataFrame:
+    geoms = _unit_geoms(units)
+    area = _system_area(systems, cfg)
+    res = _residential(systems, area, cfg)
+    pop_col = _unit_column(units, population_column, "population")
+    hh_col = _unit_column(units, household_column, "household_count")
+
+    idx = assign_points(pts, geoms, cfg.chunk_size)
+    hit = idx >= 0
+    k = len(units)
+    ui, ar, rs = idx[hit], area[hit], res[hit]
+
+    def count(mask: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(ui if mask is None else ui[mask], minlength=k).astype(np.int64)
+
+    def total(w: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        if mask is None:
+            return np.bincount(ui, weights=w, minlength=k)
+        return np.bincount(ui[mask], weights=w[mask], minlength=k)
+
+    out = pd.DataFrame(index=units.index)
+    out["solar_system_count"] = count()
+    out["solar_system_count_residential"] = count(rs)
+    out["solar_system_count_nonresidential"] = count(~rs)
+    out["total_panel_area"] = total(ar)
+    out["total_panel_area_residential"] = total(ar, rs)
+    out["total_panel_area_nonresidential"] = total(ar, ~rs)
+    if "tile_count" in systems.columns:
+        tc = pd.to_numeric(systems["tile_count"], errors="coerce").fillna(0).to_numpy(float)[hit]
+        out["tile_count"] = total(tc).astype(np.int64)
+        out["tile_count_residential"] = total(tc, rs).astype(np.int64)
+        out["tile_count_nonresidential"] = total(tc, ~rs).astype(np.int64)
+    if "capacity_kw" in systems.columns:
+        cap = pd.to_numeric(systems["capacity_kw"], errors="coerce").fillna(0).to_numpy(float)
+        out["total_capacity_kw"] = total(cap[hit])
+
+    unit_m2 = equal_area_m2_array(geoms, LONLAT)
+    scanned_m2 = _scanned_area_m2(geoms, unit_m2, coverage)
+    res_area = out["total_panel_area_residential"].to_numpy()
+    all_area = out["total_panel_area"].to_numpy()
+    out["total_area"] = unit_m2 / M2_PER_MI2
+    out["area_km2"] = unit_m2 / M2_PER_KM2
+    out["solar_panel_area_divided_by_area"] = _ratio(res_area, unit_m2 / M2_PER_MI2)
+    out["panel_area_m2_per_mi2"] = _ratio(all_area, unit_m2 / M2_PER_MI2)
+    out["panel_area_m2_per_km2"] = _ratio(all_area, unit_m2 / M2_PER_KM2)
+    out["scanned_area_km2"] = scanned_m2 / M2_PER_KM2
+    out["scanned_fraction"] = np.clip(_ratio(scanned_m2, unit_m2), 0.0, 1.0)
+    out["solar_panel_area_divided_by_scanned_area"] = _ratio(res_area, scanned_m2 / M2_PER_MI2)
+    out["panel_area_m2_per_mi2_scanned"] = _ratio(all_area, scanned_m2 / M2_PER_MI2)
+    out["panel_area_m2_per_km2_scanned"] = _ratio(all_area, scanned_m2 / M2_PER_KM2)
+    if pop_col:
+        pop = pd.to_numeric(units[pop_col], errors="coerce").to_numpy(dtype=float)
+        out["solar_panel_area_per_capita"] = _ratio(res_area, pop)
+        out["panel_area_m2_per_capita"] = _ratio(all_area, pop)
+    if hh_col:
+        hh = pd.to_numeric(units[hh_col], errors="coerce").to_numpy(dtype=float)
+        out["number_of_solar_system_per_household"] = _ratio(
+            out["solar_system_count_residential"].to_numpy(float), hh
+        )
+        out["solar_system_count_per_household"] = _ratio(
+            out["solar_system_count"].to_numpy(float), hh
+        )
+
+    keep = [c for c in units.columns if c not in out.columns and c != units.geometry.name]
+    result = gpd.GeoDataFrame(
+        pd.concat([units[keep], out], axis=1),
+        geometry=gpd.GeoSeries(geoms, index=units.index, crs=LONLAT),
+        crs=LONLAT,
+    )
+    n_un = int((~hit).sum())
+    result.attrs.update(
+        {
+            "unassigned_systems": n_un,
+            "assigned_systems": int(hit.sum()),
+            "scanned": "complete inventory assumed" if coverage is None else "tile coverage",
+            "assign_by": cfg.assign_by,
+        }
+    )
+    if n_un:
+        log.info("%d of %d systems lie outside every unit", n_un, len(idx))
+    return result
+
+
+def aggregate_levels(
+    systems: gpd.GeoDataFrame,
+    units_by_level: Mapping[str, gpd.GeoDataFrame],
+    *,
+    scanned: ScannedInput = None,
+    population_column: str | None = None,
+    household_column: str | None = None,
+    config: AggregateConfig | Mapping[str, Any] | None = None,
+) -> dict[str, gpd.GeoDataFrame]:
+    """:func:`aggregate_systems` for several levels (e.g. ``{"tracts": ..., "counties": ...,
+    "states": ...}``), placing the systems and building the scanned coverage only once."""
+    cfg = validate_config(AggregateConfig, config or {}, where="aggregate_levels config")
+    pts = system_points(systems, cfg.assign_by)
+    coverage = scanned_geometry(scanned)
+    return {
+        name: _aggregate(
+            systems,
+            units,
+            cfg,
+            pts,
+            coverage,
+            population_column if population_column in (None, *units.columns) else None,
+            household_column if household_column in (None, *units.columns) else None,
+        )
+        for name, units in units_by_level.items()
+    }
+
+
+def tiles_frame(tiles: Iterable[Tile], **columns: Any) -> gpd.GeoDataFrame:
+    """A ``tiles`` layer: one footprint (EPSG:4326) per tile with ``tile_id``, ``zoom``,
+    ``tile_size_px``, ``x``, ``y``, ``m_per_px`` and any extra per-tile ``columns``."""
+    ts = list(tiles)
+    df = pd.DataFrame(
+        {
+            "tile_id": [t.id for t in ts],
+            "zoom": np.array([t.zoom for t in ts], dtype=np.int32),
+            "tile_size_px": np.array([t.size_px for t in ts], dtype=np.int32),
+            "x": np.array([t.x for t in ts], dtype=np.int64),
+            "y": np.array([t.y for t in ts], dtype=np.int64),
+            "m_per_px": np.array([t.m_per_px for t in ts], dtype=float),
+            **columns,
+        }
+    )
+    return gpd.GeoDataFrame(df, geometry=[box(*t.bounds_lonlat) for t in ts], crs=LONLAT)

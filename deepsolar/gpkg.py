@@ -1,0 +1,778 @@
+"""Run outputs for QGIS: one styled GeoPackage, PNG choropleths, CSV / Parquet tables.
+
+The GeoPackage (version 1.2, so QGIS 3.x and older GDAL read it) holds the layers given, usually
+``tiles``, ``panels``, ``systems``, ``tracts``, ``counties``, ``states``, plus a ``layer_styles``
+table: one default QGIS style (QML) per layer, which QGIS applies when the layer is opened.
+
+- Unit layers (those with the density field): graduated colour ramp (YlOrRd) on the density,
+  with class breaks computed from the data (natural breaks by default, as in choropleths of the
+  DeepSolar paper; quantile and equal interval available). Units with no value (nothing
+  scanned) are not drawn.
+- ``systems``: outlined (red outline, no fill), so the imagery below stays visible.
+- ``panels``: filled orange; ``tiles``: grey outlines.
+- Every layer: readable field aliases (name and unit) in the attribute table and forms.
+
+QGIS only uses a ``layer_styles`` row as the default when ``f_table_schema`` is the empty string
+(not NULL) and ``useAsDefault`` is true; both are written that way. Everything is written to a
+temporary file next to the target and renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from deepsolar.aggregate import DEFAULT_DENSITY_FIELD
+from deepsolar.errors import InputDataError
+
+BreakMethod = Literal["jenks", "quantile", "equal"]
+_QGIS_METHOD_ID = {"jenks": "Jenks", "quantile": "Quantile", "equal": "EqualInterval"}
+GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
+GPKG_USER_VERSION_1_2 = 10200
+UNIT_LAYERS = ("tracts", "counties", "states")
+
+# Readable names (with units) shown by QGIS instead of column names.
+FIELD_ALIASES: dict[str, str] = {
+    "GEOID": "GEOID (FIPS code)",
+    "NAME": "Name",
+    "tile_id": "Tile id",
+    "zoom": "Zoom level",
+    "tile_size_px": "Tile size (px)",
+    "x": "Tile column",
+    "y": "Tile row",
+    "m_per_px": "Ground resolution (m/px)",
+    "status": "Download status",
+    "source": "Imagery source",
+    "probability": "Solar probability",
+    "is_positive": "Classified positive",
+    "panel_id": "Panel piece id",
+    "system_id": "Solar system id",
+    "confidence": "Classifier confidence (area-weighted mean)",
+    "confidence_max": "Classifier confidence (max)",
+    "area_px": "Mask pixels",
+    "area_m2": "Panel area (m²)",
+    "capacity_kw": "Estimated capacity (kW)",
+    "is_residential": "Residential",
+    "system_class": "System class",
+    "n_panels": "Panel pieces",
+    "tile_count": "Tiles with panels",
+    "tile_count_residential": "Tiles with residential panels",
+    "tile_count_nonresidential": "Tiles with non-residential panels",
+    "lon": "Longitude",
+    "lat": "Latitude",
+    "solar_system_count": "Solar systems",
+    "solar_system_count_residential": "Residential solar systems",
+    "solar_system_count_nonresidential": "Non-residential solar systems",
+    "total_panel_area": "Panel area (m²)",
+    "total_panel_area_residential": "Residential panel area (m²)",
+    "total_panel_area_nonresidential": "Non-residential panel area (m²)",
+    "total_capacity_kw": "Estimated capacity (kW)",
+    "total_area": "Unit area (sq mi)",
+    "area_km2": "Unit area (km²)",
+    "solar_panel_area_divided_by_area": "Residential panel density (m²/sq mi)",
+    "panel_area_m2_per_mi2": "Panel density (m²/sq mi)",
+    "panel_area_m2_per_km2": "Panel density (m²/km²)",
+    "scanned_area_km2": "Scanned area (km²)",
+    "scanned_fraction": "Scanned fraction of unit",
+    "solar_panel_area_divided_by_scanned_area": "Residential panel density, scanned area (m²/sq mi)",
+    "panel_area_m2_per_mi2_scanned": "Panel density, scanned area (m²/sq mi)",
+    "panel_area_m2_per_km2_scanned": "Panel density, scanned area (m²/km²)",
+    "solar_panel_area_per_capita": "Residential panel area per person (m²)",
+    "panel_area_m2_per_capita": "Panel area per person (m²)",
+    "number_of_solar_system_per_household": "Residential systems per household",
+    "solar_system_count_per_household": "Systems per household",
+    "population": "Population",
+    "household_count": "Households",
+}
+
+
+# --------------------------------------------------------------------------- class breaks
+
+
+def _jenks(x: np.ndarray, k: int) -> list[float]:
+    """Fisher-Jenks optimal breaks of sorted ``x`` into ``k`` classes (dynamic programming)."""
+    n = len(x)
+    s1 = np.concatenate([[0.0], np.cumsum(x)])
+    s2 = np.concatenate([[0.0], np.cumsum(x * x)])
+    i = np.arange(n)[:, None]
+    j = np.arange(n)[None, :]
+    cnt = (j - i + 1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ssd = (s2[j + 1] - s2[i]) - (s1[j + 1] - s1[i]) ** 2 / cnt  # class x[i..j]
+    ssd = np.where(j >= i, np.maximum(ssd, 0.0), np.inf)
+    cost = ssd[0].copy()  # one class covering x[0..j]
+    back = np.zeros((k, n), dtype=np.int64)
+    for c in range(1, k):
+        prev = np.concatenate([[np.inf], cost[:-1]])  # best cost of x[0..i-1] in c classes
+        total = prev[:, None] + ssd  # start the last class at i
+        back[c] = np.argmin(total, axis=0)
+        cost = total[back[c], np.arange(n)]
+    ends = [n - 1]
+    j_end = n - 1
+    for c in range(k - 1, 0, -1):
+        start = int(back[c, j_end])
+        ends.append(start - 1)
+        j_end = start - 1
+    ends = sorted(e for e in ends if e >= 0)
+    return [float(x[0])] + [float(x[e]) for e in ends]
+
+
+def class_breaks(
+    values: Sequence[float] | np.ndarray | pd.Series,
+    k: int = 5,
+    method: BreakMethod = "jenks",
+    *,
+    max_sample: int = 1000,
+) -> list[float]:
+    """Class edges (``len <= k + 1``, first = min, last = max) of the finite ``values``.
+
+    ``jenks``: natural breaks (Fisher-Jenks, exact on up to ``max_sample`` values, on evenly
+    spaced quantiles beyond); ``quantile``; ``equal`` interval. Duplicate edges are dropped, so
+    zero-heavy data (many units without solar) gives fewer, distinct classes. Empty input: [].
+    """
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return []
+    lo, hi = float(v.min()), float(v.max())
+    uniq = np.unique(v)
+    if len(uniq) <= k:
+        edges = [lo, *(float(u) for u in uniq[1:])] if len(uniq) > 1 else [lo, hi]
+        return edges
+    if method == "equal":
+        edges = list(np.linspace(lo, hi, k + 1))
+    elif method == "quantile":
+        edges = list(np.quantile(v, np.linspace(0, 1, k + 1)))
+    elif method == "jenks":
+        x = np.sort(v)
+        if len(x) > max_sample:
+            x = np.quantile(x, np.linspace(0, 1, max_sample))
+        edges = _jenks(x, k)
+    else:
+        raise InputDataError(
+            f"unknown class-break method {method!r}",
+            where="class_breaks",
+            fix="use 'jenks', 'quantile' or 'equal'",
+        )
+    edges[0], edges[-1] = lo, hi
+    out = [edges[0]]
+    for e in edges[1:]:
+        if e > out[-1]:
+            out.append(float(e))
+    return out if len(out) > 1 else [lo, hi]
+
+
+def ramp_colors(n: int, cmap: str = "YlOrRd") -> list[tuple[int, int, int, int]]:
+    """``n`` RGBA colours (0-255) evenly spread over a matplotlib colour map."""
+    from matplotlib import colormaps
+
+    cm = colormaps[cmap]
+    pos = [0.5] if n == 1 else np.linspace(0.1, 0.95, n)
+    return [tuple(int(round(c * 255)) for c in cm(p)) for p in pos]  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- QML
+
+
+def _rgba(c: Sequence[int]) -> str:
+    return ",".join(str(int(v)) for v in c)
+
+
+def _option_map(parent: ET.Element, props: Mapping[str, str]) -> None:
+    """Symbol-layer properties in both QGIS encodings (Option map: 3.16+, prop: older)."""
+    opt = ET.SubElement(parent, "Option", type="Map")
+    for k, v in props.items():
+        ET.SubElement(opt, "Option", name=k, value=str(v), type="QString")
+    for k, v in props.items():
+        ET.SubElement(parent, "prop", k=k, v=str(v))
+
+
+def _symbol(
+    parent: ET.Element,
+    name: str,
+    kind: str,
+    fill: Sequence[int] | None,
+    outline: Sequence[int],
+    outline_width_mm: float,
+) -> ET.Element:
+    sym = ET.SubElement(
+        parent,
+        "symbol",
+        type=kind,
+        name=name,
+        alpha="1",
+        clip_to_extent="1",
+        force_rhr="0",
+    )
+    if kind == "fill":
+        lyr = ET.SubElement(sym, "layer", {"class": "SimpleFill"}, enabled="1", locked="0")
+        lyr.set("pass", "0")
+        _option_map(
+            lyr,
+            {
+                "color": _rgba(fill or (0, 0, 0, 0)),
+                "style": "solid" if fill is not None else "no",
+                "outline_color": _rgba(outline),
+                "outline_style": "solid",
+                "outline_width": f"{outline_width_mm:g}",
+                "outline_width_unit": "MM",
+                "joinstyle": "bevel",
+                "offset": "0,0",
+                "offset_unit": "MM",
+            },
+        )
+    elif kind == "line":
+        lyr = ET.SubElement(sym, "layer", {"class": "SimpleLine"}, enabled="1", locked="0")
+        lyr.set("pass", "0")
+        _option_map(
+            lyr,
+            {
+                "line_color": _rgba(fill or outline),
+                "line_style": "solid",
+                "line_width": f"{max(outline_width_mm, 0.4):g}",
+                "line_width_unit": "MM",
+            },
+        )
+    else:
+        lyr = ET.SubElement(sym, "layer", {"class": "SimpleMarker"}, enabled="1", locked="0")
+        lyr.set("pass", "0")
+        _option_map(
+            lyr,
+            {
+                "name": "circle",
+                "color": _rgba(fill or (0, 0, 0, 0)),
+                "outline_color": _rgba(outline),
+                "outline_style": "solid",
+                "outline_width": f"{outline_width_mm:g}",
+                "outline_width_unit": "MM",
+                "size": "2.4",
+                "size_unit": "MM",
+                "scale_method": "diameter",
+            },
+        )
+    return sym
+
+
+def _symbol_kind(gdf: gpd.GeoDataFrame) -> str:
+    types = set(gdf.geometry.geom_type.dropna())
+    if types and types <= {"Point", "MultiPoint"}:
+        return "marker"
+    if types and types <= {"LineString", "MultiLineString"}:
+        return "line"
+    return "fill"
+
+
+def _qgis_root() -> ET.Element:
+    return ET.Element(
+        "qgis",
+        version="3.22.0",
+        styleCategories="AllStyleCategories",
+        hasScaleBasedVisibilityFlag="0",
+        minScale="100000000",
+        maxScale="0",
+    )
+
+
+def _finish(root: ET.Element, columns: Sequence[str], aliases: Mapping[str, str]) -> str:
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.SubElement(root, "featureBlendMode").text = "0"
+    ET.SubElement(root, "layerOpacity").text = "1"
+    al = ET.SubElement(root, "aliases")
+    for i, col in enumerate(columns):
+        ET.SubElement(al, "alias", field=col, index=str(i), name=aliases.get(col, ""))
+    ET.indent(root, space=" ")
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(
+        root, encoding="unicode"
+    )
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:,.0f}"
+    if a >= 1:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def range_labels(edges: Sequence[float]) -> list[str]:
+    """Legend labels ``"a – b"`` for consecutive class edges."""
+    return [
+        _fmt(a) if a == b else f"{_fmt(a)} – {_fmt(b)}"
+        for a, b in zip(edges[:-1], edges[1:], strict=False)
+    ]
+
+
+def graduated_qml(
+    field: str,
+    edges: Sequence[float],
+    columns: Sequence[str],
+    *,
+    kind: str = "fill",
+    method: BreakMethod = "jenks",
+    cmap: str = "YlOrRd",
+    aliases: Mapping[str, str] | None = None,
+) -> str:
+    """QML with a graduated-colour renderer on ``field`` using class ``edges``."""
+    aliases = {**FIELD_ALIASES, **(aliases or {})}
+    root = _qgis_root()
+    r = ET.SubElement(
+        root,
+        "renderer-v2",
+        type="graduatedSymbol",
+        attr=field,
+        graduatedMethod="GraduatedColor",
+        symbollevels="0",
+        forceraster="0",
+        enableorderby="0",
+        referencescale="-1",
+    )
+    if len(edges) < 2:
+        edges = [0.0, 0.0]
+    n = len(edges) - 1
+    colors = ramp_colors(n, cmap)
+    ranges = ET.SubElement(r, "ranges")
+    for i, (lab, lo, hi) in enumerate(zip(range_labels(edges), edges[:-1], edges[1:], strict=True)):
+        # repr(): shortest exact text, so the data's max is still inside the last class
+        ET.SubElement(
+            ranges, "range", symbol=str(i), lower=repr(lo), upper=repr(hi), label=lab, render="true"
+        )
+    symbols = ET.SubElement(r, "symbols")
+    for i, c in enumerate(colors):
+        _symbol(symbols, str(i), kind, c, (110, 110, 110, 255), 0.1 if kind == "fill" else 0.2)
+    src = ET.SubElement(r, "source-symbol")
+    _symbol(src, "0", kind, colors[0], (110, 110, 110, 255), 0.1)
+    ramp = ET.SubElement(r, "colorramp", type="gradient", name="[source]")
+    _option_map(
+        ramp,
+        {
+            "color1": _rgba(colors[0]),
+            "color2": _rgba(colors[-1]),
+            "discrete": "0",
+            "rampType": "gradient",
+        },
+    )
+    cm = ET.SubElement(r, "classificationMethod", id=_QGIS_METHOD_ID[method])
+    ET.SubElement(cm, "symmetricMode", enabled="0", symmetrypoint="0", astride="0")
+    ET.SubElement(cm, "labelFormat", format="%1 - %2", labelprecision="1", trimtrailingzeroes="1")
+    ET.SubElement(r, "rotation")
+    ET.SubElement(r, "sizescale")
+    return _finish(root, columns, aliases)
+
+
+def single_qml(
+    columns: Sequence[str],
+    *,
+    kind: str = "fill",
+    fill: Sequence[int] | None = None,
+    outline: Sequence[int] = (35, 35, 35, 255),
+    outline_width_mm: float = 0.26,
+    aliases: Mapping[str, str] | None = None,
+) -> str:
+    """QML with a single-symbol renderer (``fill=None``: outline only)."""
+    aliases = {**FIELD_ALIASES, **(aliases or {})}
+    root = _qgis_root()
+    r = ET.SubElement(
+        root,
+        "renderer-v2",
+        type="singleSymbol",
+        symbollevels="0",
+        forceraster="0",
+        enableorderby="0",
+        referencescale="-1",
+    )
+    symbols = ET.SubElement(r, "symbols")
+    _symbol(symbols, "0", kind, fill, outline, outline_width_mm)
+    ET.SubElement(r, "rotation")
+    ET.SubElement(r, "sizescale")
+    return _finish(root, columns, aliases)
+
+
+def default_style(
+    name: str,
+    gdf: gpd.GeoDataFrame,
+    *,
+    density_field: str = DEFAULT_DENSITY_FIELD,
+    k: int = 5,
+    method: BreakMethod = "jenks",
+    aliases: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
+    """(QML, description) of the default style for layer ``name``."""
+    cols = [c for c in gdf.columns if c != gdf.geometry.name]
+    kind = _symbol_kind(gdf)
+    if density_field in gdf.columns:
+        edges = class_breaks(gdf[density_field], k, method)
+        qml = graduated_qml(density_field, edges, cols, kind=kind, method=method, aliases=aliases)
+        return qml, f"graduated ({method}, {max(len(edges) - 1, 1)} classes) on {density_field}"
+    if name == "systems":
+        return (
+            single_qml(
+                cols,
+                kind=kind,
+                fill=None if kind == "fill" else (227, 26, 28, 200),
+                outline=(227, 26, 28, 255),
+                outline_width_mm=0.6,
+                aliases=aliases,
+            ),
+            "systems outlined in red",
+        )
+    if name == "panels":
+        return (
+            single_qml(
+                cols,
+                kind=kind,
+                fill=(253, 141, 60, 190),
+                outline=(166, 54, 3, 255),
+                outline_width_mm=0.15,
+                aliases=aliases,
+            ),
+            "panel pieces filled orange",
+        )
+    return (
+        single_qml(
+            cols,
+            kind=kind,
+            fill=None if kind == "fill" else (120, 120, 120, 255),
+            outline=(120, 120, 120, 255),
+            outline_width_mm=0.2,
+            aliases=aliases,
+        ),
+        "grey outlines",
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _for_gdal(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Column types GDAL writes faithfully: plain strings, no pandas NA, no infinities."""
+    out = gdf.copy()
+    for col in out.columns:
+        if col == out.geometry.name:
+            continue
+        s = out[col]
+        if isinstance(s.dtype, pd.CategoricalDtype) or isinstance(s.dtype, pd.StringDtype):
+            out[col] = s.astype(object).where(s.notna(), None)
+        elif pd.api.types.is_bool_dtype(s.dtype) and s.dtype != bool:
+            out[col] = s.astype(object).where(s.notna(), None) if s.isna().any() else s.astype(bool)
+        elif pd.api.types.is_extension_array_dtype(s.dtype) and pd.api.types.is_integer_dtype(
+            s.dtype
+        ):
+            out[col] = s.astype(float) if s.isna().any() else s.astype(np.int64)
+        elif pd.api.types.is_float_dtype(s.dtype):
+            out[col] = s.replace([np.inf, -np.inf], np.nan)
+    return out
+
+
+def _geometry_type(gdf: gpd.GeoDataFrame) -> str:
+    types = set(gdf.geometry.geom_type.dropna())
+    if not types or types <= {"Polygon", "MultiPolygon"}:
+        return "MultiPolygon"
+    if types <= {"Point"}:
+        return "Point"
+    if types <= {"Point", "MultiPoint"}:
+        return "MultiPoint"
+    if types <= {"LineString", "MultiLineString"}:
+        return "MultiLineString"
+    return "Unknown"
+
+
+def _check_layers(layers: Mapping[str, gpd.GeoDataFrame], where: str) -> None:
+    if not layers:
+        raise InputDataError("no layers to write", where=where, fix="pass at least one layer")
+    for name, gdf in layers.items():
+        if not isinstance(gdf, gpd.GeoDataFrame):
+            raise InputDataError(
+                f"layer {name!r} is a {type(gdf).__name__}, not a GeoDataFrame",
+                where=where,
+                fix="pass GeoDataFrames (tables without geometry go to write_tables)",
+            )
+        if gdf.crs is None:
+            raise InputDataError(
+                f"layer {name!r} has no CRS", where=where, fix="set its CRS (e.g. EPSG:4326)"
+            )
+        if not name or name == "layer_styles" or name.startswith("gpkg_"):
+            raise InputDataError(
+                f"invalid layer name {name!r}",
+                where=where,
+                fix="use names like tiles, panels, systems, tracts",
+            )
+
+
+def _tmp_near(path: Path, suffix: str) -> Path:
+    """A fresh name beside ``path`` (same file system, so os.replace is atomic); not created, so
+    the writer gives it the usual permissions (mkstemp would make it private)."""
+    return path.parent / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
+
+
+def _cleanup(tmp: Path) -> None:
+    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+        p.unlink(missing_ok=True)
+
+
+def write_run_geopackage(
+    path: str | Path,
+    layers: Mapping[str, gpd.GeoDataFrame],
+    *,
+    styles: Mapping[str, str] | None = None,
+    density_field: str = DEFAULT_DENSITY_FIELD,
+    k: int = 5,
+    method: BreakMethod = "jenks",
+    aliases: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``layers`` (name -> GeoDataFrame) to one GeoPackage 1.2 with default QGIS styles.
+
+    ``styles`` overrides the generated QML of named layers. Polygon layers are written as
+    MultiPolygon (one geometry type per layer, as the format wants). Atomic: temp file + rename.
+    Returns the path written.
+    """
+    import pyogrio
+
+    out = Path(path)
+    _check_layers(layers, str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_near(out, ".gpkg")
+    try:
+        style_rows = []
+        first = True
+        for name, gdf in layers.items():
+            data = _for_gdal(gdf)
+            pyogrio.write_dataframe(
+                data,
+                tmp,
+                layer=name,
+                driver="GPKG",
+                geometry_type=_geometry_type(gdf),
+                promote_to_multi=_geometry_type(gdf).startswith("Multi"),
+                dataset_options={"VERSION": "1.2"} if first else None,
+                layer_options={"SPATIAL_INDEX": "YES"},
+            )
+            first = False
+            if styles and name in styles:
+                qml, desc = styles[name], "custom style"
+            else:
+                qml, desc = default_style(
+                    name, gdf, density_field=density_field, k=k, method=method, aliases=aliases
+                )
+            style_rows.append((name, qml, desc))
+        with sqlite3.connect(tmp) as con:
+            geom_cols = dict(
+                con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns")
+            )
+        con.close()
+        now = pd.Timestamp(dt.datetime.now(dt.UTC))
+        table = pd.DataFrame(
+            {
+                "f_table_catalog": [""] * len(style_rows),
+                # '' and not NULL: otherwise QGIS does not pick the row up as the default
+                "f_table_schema": [""] * len(style_rows),
+                "f_table_name": [r[0] for r in style_rows],
+                "f_geometry_column": [geom_cols.get(r[0], "geom") for r in style_rows],
+                "styleName": [r[0] for r in style_rows],
+                "styleQML": [r[1] for r in style_rows],
+                "styleSLD": [""] * len(style_rows),
+                "useAsDefault": [True] * len(style_rows),
+                "description": [f"deepsolar default: {r[2]}" for r in style_rows],
+                "owner": [""] * len(style_rows),
+                "ui": [None] * len(style_rows),
+                "update_time": [now] * len(style_rows),
+            }
+        )
+        pyogrio.write_dataframe(
+            table, tmp, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"}
+        )
+        _check_written(tmp, list(layers))
+        os.replace(tmp, out)
+    finally:
+        _cleanup(tmp)
+    return out
+
+
+def _check_written(path: Path, names: list[str]) -> None:
+    con = sqlite3.connect(path)
+    try:
+        app_id = con.execute("PRAGMA application_id").fetchone()[0]
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in con.execute("SELECT table_name FROM gpkg_contents")}
+    finally:
+        con.close()
+    missing = set(names) - tables
+    if app_id != GPKG_APPLICATION_ID or version != GPKG_USER_VERSION_1_2 or missing:
+        raise InputDataError(
+            f"GeoPackage check failed (application_id {app_id:#x}, version {version}, "
+            f"missing layers {sorted(missing)})",
+            where=str(path),
+            fix="report this: GDAL wrote an unexpected file",
+        )
+
+
+# --------------------------------------------------------------------------- maps and tables
+
+
+def write_choropleth_png(
+    units: gpd.GeoDataFrame,
+    path: str | Path,
+    *,
+    field: str = DEFAULT_DENSITY_FIELD,
+    title: str | None = None,
+    note: str | None = None,
+    k: int = 5,
+    method: BreakMethod = "jenks",
+    dpi: int = 150,
+) -> Path:
+    """A PNG choropleth of ``field`` with the same classes and colours as the QGIS style.
+
+    Units without a value (nothing scanned) are hatched grey and labelled so in the legend.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    out = Path(path)
+    if field not in units.columns:
+        raise InputDataError(
+            f"layer has no column {field!r}",
+            where=str(out),
+            fix="aggregate the systems first (deepsolar.aggregate.aggregate_systems)",
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gdf = units.to_crs("EPSG:4326") if units.crs is not None else units
+    vals = pd.to_numeric(gdf[field], errors="coerce").replace([np.inf, -np.inf], np.nan)
+    edges = class_breaks(vals, k, method)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    handles = []
+    if edges:
+        n = len(edges) - 1
+        colors = [tuple(c / 255 for c in rgba) for rgba in ramp_colors(n)]
+        cls = np.clip(np.searchsorted(edges, vals.to_numpy(), side="left") - 1, 0, n - 1)
+        for i in range(n):
+            sel = (cls == i) & vals.notna().to_numpy()
+            if sel.any():
+                gdf[sel].plot(ax=ax, color=colors[i], edgecolor="#6e6e6e", linewidth=0.15)
+        handles = [
+            Patch(facecolor=c, edgecolor="#6e6e6e", label=lab)
+            for c, lab in zip(colors, range_labels(edges), strict=True)
+        ]
+    missing = vals.isna().to_numpy()
+    if missing.any():
+        gdf[missing].plot(
+            ax=ax, facecolor="#eeeeee", edgecolor="#bbbbbb", hatch="///", linewidth=0.15
+        )
+        handles.append(
+            Patch(
+                facecolor="#eeeeee", edgecolor="#bbbbbb", hatch="///", label="no data / not scanned"
+            )
+        )
+    w, s, e, n_ = gdf.total_bounds
+    ax.set_aspect(1 / max(np.cos(np.radians((s + n_) / 2)), 0.1))
+    ax.set_axis_off()
+    label = FIELD_ALIASES.get(field, field)
+    ax.set_title(title or label, fontsize=12)
+    if handles:
+        ax.legend(
+            handles=handles,
+            title=label,
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            fontsize=8,
+            title_fontsize=8,
+            frameon=False,
+        )
+    if note:
+        ax.text(0.0, -0.01, note, transform=ax.transAxes, va="top", fontsize=7, color="#444444")
+    tmp = _tmp_near(out, ".png")
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def write_tables(
+    out_dir: str | Path,
+    layers: Mapping[str, gpd.GeoDataFrame | pd.DataFrame],
+    *,
+    formats: Sequence[Literal["csv", "parquet"]] = ("csv", "parquet"),
+) -> dict[str, list[Path]]:
+    """Each layer's attributes (no geometry) as ``{name}.csv`` / ``{name}.parquet``, atomically."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    for name, frame in layers.items():
+        df = pd.DataFrame(frame)
+        if isinstance(frame, gpd.GeoDataFrame):
+            df = df.drop(columns=[frame.geometry.name])
+        df = df.replace([np.inf, -np.inf], np.nan)
+        paths = []
+        for fmt in formats:
+            target = d / f"{name}.{fmt}"
+            tmp = _tmp_near(target, f".{fmt}")
+            try:
+                if fmt == "csv":
+                    df.to_csv(tmp, index=False)
+                elif fmt == "parquet":
+                    df.to_parquet(tmp, index=False)
+                else:
+                    raise InputDataError(
+                        f"unknown table format {fmt!r}", where=str(d), fix="use 'csv' or 'parquet'"
+                    )
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            paths.append(target)
+        written[name] = paths
+    return written
+
+
+def write_run_outputs(
+    out_dir: str | Path,
+    layers: Mapping[str, gpd.GeoDataFrame],
+    *,
+    name: str = "deepsolar",
+    density_field: str = DEFAULT_DENSITY_FIELD,
+    title: str | None = None,
+    note: str | None = None,
+    k: int = 5,
+    method: BreakMethod = "jenks",
+) -> dict[str, Any]:
+    """Everything a run delivers, in ``out_dir``: ``{name}.gpkg``, ``maps/{layer}.png`` for each
+    unit layer with ``density_field``, ``tables/{layer}.csv|parquet``. Returns the paths."""
+    d = Path(out_dir)
+    gpkg = write_run_geopackage(
+        d / f"{name}.gpkg", layers, density_field=density_field, k=k, method=method
+    )
+    maps = {}
+    for lname, gdf in layers.items():
+        if density_field in gdf.columns:
+            t = (
+                f"{title} – {lname}"
+                if title
+                else f"{FIELD_ALIASES.get(density_field, density_field)} – {lname}"
+            )
+            maps[lname] = write_choropleth_png(
+                gdf,
+                d / "maps" / f"{lname}.png",
+                field=density_field,
+                title=t,
+                note=note,
+                k=k,
+                method=method,
+            )
+    tables = write_tables(d / "tables", layers)
+    return {"geopackage": gpkg, "maps": maps, "tables": tables}

@@ -1,0 +1,30 @@
+"""Fixtures for the maps tests: a small but complete run (SYNTHETIC systems on real boundaries,
+see maps_helpers.synthetic_run), written once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from maps_helpers import synthetic_run
+
+
+@pytest.fixture(scope="session")
+def run_layers(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
+    return synthetic_run(shared_data)
+
+
+@pytest.fixture(scope="session")
+def run_outputs(run_layers, tmp_path_factory) -> dict:
+    from deepsolar.gpkg import write_run_outputs
+
+    out = tmp_path_factory.mktemp("run")
+    return write_run_outputs(
+        out, run_layers, name="synthetic_run", note="SYNTHETIC systems on real boundaries"
+    )
+
+
+@pytest.fixture(scope="session")
+def run_gpkg(run_outputs) -> Path:
+    return run_outputs["geopackage"]

@@ -1,0 +1,87 @@
+"""Helpers for the maps tests (imported by conftest.py and the test modules).
+
+The run built here has SYNTHETIC systems (rectangular arrays drawn as masks on real zoom-21 tiles
+around Boston) on real boundaries: TIGER 2010 tracts of Suffolk County, MA, and the built-in
+TIGER 2009 counties and states.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+
+from deepsolar.aggregate import ScanCoverage, aggregate_levels, tiles_frame
+from deepsolar.boundaries import load_tiger_tracts, load_units
+from deepsolar.merge import merge_panels_labelled
+from deepsolar.polygons import masks_to_polygons
+from deepsolar.tiling import TileGrid
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally, fail in CI (where .ci/install-qgis.sh must have installed the tools)."""
+    if in_ci():
+        pytest.fail(reason + " (CI=true: run .ci/install-qgis.sh)")
+    pytest.skip(reason + " (install with .ci/install-qgis.sh)")
+
+
+def system_python_has(module: str) -> bool:
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    r = subprocess.run(
+        [SYSTEM_PYTHON, "-c", f"import {module}"],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
+    return r.returncode == 0
+
+
+def synthetic_run(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
+    """tiles / panels / systems / tracts / counties / states for a small synthetic scan."""
+    grid = TileGrid()  # zoom 21, 320 px: DeepSolar's grid
+    rng = np.random.default_rng(7)
+    tracts = load_tiger_tracts(shared_data / "boundaries/tiger2010_tracts/tl_2010_25_tract10.zip")
+    tracts = tracts[tracts["GEOID"].str.startswith("25025")].reset_index(drop=True)  # Suffolk
+    counties = load_units("county")
+    counties = counties[counties["STATEFP"] == "25"].reset_index(drop=True)
+    states = load_units("state")
+    states = states[states["STUSPS"].isin(["MA", "RI", "CT", "NH", "VT"])].reset_index(drop=True)
+
+    # Scan: blocks of 3x3 tiles around points inside 40 random Suffolk tracts.
+    pts = tracts.sample(40, random_state=1).representative_point()
+    items, scanned = [], []
+    for p in pts:
+        c = grid.tile_at(p.x, p.y)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                t = grid.tile(c.x + dx, c.y + dy)
+                scanned.append(t)
+                mask = np.zeros((320, 320), dtype=bool)
+                if rng.random() < 0.5:  # residential-sized rectangles
+                    r0, c0 = rng.integers(0, 250, 2)
+                    mask[r0 : r0 + rng.integers(20, 70), c0 : c0 + rng.integers(20, 70)] = True
+                if dx == 0 and dy in (0, 1):  # one large array across two tiles
+                    mask[300 if dy == 0 else 0 : 320 if dy == 0 else 60, 40:300] = True
+                if mask.any():
+                    items.append((mask, t, float(rng.uniform(0.5, 1.0))))
+    panels = masks_to_polygons(items)
+    systems, labels = merge_panels_labelled(panels)
+    panels["system_id"] = labels
+    cov = ScanCoverage()
+    cov.add_tiles(scanned)
+    agg = aggregate_levels(
+        systems, {"tracts": tracts, "counties": counties, "states": states}, scanned=cov
+    )
+    tiles = tiles_frame(scanned, synthetic=np.ones(len(scanned), dtype=bool))
+    return {"tiles": tiles, "panels": panels, "systems": systems, **agg}

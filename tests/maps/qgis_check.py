@@ -1,0 +1,119 @@
+"""Open every layer of a GeoPackage in a real, headless QGIS and render it (run by test_qgis.py).
+
+Run with the system Python that has Debian's python3-qgis::
+
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/maps/qgis_check.py run.gpkg [png_dir]
+
+Prints one JSON object: for each layer, whether it is valid, its feature count, the renderer
+QGIS applied (from the GeoPackage's default style), graduated class count and attribute, the
+aliases of its fields, and how many pixels of a 400x400 render are not background (plus the
+number of distinct colours). Written for QGIS 3.22+ (Debian bookworm) and newer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsMapRendererSequentialJob,
+    QgsMapSettings,
+    QgsProviderRegistry,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QSize  # noqa: E402
+from qgis.PyQt.QtGui import QColor, QImage  # noqa: E402
+
+
+def layer_names(path: str) -> list[str]:
+    md = QgsProviderRegistry.instance().providerMetadata("ogr")
+    names = []
+    for sub in md.querySublayers(path):
+        names.append(sub.name())
+    return [n for n in names if n != "layer_styles"]
+
+
+def pixel_stats(img: QImage) -> tuple[int, int]:
+    img = img.convertToFormat(QImage.Format_RGB32)
+    ptr = img.constBits()
+    ptr.setsize(img.sizeInBytes() if hasattr(img, "sizeInBytes") else img.byteCount())
+    words = memoryview(bytes(ptr)).cast("I")
+    white = 0xFFFFFFFF
+    non_bg = 0
+    colours = set()
+    for v in words:
+        if v != white:
+            non_bg += 1
+            if len(colours) < 1000:
+                colours.add(v)
+    return non_bg, len(colours)
+
+
+def check(path: str, png_dir: str | None) -> dict:
+    out: dict = {"qgis_version": None, "layers": {}}
+    from qgis.core import Qgis
+
+    out["qgis_version"] = Qgis.QGIS_VERSION
+    for name in layer_names(path):
+        lyr = QgsVectorLayer(f"{path}|layername={name}", name, "ogr")
+        info: dict = {"valid": lyr.isValid()}
+        if not lyr.isValid():
+            out["layers"][name] = info
+            del lyr
+            continue
+        r = lyr.renderer()
+        info["features"] = lyr.featureCount()
+        info["renderer"] = r.type()
+        if r.type() == "graduatedSymbol":
+            info["attribute"] = r.classAttribute()
+            info["classes"] = len(r.ranges())
+            info["class_colors"] = [rg.symbol().color().name() for rg in r.ranges()]
+            info["lower"] = r.ranges()[0].lowerValue()
+            info["upper"] = r.ranges()[-1].upperValue()
+        elif r.type() == "singleSymbol":
+            sl = r.symbol().symbolLayer(0)
+            info["symbol_layer"] = sl.layerType()
+            if hasattr(sl, "brushStyle"):
+                info["brush_none"] = int(sl.brushStyle()) == 0  # Qt.NoBrush
+            info["stroke_color"] = sl.strokeColor().name() if hasattr(sl, "strokeColor") else None
+        fields = lyr.fields()
+        info["aliases"] = {f.name(): lyr.attributeAlias(i) for i, f in enumerate(fields)}
+        ms = QgsMapSettings()
+        ms.setLayers([lyr])
+        ms.setDestinationCrs(lyr.crs())
+        ext = lyr.extent()
+        ext.scale(1.05)
+        ms.setExtent(ext)
+        ms.setOutputSize(QSize(400, 400))
+        ms.setBackgroundColor(QColor(255, 255, 255))
+        job = QgsMapRendererSequentialJob(ms)
+        job.start()
+        job.waitForFinished()
+        img = job.renderedImage()
+        info["non_background_px"], info["distinct_colours"] = pixel_stats(img)
+        if png_dir:
+            img.save(os.path.join(png_dir, f"qgis_{name}.png"), "PNG")
+        del job, ms, img, r, lyr  # before exitQgis, or QGIS crashes at exit
+        out["layers"][name] = info
+    return out
+
+
+def main() -> int:
+    path = sys.argv[1]
+    png_dir = sys.argv[2] if len(sys.argv) > 2 else None
+    app = QgsApplication([], False)
+    app.initQgis()
+    try:
+        result = check(path, png_dir)
+    finally:
+        app.exitQgis()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
