@@ -14,16 +14,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deepsolar.synthetic import SyntheticSceneConfig, generate_scene
 from prefect import flow, task
 from pydantic import Field
+from rasterio.warp import transform_bounds
 
 from deepsolar.config import StrictModel, validate_config
 from deepsolar.errors import DeepSolarError
 from deepsolar.jobs import DownloadTilesJob
 from deepsolar.region import RegionConfig
 from deepsolar.sources import LocalRasterSourceConfig
-from deepsolar.tiling import ORIGIN_SHIFT_M, TileGrid, TileGridConfig, mercator_to_lonlat
+from deepsolar.synthetic import SyntheticSceneConfig, generate_scene
+from deepsolar.tiling import (
+    ORIGIN_SHIFT_M,
+    WEB_MERCATOR,
+    TileGrid,
+    TileGridConfig,
+    mercator_to_lonlat,
+)
 from flows.download_tiles import download_tiles_flow
 
 
@@ -65,7 +72,7 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
     out = Path(job.out_dir)
     scene = scene_task(job.scene, out / "scene")
     grid = job.grid.build()
-    bbox = inner_tile_bbox(scene.bounds_3857, grid)
+    bbox = inner_tile_bbox(transform_bounds(scene.crs, WEB_MERCATOR, *scene.bounds), grid)
     tiles = download_tiles_flow(
         DownloadTilesJob(
             region=RegionConfig(bbox=bbox),
