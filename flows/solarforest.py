@@ -1,0 +1,274 @@
+"""Flow ``solarforest``: train / evaluate / predict the tract-level solar deployment regression.
+
+- ``train``: fit on every tract, save the model (``.skops`` + ``.json`` sidecar), importances, PDPs.
+- ``evaluate``: random and spatial (county) K-fold CV of the one- and two-stage models: metrics.json,
+  r2_table.md, out-of-fold predictions, calibration, permutation importances, PDPs.
+- ``predict``: apply a saved model to a feature table: predictions.csv, and a GeoPackage ``tracts``
+  layer with the predictions when tract polygons are known.
+
+Run from a YAML config (Prefect starts a temporary API when no server is configured)::
+
+    python -m flows.solarforest --config configs/solarforest.yaml            # prints the R² table
+    python -m flows.solarforest --config configs/solarforest.yaml --mode train
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field, model_validator
+
+from deepsolar import solarforest as sf
+from deepsolar.config import StrictModel, load_yaml, validate_config
+from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
+from deepsolar.tractdb import DEEPSOLAR_TRACT_URL, get_tract_db, read_tract_polygons
+
+
+class SolarForestFlowParams(StrictModel):
+    """Parameters of the ``solarforest`` flow (see configs/solarforest.yaml)."""
+
+    mode: Literal["train", "evaluate", "predict"] = "evaluate"
+    features_path: Path | None = Field(
+        None, description="DeepSolar tract table (deepsolar_tract.csv or a subset of it)"
+    )
+    features_url: str | None = Field(
+        None, description=f"download the national table instead (e.g. {DEEPSOLAR_TRACT_URL})"
+    )
+    cache_dir: Path = Path("data/cache/deepsolar")
+    lexicon_path: Path | None = Field(
+        None, description="deepsolar_lexicon.csv; default: the one beside features_path"
+    )
+    target_path: Path | None = Field(
+        None, description="per-tract target from our mapping flow (.gpkg/.csv/.parquet, GEOID)"
+    )
+    target_layer: str = "tracts"
+    tracts_path: Path | None = Field(
+        None, description="tract polygons for the predictions layer; default: target_path if .gpkg"
+    )
+    tracts_layer: str | None = None
+    output_dir: Path = Path("out/solarforest")
+    model_path: Path | None = Field(None, description="default: <output_dir>/solarforest.skops")
+    predictions_gpkg: Path | None = Field(
+        None,
+        description="GeoPackage whose 'tracts' layer receives the predictions (may be the mapping "
+        "flow's own GeoPackage); default: <output_dir>/solarforest_predictions.gpkg",
+    )
+    variants: list[sf.Variant] = Field(
+        default_factory=lambda: ["one_stage", "two_stage"], min_length=1
+    )
+    permutation_importance: bool = True
+    model: sf.SolarForestConfig = Field(default_factory=sf.SolarForestConfig)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SolarForestFlowParams:
+        if (self.features_path is None) == (self.features_url is None):
+            raise ValueError("give exactly one of features_path or features_url")
+        return self
+
+    @property
+    def resolved_model_path(self) -> Path:
+        return self.model_path or self.output_dir / "solarforest.skops"
+
+
+def check_inputs(p: SolarForestFlowParams) -> None:
+    """Fail before any work on inputs that cannot exist (missing files, wrong model suffix)."""
+    files = [("features_path", p.features_path), ("lexicon_path", p.lexicon_path)]
+    files += [("target_path", p.target_path)]
+    for name, path in files:
+        if path is not None and not path.is_file():
+            raise InputDataError(
+                f"{name} not found", where=str(path), fix=f"set {name} to an existing file"
+            )
+    if p.tracts_path is not None and not Path(str(p.tracts_path).removeprefix("zip://")).exists():
+        raise InputDataError(
+            "tracts_path not found", where=str(p.tracts_path), fix="pass an existing file"
+        )
+    if p.resolved_model_path.suffix != ".skops":
+        raise ConfigError(
+            "model_path must end in .skops", where=str(p.resolved_model_path), fix="rename it"
+        )
+    if p.mode == "predict" and not p.resolved_model_path.is_file():
+        raise InputDataError(
+            "no trained model to predict with",
+            where=str(p.resolved_model_path),
+            fix="run the flow with mode: train first, or set model_path",
+        )
+
+
+@task(name="get-features", cache_policy=NO_CACHE)
+def features_task(p: SolarForestFlowParams) -> Path:
+    return (
+        p.features_path
+        if p.features_path is not None
+        else get_tract_db(p.features_url, p.cache_dir)
+    )
+
+
+@task(name="load-training-data", cache_policy=NO_CACHE)
+def load_task(p: SolarForestFlowParams, features_path: Path) -> tuple[Any, Any, sf.TrainingData]:
+    db, table = sf.load_training_table(
+        features_path,
+        p.model,
+        lexicon_path=p.lexicon_path,
+        target_path=p.target_path,
+        target_layer=p.target_layer,
+    )
+    return db, table, sf.prepare_data(db, p.model, table)
+
+
+@task(name="cross-validate", cache_policy=NO_CACHE)
+def cv_task(data: sf.TrainingData, p: SolarForestFlowParams) -> tuple[dict, dict]:
+    return sf.evaluate(data, p.model, p.variants)
+
+
+@task(name="permutation-importance", cache_policy=NO_CACHE)
+def permutation_task(data: sf.TrainingData, p: SolarForestFlowParams) -> Any:
+    return sf.permutation_importances(data, p.model)
+
+
+@task(name="fit", cache_policy=NO_CACHE)
+def fit_task(data: sf.TrainingData, p: SolarForestFlowParams) -> sf.SolarForestModel:
+    return sf.fit_solarforest(data, p.model)
+
+
+@task(name="diagnostics", cache_policy=NO_CACHE)
+def diagnostics_task(model: sf.SolarForestModel, data: sf.TrainingData, out_dir: Path) -> dict:
+    return sf.write_model_diagnostics(model, data.X, out_dir)
+
+
+@task(name="write-evaluation", cache_policy=NO_CACHE)
+def write_eval_task(out_dir: Path, metrics: dict, data: Any, results: dict, perm: Any) -> dict:
+    return sf.write_evaluation(out_dir, metrics, data, results, perm)
+
+
+@task(name="save-model", cache_policy=NO_CACHE)
+def save_task(model: sf.SolarForestModel, path: Path, out_dir: Path) -> dict:
+    saved = sf.save_model(model, path)
+    sf.write_json_atomic(out_dir / "train_metrics.json", model.metadata)
+    return {"model": str(saved), "sidecar": str(saved.with_suffix(".json"))}
+
+
+@task(name="predict", cache_policy=NO_CACHE)
+def predict_task(p: SolarForestFlowParams, features_path: Path) -> dict:
+    model = sf.load_model(p.resolved_model_path)
+    db, table = sf.load_training_table(
+        features_path, model.config, lexicon_path=p.lexicon_path,
+        target_path=p.target_path, target_layer=p.target_layer,
+    )  # fmt: skip
+    pred = sf.predict_tracts(model, table, where=db.source)
+    out = {"predictions_csv": str(sf.write_csv_atomic(pred, p.output_dir / "predictions.csv"))}
+    out["n_tracts"] = len(pred)
+    tracts_path = p.tracts_path
+    layer = p.tracts_layer
+    if (
+        tracts_path is None
+        and p.target_path is not None
+        and p.target_path.suffix.lower() == ".gpkg"
+    ):
+        tracts_path, layer = p.target_path, p.target_layer
+    if tracts_path is not None:
+        polys = read_tract_polygons(tracts_path, layer=layer)
+        if polys is not None:
+            gpkg = p.predictions_gpkg or p.output_dir / "solarforest_predictions.gpkg"
+            out["predictions_gpkg"] = str(sf.write_predictions_gpkg(pred, polys, gpkg, "tracts"))
+    return out
+
+
+@flow(name="solarforest", validate_parameters=True)
+def solarforest(params: SolarForestFlowParams) -> dict[str, Any]:
+    """Train, evaluate or apply SolarForest; returns the written paths (and metrics)."""
+    p = validate_config(SolarForestFlowParams, params)
+    check_inputs(p)
+    logger = get_run_logger()
+    out_dir = p.output_dir
+    features_path = features_task(p)
+    if p.mode == "predict":
+        result = predict_task(p, features_path)
+        logger.info("predicted %d tracts -> %s", result["n_tracts"], result["predictions_csv"])
+        return {"mode": p.mode, **result}
+    db, table, data = load_task(p, features_path)
+    logger.info(
+        "%d tracts, %d features, target %s (%d without a target left out)",
+        len(data.y), len(data.features), data.target, data.n_dropped_missing_target,
+    )  # fmt: skip
+    if p.mode == "train":
+        model = fit_task(data, p)
+        saved = save_task(model, p.resolved_model_path, out_dir)
+        diag = diagnostics_task(model, data, out_dir)
+        logger.info("model saved to %s", saved["model"])
+        return {"mode": p.mode, **saved, **diag, "in_sample": model.metadata["in_sample"]}
+    metrics, results = cv_task(data, p)
+    perm = permutation_task(data, p) if p.permutation_importance else None
+    paths = write_eval_task(out_dir, metrics, data, results, perm)
+    diag = diagnostics_task(fit_task(data, p), data, out_dir)
+    logger.info("R² table:\n%s", sf.r2_table(metrics))
+    return {"mode": p.mode, **paths, **diag, "metrics": metrics}
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply ``a.b=value`` (value parsed as YAML) to a nested parameter mapping, in place."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"bad --set '{item}'", where="command line", fix="write --set key=value")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"'{part}' is not a section", where=f"--set {item}", fix="check the key"
+            )
+    node[leaf] = yaml.safe_load(raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", required=True, type=Path, help="YAML with SolarForestFlowParams")
+    ap.add_argument("--mode", choices=["train", "evaluate", "predict"], help="overrides the config")
+    ap.add_argument("--output-dir", type=Path, help="overrides output_dir")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, dotted for nesting, value in YAML (e.g. model.two_stage=true)",
+    )
+    args = ap.parse_args(argv)
+    try:
+        data = load_yaml(args.config)
+        for item in args.set:
+            apply_override(data, item)
+        if args.mode:
+            data["mode"] = args.mode
+        if args.output_dir:
+            data["output_dir"] = str(args.output_dir)
+        p = validate_config(SolarForestFlowParams, data, where=str(args.config))
+        check_inputs(p)
+        result = solarforest(p)
+    except DeepSolarError as err:
+        print(f"solarforest failed: {err}", file=sys.stderr)
+        return 1
+    if result["mode"] == "evaluate":
+        m = result["metrics"]
+        print(
+            f"SolarForest out-of-sample skill: target {m['target']}, {m['n_tracts']} tracts in "
+            f"{m['n_counties']} counties, {m['n_features']} features, "
+            f"{100 * m['zero_fraction']:.0f}% zero tracts"
+        )
+        print(sf.r2_table(m))
+    for k, v in result.items():
+        if k not in ("metrics", "mode") and isinstance(v, str):
+            print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
