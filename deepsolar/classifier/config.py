@@ -1,0 +1,286 @@
+"""Config models for the tile classifier (DeepSolar's Inception-v3 recipe by default).
+
+Every default below is DeepSolar's (Yu et al. 2018, read from the authors' TF1 code); see
+``docs/classifier.md`` for the table. A YAML file has five blocks: ``model``, ``loss``, ``optim``,
+``data`` and ``train`` (:class:`TrainClassifierConfig`).
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from deepsolar.config import StrictModel, load_yaml, validate_config
+from deepsolar.shared_data import shared_data_dir
+
+# Inception-v3 blocks in forward order (torchvision names); ``unfreeze_from`` takes one of these.
+INCEPTION_BLOCKS: tuple[str, ...] = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+    "Mixed_6d",
+    "Mixed_6e",
+    "Mixed_7a",
+    "Mixed_7b",
+    "Mixed_7c",
+)
+# The auxiliary head pools Mixed_6e (5x5, stride 3) then convolves 5x5: it needs the 17x17 map
+# that only inputs of at least 299 px produce.
+MIN_AUX_INPUT_PX = 299
+# torchvision's Inception-v3 collapses below this size.
+MIN_INPUT_PX = 75
+
+SHARED_DATA_VAR = "${DEEPSOLAR_SHARED_DATA}"
+
+
+def _resolve_path(value: object) -> object:
+    """Expand a leading ``${DEEPSOLAR_SHARED_DATA}`` to the shared data folder."""
+    if isinstance(value, str) and value.startswith(SHARED_DATA_VAR):
+        rest = value[len(SHARED_DATA_VAR) :].lstrip("/")
+        return shared_data_dir() / rest
+    return value
+
+
+# Public name for other stages' configs that take the same path syntax.
+resolve_data_path = _resolve_path
+
+
+class ClassifierConfig(StrictModel):
+    """Network, preprocessing and decision threshold."""
+
+    arch: Literal["inception_v3"] = "inception_v3"
+    weights: str = Field(
+        "imagenet",
+        description="'imagenet' (torchvision's IMAGENET1K_V1 via the torch hub cache), "
+        "'none' (random init) or the path of a local state-dict / deepsolar checkpoint",
+    )
+    input_size_px: int = Field(299, ge=MIN_INPUT_PX, le=1024, description="DeepSolar: 299")
+    aux_logits: bool = Field(True, description="train the auxiliary head (needs >= 299 px)")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="DeepSolar: keep_prob 0.8")
+    bn_momentum: float = Field(
+        0.0003, gt=0.0, le=1.0, description="PyTorch momentum = 1 - TF decay (0.9997)"
+    )
+    bn_eps: float = Field(1e-3, gt=0.0)
+    class_names: tuple[str, str] = ("no_solar", "solar")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="positive if p >= threshold")
+
+    @model_validator(mode="after")
+    def _aux_needs_299(self) -> ClassifierConfig:
+        if self.aux_logits and self.input_size_px < MIN_AUX_INPUT_PX:
+            raise ValueError(
+                f"the auxiliary head needs input_size_px >= {MIN_AUX_INPUT_PX} "
+                f"(got {self.input_size_px}); set aux_logits: false for smaller inputs"
+            )
+        return self
+
+
+class LossConfig(StrictModel):
+    """DeepSolar's cost-sensitive loss: smoothed CE x (1 + alpha*y), batch mean, aux x 0.4."""
+
+    alpha: float = Field(9.0, ge=0.0, description="positives weigh 1 + alpha")
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    aux_weight: float = Field(0.4, ge=0.0)
+
+
+class RMSpropTFConfig(StrictModel):
+    """TF1 RMSProp (``timm.optim.RMSpropTF``): decay is TF's ``decay`` (PyTorch ``alpha``)."""
+
+    decay: float = Field(0.9, gt=0.0, lt=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    eps: float = Field(0.1, gt=0.0)
+
+
+class AdamWConfig(StrictModel):
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+
+
+class OptimConfig(StrictModel):
+    """Optimiser, step-decay schedule and fine-tuning strategy."""
+
+    name: Literal["rmsprop_tf", "adamw"] = "rmsprop_tf"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(
+        4e-5, ge=0.0, description="L2 on conv/linear weights (coupled for RMSProp, as TF-slim)"
+    )
+    rmsprop: RMSpropTFConfig = RMSpropTFConfig()
+    adamw: AdamWConfig = AdamWConfig()
+    lr_decay_factor: float = Field(0.5, gt=0.0, le=1.0)
+    lr_decay_every_epochs: int = Field(5, ge=1)
+    finetune: Literal["full", "head", "from_block"] = Field(
+        "full",
+        description="full: train every layer (DeepSolar); head: only the new heads; "
+        "from_block: freeze everything before unfreeze_from",
+    )
+    unfreeze_from: str | None = None
+
+    @model_validator(mode="after")
+    def _check_block(self) -> OptimConfig:
+        if self.finetune == "from_block":
+            if self.unfreeze_from not in INCEPTION_BLOCKS:
+                raise ValueError(
+                    f"finetune 'from_block' needs unfreeze_from set to one of "
+                    f"{', '.join(INCEPTION_BLOCKS)} (got {self.unfreeze_from!r})"
+                )
+        elif self.unfreeze_from is not None:
+            raise ValueError("unfreeze_from is only used with finetune: from_block")
+        return self
+
+
+class _SourceBase(StrictModel):
+    path: Path
+    name: str | None = Field(None, description="label for reports (default: folder name)")
+    max_per_class: int | None = Field(
+        None, ge=1, description="keep at most this many chips per class (seeded sample)"
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _expand_path(cls, value: object) -> object:
+        return _resolve_path(value)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.path.name
+
+
+class FolderSource(_SourceBase):
+    """``path/pos/*`` and ``path/neg/*`` image files."""
+
+    kind: Literal["folder"] = "folder"
+    positive_dir: str = "pos"
+    negative_dir: str = "neg"
+
+
+class ManifestSource(_SourceBase):
+    """A shared chip set's ``manifest.csv`` (images under ``{split}/images/``)."""
+
+    kind: Literal["manifest"] = "manifest"
+    split: str | None = Field(None, description="keep rows whose 'split' equals this")
+
+    @property
+    def display_name(self) -> str:
+        base = self.name or self.path.parent.name
+        return f"{base}/{self.split}" if (self.split and not self.name) else base
+
+
+class SceneSource(_SourceBase):
+    """A synthetic scene: tile manifest (GeoPackage layer ``tiles``) + PV truth polygons."""
+
+    kind: Literal["scene"] = "scene"
+    tiles_layer: str = "tiles"
+    truth_path: Path
+    truth_layer: str | None = None
+    truth_visible_column: str | None = Field(
+        None, description="if set, only truth rows where this column is true count"
+    )
+    min_pv_area_m2: float = Field(1.0, gt=0.0)
+
+    @field_validator("truth_path", mode="before")
+    @classmethod
+    def _expand_truth_path(cls, value: object) -> object:
+        return _resolve_path(value)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.path.stem
+
+
+ChipSource = Annotated[FolderSource | ManifestSource | SceneSource, Field(discriminator="kind")]
+
+
+class DataConfig(StrictModel):
+    train: list[ChipSource] = Field(min_length=1)
+    val: list[ChipSource] = Field(
+        default_factory=list, description="empty: a seeded stratified split of train"
+    )
+    test: list[ChipSource] = Field(
+        default_factory=list,
+        description="held-out sets: never trained on or used for model selection; "
+        "evaluated after training and by evaluate-classifier by default",
+    )
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="also hold out this share of data.train (seeded, stratified): never trained "
+        "on, never used to pick the epoch; reported in held_out/ after training",
+    )
+    rot90: bool = Field(True, description="DeepSolar augmentation: random 90-degree rotations")
+    hflip: bool = Field(False, description="not in DeepSolar; off by default")
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(2, ge=0)
+    min_side_px: int = Field(16, ge=1, description="reject smaller images")
+
+
+class TrainConfig(StrictModel):
+    """The loop: schedule length, seed, device and what to keep."""
+
+    epochs: float = Field(17.5, gt=0.0, description="DeepSolar ~17.5; a fraction = part epoch")
+    seed: int = 0
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    amp_bf16: bool = Field(True, description="bf16 autocast (GPU only)")
+    channels_last: bool = Field(True, description="NHWC memory format (GPU only)")
+    best_metric: Literal["f1", "roc_auc", "pr_auc", "precision", "recall", "val_loss"] = "f1"
+    num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on CPU")
+    keep_every_epoch: bool = Field(False, description="also keep epoch_NNN.pt files")
+    progress: bool = True
+
+
+class TrainClassifierConfig(StrictModel):
+    """A whole training run (what ``configs/classifier-*.yaml`` hold)."""
+
+    model: ClassifierConfig = ClassifierConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    data: DataConfig
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _head_needs_weights(self) -> TrainClassifierConfig:
+        if self.optim.finetune != "full" and self.model.weights == "none":
+            raise ValueError(
+                f"finetune '{self.optim.finetune}' freezes layers, which makes no sense with "
+                "random weights (model.weights: none); use finetune: full or load weights"
+            )
+        return self
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``; nested dicts merge, everything else replaces."""
+    out = deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = deepcopy(v)
+    return out
+
+
+def load_train_config(
+    path: str | Path | None = None,
+    *,
+    config: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainClassifierConfig:
+    """A YAML file and/or a mapping, then ``overrides`` deep-merged, validated in one go."""
+    data: dict[str, Any] = load_yaml(path) if path is not None else {}
+    if config:
+        data = deep_merge(data, config)
+    if overrides:
+        data = deep_merge(data, overrides)
+    where = str(path) if path is not None else "classifier config"
+    return validate_config(TrainClassifierConfig, data, where=where)

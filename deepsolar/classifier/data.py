@@ -1,0 +1,391 @@
+"""Labelled image chips: reading, sources (folder, manifest CSV, synthetic scene) and splits.
+
+A chip is any image file; it is read as RGB (greyscale -> 3 equal channels, RGBA/LA -> alpha
+dropped, palette -> RGB), rejected with an :class:`InputDataError` naming the file when it cannot be
+decoded, has 16-bit/float pixels or is smaller than ``min_side_px``, and resized to the model's
+square input (non-square chips are stretched, as DeepSolar's resize did).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset
+
+from deepsolar.classifier.config import ChipSource, FolderSource, ManifestSource, SceneSource
+from deepsolar.classifier.model import preprocess
+from deepsolar.errors import InputDataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+EQUAL_AREA_CRS = "EPSG:5070"  # CONUS Albers: areas in m²
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One labelled image: ``label`` is 1 for solar, 0 for none."""
+
+    path: Path
+    label: int
+    source: str
+
+
+# ---------------------------------------------------------------- reading one image
+
+
+def read_chip(path: str | Path, *, min_side_px: int = 16) -> Image.Image:
+    """Read an image file as an 8-bit RGB PIL image, or raise InputDataError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError("image file not found", where=str(p), fix="check the path")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            rgb = _to_rgb(im, p)
+    except InputDataError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise InputDataError(
+            f"cannot decode the image ({err})",
+            where=str(p),
+            fix="re-export the file as PNG/JPEG or remove it from the data set",
+        ) from None
+    if min(rgb.size) < min_side_px:
+        raise InputDataError(
+            f"image is {rgb.size[0]}x{rgb.size[1]} px, smaller than {min_side_px} px",
+            where=str(p),
+            fix="remove the chip or lower data.min_side_px",
+        )
+    return rgb
+
+
+def _to_rgb(im: Image.Image, p: Path) -> Image.Image:
+    if im.mode == "RGB":
+        return im.copy()
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        raise InputDataError(
+            f"{im.mode} (16/32-bit) pixels are not supported",
+            where=str(p),
+            fix="convert the chip to 8-bit RGB or greyscale",
+        )
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    # L/LA -> R=G=B; RGBA/LA -> alpha dropped (not composited: chips are opaque imagery).
+    return im.convert("RGB")
+
+
+def array_to_rgb(arr: np.ndarray, where: str = "array") -> Image.Image:
+    """An in-memory chip (H x W, H x W x 1/3/4, uint8) as an RGB image."""
+    a = np.asarray(arr)
+    if a.dtype != np.uint8:
+        raise InputDataError(
+            f"image array has dtype {a.dtype}, expected uint8",
+            where=where,
+            fix="pass 8-bit pixels (0-255)",
+        )
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = a[:, :, :3]
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise InputDataError(
+            f"image array has shape {a.shape}, expected H x W (x 1, 3 or 4)",
+            where=where,
+            fix="pass greyscale, RGB or RGBA pixels in H x W x C order",
+        )
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def chips_from_folder(src: FolderSource) -> list[Chip]:
+    """``path/<positive_dir>/*`` -> label 1, ``path/<negative_dir>/*`` -> label 0."""
+    chips = []
+    for sub, label in ((src.positive_dir, 1), (src.negative_dir, 0)):
+        folder = src.path / sub
+        if not folder.is_dir():
+            raise InputDataError(
+                f"missing '{sub}/' folder",
+                where=str(src.path),
+                fix=f"put positive chips in '{src.positive_dir}/' and negatives in "
+                f"'{src.negative_dir}/' (or set positive_dir/negative_dir)",
+            )
+        chips += [Chip(p, label, src.display_name) for p in _list_images(folder)]
+    return chips
+
+
+def _manifest_image_path(root: Path, split: str | None, image: str) -> Path:
+    # Shared chip sets keep images in {split}/images/; plain manifests list paths from root.
+    if split:
+        nested = root / split / "images" / image
+        if nested.is_file():
+            return nested
+    return root / image
+
+
+def chips_from_manifest(src: ManifestSource) -> list[Chip]:
+    """Rows of a manifest CSV; label = ``label`` column, else ``n_solar_polygons > 0``."""
+    if not src.path.is_file():
+        raise InputDataError(
+            "manifest not found", where=str(src.path), fix="pass the path of a manifest.csv"
+        )
+    try:
+        df = pd.read_csv(src.path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise InputDataError(
+            f"cannot read the manifest CSV ({err})", where=str(src.path), fix="fix the CSV"
+        ) from None
+    if "image" not in df.columns:
+        raise InputDataError(
+            f"manifest has no 'image' column (columns: {', '.join(map(str, df.columns))})",
+            where=str(src.path),
+            fix="add an 'image' column with paths relative to the manifest's folder",
+        )
+    if "label" in df.columns:
+        labels = df["label"].astype(int)
+    elif "n_solar_polygons" in df.columns:
+        labels = (df["n_solar_polygons"] > 0).astype(int)
+    else:
+        raise InputDataError(
+            "manifest has neither a 'label' nor an 'n_solar_polygons' column",
+            where=str(src.path),
+            fix="add a 'label' column (1 = solar, 0 = none)",
+        )
+    if src.split is not None:
+        if "split" not in df.columns:
+            raise InputDataError(
+                "manifest has no 'split' column", where=str(src.path), fix="remove 'split'"
+            )
+        keep = df["split"].astype(str) == src.split
+        df, labels = df[keep], labels[keep]
+        if df.empty:
+            raise InputDataError(
+                f"no rows with split == '{src.split}'",
+                where=str(src.path),
+                fix="use one of the manifest's splits",
+            )
+    root = src.path.parent
+    splits = df["split"].astype(str) if "split" in df.columns else pd.Series(None, index=df.index)
+    return [
+        Chip(_manifest_image_path(root, s, str(img)), int(y), src.display_name)
+        for img, s, y in zip(df["image"], splits, labels, strict=True)
+    ]
+
+
+def pv_area_per_tile_m2(tiles: gpd.GeoDataFrame, panels: gpd.GeoDataFrame) -> pd.Series:
+    """Area (m², EPSG:5070) of the union of ``panels`` inside each tile, indexed by tile_id."""
+    for name, gdf in (("tiles", tiles), ("panels", panels)):
+        if gdf.crs is None:
+            raise InputDataError(
+                f"{name} have no CRS", where=name, fix="set the CRS (e.g. EPSG:4326)"
+            )
+    if "tile_id" not in tiles.columns:
+        raise InputDataError("tiles have no 'tile_id' column", where="tiles", fix="add tile_id")
+    t = tiles[["tile_id", "geometry"]].to_crs(EQUAL_AREA_CRS)
+    p = panels[["geometry"]].to_crs(EQUAL_AREA_CRS)
+    p = p[p.geometry.notna() & ~p.geometry.is_empty]
+    if p.empty:
+        return pd.Series(0.0, index=pd.Index(t["tile_id"], name="tile_id"), name="pv_area_m2")
+    # Dissolve first so that overlapping truth polygons are not counted twice.
+    union = gpd.GeoDataFrame(geometry=[p.geometry.make_valid().union_all()], crs=EQUAL_AREA_CRS)
+    inter = gpd.overlay(t, union, how="intersection", keep_geom_type=True)
+    area = inter.geometry.area.groupby(inter["tile_id"]).sum()
+    out = area.reindex(t["tile_id"], fill_value=0.0)
+    out.index.name = "tile_id"
+    return out.rename("pv_area_m2")
+
+
+def labels_from_truth(
+    tiles: gpd.GeoDataFrame, panels: gpd.GeoDataFrame, min_pv_area_m2: float = 1.0
+) -> pd.Series:
+    """1 where a tile holds at least ``min_pv_area_m2`` of visible PV, else 0 (index tile_id)."""
+    area = pv_area_per_tile_m2(tiles, panels)
+    return (area >= min_pv_area_m2).astype(int).rename("label")
+
+
+def chips_from_scene(src: SceneSource) -> list[Chip]:
+    """Tiles with status 'ok' from a scene's tile manifest, labelled from its PV truth."""
+    for path in (src.path, src.truth_path):
+        if not path.is_file():
+            raise InputDataError("scene file not found", where=str(path), fix="check the path")
+    try:
+        tiles = gpd.read_file(src.path, layer=src.tiles_layer)
+        panels = gpd.read_file(src.truth_path, layer=src.truth_layer)
+    except Exception as err:  # pyogrio raises DataSourceError/DataLayerError/...
+        raise InputDataError(
+            f"cannot read the scene ({type(err).__name__}: {err})",
+            where=f"{src.path} / {src.truth_path}",
+            fix="check the file paths and layer names",
+        ) from None
+    missing = {"tile_id", "path", "status"} - set(tiles.columns)
+    if missing:
+        raise InputDataError(
+            f"tile manifest lacks columns {sorted(missing)}",
+            where=f"{src.path} layer {src.tiles_layer}",
+            fix="write tile_id, path, status and geometry",
+        )
+    if src.truth_visible_column is not None:
+        if src.truth_visible_column not in panels.columns:
+            raise InputDataError(
+                f"truth has no column '{src.truth_visible_column}'",
+                where=str(src.truth_path),
+                fix="fix truth_visible_column",
+            )
+        panels = panels[panels[src.truth_visible_column].astype(bool)]
+    tiles = tiles[tiles["status"] == "ok"]
+    labels = labels_from_truth(tiles, panels, src.min_pv_area_m2)
+    root = src.path.parent
+    return [
+        Chip(root / str(rel), int(labels.loc[tid]), src.display_name)
+        for tid, rel in zip(tiles["tile_id"], tiles["path"], strict=True)
+    ]
+
+
+def _cap_per_class(chips: list[Chip], max_per_class: int | None, seed: int) -> list[Chip]:
+    if max_per_class is None:
+        return chips
+    rng = np.random.default_rng(seed)
+    out: list[Chip] = []
+    for label in (0, 1):
+        group = [c for c in chips if c.label == label]
+        if len(group) > max_per_class:
+            idx = np.sort(rng.choice(len(group), size=max_per_class, replace=False))
+            group = [group[i] for i in idx]
+        out += group
+    return sorted(out, key=lambda c: str(c.path))
+
+
+def load_source(src: ChipSource, *, seed: int = 0) -> list[Chip]:
+    """All chips of one source (capped per class when asked); missing files are errors."""
+    if isinstance(src, FolderSource):
+        chips = chips_from_folder(src)
+    elif isinstance(src, ManifestSource):
+        chips = chips_from_manifest(src)
+    else:
+        chips = chips_from_scene(src)
+    if not chips:
+        raise InputDataError("no chips found", where=str(src.path), fix="check the source")
+    missing = [c.path for c in chips if not c.path.is_file()]
+    if missing:
+        raise InputDataError(
+            f"{len(missing)} listed image(s) do not exist, e.g. {missing[0]}",
+            where=str(src.path),
+            fix="fix the paths or remove the rows",
+        )
+    return _cap_per_class(chips, src.max_per_class, seed)
+
+
+def load_sources(sources: Sequence[ChipSource], *, seed: int = 0) -> list[Chip]:
+    chips: list[Chip] = []
+    for i, src in enumerate(sources):
+        chips += load_source(src, seed=seed + i)
+    return chips
+
+
+def class_counts(chips: Sequence[Chip]) -> dict[str, int]:
+    c = Counter(ch.label for ch in chips)
+    return {"positive": c.get(1, 0), "negative": c.get(0, 0)}
+
+
+def stratified_split(
+    chips: Sequence[Chip], val_fraction: float, seed: int
+) -> tuple[list[Chip], list[Chip]]:
+    """Seeded split keeping each class's share (and each source's, when possible)."""
+    strata = [f"{c.source}|{c.label}" for c in chips]
+    # Fall back to class-only strata when a source/class cell is too small to split.
+    if min(Counter(strata).values()) < 2:
+        strata = [str(c.label) for c in chips]
+    try:
+        train, val = train_test_split(
+            list(chips), test_size=val_fraction, random_state=seed, stratify=strata
+        )
+    except ValueError as err:
+        raise InputDataError(
+            f"cannot make a stratified {val_fraction:.0%} validation split of "
+            f"{len(chips)} chips {class_counts(chips)} ({err})",
+            where="data.train",
+            fix="add chips of the rare class, change data.val_fraction or list data.val sources",
+        ) from None
+    return train, val
+
+
+# ---------------------------------------------------------------- torch dataset
+
+
+class ChipDataset(Dataset):
+    """Chips as ``{"image": CHW float in [-1,1], "label", "index", "error"}``.
+
+    A chip that cannot be read comes back with ``error`` set (and a zero image) instead of
+    raising inside a DataLoader worker, so the caller can raise one clear InputDataError.
+    """
+
+    def __init__(
+        self,
+        chips: Sequence[Chip],
+        input_size_px: int,
+        *,
+        rot90: bool = False,
+        hflip: bool = False,
+        min_side_px: int = 16,
+        normalize: dict[str, list[float]] | None = None,
+    ) -> None:
+        self.chips = list(chips)
+        self.normalize = normalize
+        self.input_size_px = input_size_px
+        self.rot90 = rot90
+        self.hflip = hflip
+        self.min_side_px = min_side_px
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, index: int) -> dict:
+        chip = self.chips[index]
+        try:
+            image = preprocess(
+                read_chip(chip.path, min_side_px=self.min_side_px),
+                self.input_size_px,
+                self.normalize,
+            )
+            error = ("", "", "")
+        except InputDataError as err:
+            image = torch.zeros(3, self.input_size_px, self.input_size_px)
+            error = (err.what, err.where or str(chip.path), err.fix or "")
+        # Uses the worker's torch RNG, which the DataLoader seeds from its generator.
+        if self.rot90:
+            k = int(torch.randint(0, 4, (1,)))
+            image = torch.rot90(image, k, dims=(1, 2))
+        if self.hflip and bool(torch.randint(0, 2, (1,))):
+            image = torch.flip(image, dims=(2,))
+        return {
+            "image": image,
+            "label": chip.label,
+            "index": index,
+            "error": error[0],
+            "error_where": error[1],
+            "error_fix": error[2],
+        }
+
+
+def raise_batch_errors(batch: dict) -> None:
+    """Raise (in the main process) the first chip error recorded in a collated batch."""
+    for what, where, fix in zip(
+        batch["error"], batch["error_where"], batch["error_fix"], strict=True
+    ):
+        if what:
+            raise InputDataError(what, where=where, fix=fix)

@@ -1,0 +1,161 @@
+"""Tile-classification metrics (sklearn), a threshold sweep, and JSON + PNG curve outputs.
+
+Undefined values (precision with no predicted positive, ROC-AUC with one class) are ``None`` in
+Python and ``null`` in JSON rather than a misleading 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+DEFAULT_SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def classification_metrics(
+    labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Precision, recall, F1, accuracy and the confusion matrix at ``threshold``; ROC/PR-AUC."""
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=float)
+    pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel().tolist()
+    both = len(np.unique(y)) == 2
+    return {
+        "threshold": float(threshold),
+        "n": int(len(y)),
+        "n_positive": int(y.sum()),
+        "n_negative": int(len(y) - y.sum()),
+        "precision": _num(precision_score(y, pred, zero_division=np.nan)),
+        "recall": _num(recall_score(y, pred, zero_division=np.nan)),
+        "f1": _num(f1_score(y, pred, zero_division=np.nan)),
+        "accuracy": float((pred == y).mean()) if len(y) else None,
+        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "pr_auc": float(average_precision_score(y, p)) if both else None,
+        # rows = truth (0, 1), columns = prediction (0, 1)
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
+
+
+def threshold_sweep(
+    labels: Sequence[int] | np.ndarray,
+    probs: Sequence[float] | np.ndarray,
+    thresholds: Sequence[float] = DEFAULT_SWEEP,
+) -> list[dict[str, Any]]:
+    """Precision/recall/F1 and counts at each threshold."""
+    rows = []
+    for t in thresholds:
+        m = classification_metrics(labels, probs, t)
+        rows.append({k: m[k] for k in ("threshold", "precision", "recall", "f1", "tp", "fp", "fn")})
+    return rows
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(p, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return p
+
+
+def plot_curves(
+    labels: Sequence[int] | np.ndarray,
+    probs: Sequence[float] | np.ndarray,
+    out_dir: str | Path,
+    title: str = "",
+) -> list[Path]:
+    """roc.png and pr.png (only when both classes are present)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on servers/CI
+    import matplotlib.pyplot as plt
+
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=float)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(np.unique(y)) < 2:
+        return []
+    written = []
+    fpr, tpr, _ = roc_curve(y, p)
+    prec, rec, _ = precision_recall_curve(y, p)
+    for name, xs, ys, xl, yl, score in (
+        (
+            "roc",
+            fpr,
+            tpr,
+            "false positive rate",
+            "true positive rate (recall)",
+            roc_auc_score(y, p),
+        ),
+        ("pr", rec, prec, "recall", "precision", average_precision_score(y, p)),
+    ):
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+        ax.plot(xs, ys, lw=2, label=f"{'AUC' if name == 'roc' else 'AP'} = {score:.3f}")
+        if name == "roc":
+            ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+        else:
+            ax.axhline(y.mean(), ls="--", c="grey", lw=1, label=f"base rate {y.mean():.3f}")
+        ax.set(xlabel=xl, ylabel=yl, xlim=(0, 1), ylim=(0, 1.02), title=f"{title} {name.upper()}")
+        ax.legend(loc="lower right" if name == "roc" else "lower left")
+        fig.tight_layout()
+        target = out / f"{name}.png"
+        tmp = out / f".{name}.tmp.png"
+        fig.savefig(tmp)
+        plt.close(fig)
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+def write_metrics(
+    labels: Sequence[int] | np.ndarray,
+    probs: Sequence[float] | np.ndarray,
+    out_dir: str | Path,
+    *,
+    threshold: float = 0.5,
+    name: str = "",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compute everything, write ``metrics.json`` (+ ``roc.png``/``pr.png``) to ``out_dir``."""
+    out = Path(out_dir)
+    metrics = {"name": name, **classification_metrics(labels, probs, threshold)}
+    metrics["threshold_sweep"] = threshold_sweep(labels, probs)
+    if extra:
+        metrics.update(extra)
+    metrics["plots"] = [p.name for p in plot_curves(labels, probs, out, title=name)]
+    write_json(out / "metrics.json", metrics)
+    return metrics

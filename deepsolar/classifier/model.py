@@ -1,0 +1,180 @@
+"""Inception-v3 for 2 classes, DeepSolar-style, and DeepSolar's preprocessing.
+
+The network is torchvision's ``Inception3`` with both heads (main 2048->2, auxiliary 768->2)
+replaced and re-initialised, BatchNorm set to TF's decay 0.9997 (PyTorch momentum 0.0003) and
+eps 1e-3, dropout 0.2. Inputs are resized to ``input_size_px`` and scaled to [-1, 1], which is what
+the Google-trained weights expect, so ``transform_input`` stays off.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models import Inception3, Inception_V3_Weights
+
+from deepsolar.classifier.config import ClassifierConfig
+from deepsolar.errors import InputDataError, OfflineError
+
+IMAGENET_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
+# [-1, 1] scaling written as a torchvision-style normalisation of [0, 1] pixels.
+NORMALIZE: dict[str, list[float]] = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+HEAD_KEYS = ("fc.weight", "fc.bias", "AuxLogits.fc.weight", "AuxLogits.fc.bias")
+HEAD_INIT_STD = 0.001  # TF-slim's initialiser for the aux logits; small logits = soft start
+
+
+def imagenet_weights_path() -> Path:
+    """Where torch hub caches (and looks for) the ImageNet Inception-v3 weights."""
+    name = Path(IMAGENET_WEIGHTS.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's IMAGENET1K_V1 weights: from the hub cache, else downloaded into it."""
+    target = imagenet_weights_path()
+    try:
+        # Loads the cached file when present; otherwise downloads (hash-checked) to ``target``.
+        return IMAGENET_WEIGHTS.get_state_dict(progress=True, check_hash=True)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        raise OfflineError(
+            f"cannot download the ImageNet Inception-v3 weights ({err})",
+            where=IMAGENET_WEIGHTS.url,
+            fix=(
+                f"on a connected machine download {IMAGENET_WEIGHTS.url} and place the file "
+                f"'{target.name}' in the directory '{target.parent}' (torch.hub.get_dir()/"
+                "checkpoints/; TORCH_HOME moves it), or set model.weights to a local file "
+                "or 'none'"
+            ),
+        ) from None
+    except RuntimeError as err:  # hash mismatch or unreadable cache file
+        raise InputDataError(
+            f"the ImageNet weights file is damaged ({err})",
+            where=str(target),
+            fix="delete the file and download it again",
+        ) from None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A local weights file: a plain state dict or a deepsolar checkpoint (``model_state``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(
+            "weights file not found",
+            where=str(p),
+            fix="set model.weights to an existing file, 'imagenet' or 'none'",
+        )
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle/zip errors vary by torch version
+        raise InputDataError(
+            f"cannot read weights ({type(err).__name__}: {err})",
+            where=str(p),
+            fix="pass a file saved with torch.save(state_dict) (weights_only-loadable)",
+        ) from None
+    if isinstance(obj, dict) and "model_state" in obj:
+        obj = obj["model_state"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputDataError(
+            "the file holds no state dict of tensors",
+            where=str(p),
+            fix="save the model with torch.save(model.state_dict(), path)",
+        )
+    return obj
+
+
+def _init_head(layer: nn.Linear) -> None:
+    nn.init.trunc_normal_(
+        layer.weight, std=HEAD_INIT_STD, a=-2 * HEAD_INIT_STD, b=2 * HEAD_INIT_STD
+    )
+    nn.init.zeros_(layer.bias)
+
+
+def _load_backbone(
+    model: Inception3, state: dict[str, torch.Tensor], where: str, *, need_aux: bool
+) -> None:
+    """Copy every non-head tensor; heads stay freshly initialised (DeepSolar re-inits both)."""
+    own = model.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and k not in HEAD_KEYS}
+    # A source without an aux head is fine when the aux head will be dropped anyway.
+    missing = [
+        k
+        for k in own
+        if k not in keep and k not in HEAD_KEYS and (need_aux or not k.startswith("AuxLogits."))
+    ]
+    bad_shape = [k for k, v in keep.items() if v.shape != own[k].shape]
+    if missing or bad_shape:
+        sample = ", ".join((missing + bad_shape)[:5])
+        raise InputDataError(
+            f"weights do not fit torchvision's Inception-v3 ({len(missing)} missing, "
+            f"{len(bad_shape)} of the wrong shape, e.g. {sample})",
+            where=where,
+            fix="use Inception-v3 weights in torchvision's layout",
+        )
+    model.load_state_dict(keep, strict=False)
+
+
+def build_classifier(cfg: ClassifierConfig) -> Inception3:
+    """Inception-v3 with 2-class main and auxiliary heads and DeepSolar's BN/dropout settings."""
+    random_init = cfg.weights == "none"
+    # aux head is always built so that weights with an aux head load; dropped below if unused.
+    model = Inception3(
+        num_classes=2,
+        aux_logits=True,
+        transform_input=False,
+        init_weights=random_init,
+        dropout=cfg.dropout,
+    )
+    if not random_init:
+        if cfg.weights == "imagenet":
+            state, where = load_imagenet_state_dict(), str(imagenet_weights_path())
+        else:
+            state, where = load_state_dict_file(cfg.weights), cfg.weights
+        _load_backbone(model, state, where, need_aux=cfg.aux_logits)
+    _init_head(model.fc)
+    _init_head(model.AuxLogits.fc)
+    if not cfg.aux_logits:
+        model.aux_logits = False
+        model.AuxLogits = None
+    configure_batchnorm(model, cfg.bn_momentum, cfg.bn_eps)
+    return model
+
+
+def configure_batchnorm(model: nn.Module, momentum: float, eps: float) -> None:
+    """TF keeps ``decay`` = 1 - PyTorch ``momentum``: 0.9997 -> 0.0003."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+            m.eps = eps
+
+
+def preprocess(
+    image: np.ndarray | Image.Image,
+    input_size_px: int,
+    normalize: dict[str, list[float]] | None = None,
+) -> torch.Tensor:
+    """DeepSolar preprocessing: RGB uint8 -> bilinear resize to a square -> float CHW.
+
+    With the default normalisation (mean = std = 0.5 on [0, 1] pixels) values are in [-1, 1].
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if image.size != (input_size_px, input_size_px):
+        image = image.resize((input_size_px, input_size_px), Image.Resampling.BILINEAR)
+    arr = np.asarray(image, dtype=np.float32)
+    tensor = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    norm = normalize or NORMALIZE
+    mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1)
+    return (tensor / 255.0 - mean) / std
+
+
+def model_outputs(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(main logits, aux logits or None) from Inception3's train/eval outputs."""
+    if isinstance(out, tuple):
+        return out[0], out[1]
+    return out, None

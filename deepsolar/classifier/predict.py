@@ -1,0 +1,262 @@
+"""Batched inference with a trained checkpoint, and evaluation on labelled chip sources."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+
+from deepsolar.classifier.config import ChipSource, TrainClassifierConfig
+from deepsolar.classifier.data import Chip, ChipDataset, array_to_rgb, load_source, read_chip
+from deepsolar.classifier.metrics import write_json, write_metrics
+from deepsolar.classifier.model import preprocess
+from deepsolar.classifier.train import (
+    config_from_checkpoint,
+    load_checkpoint,
+    make_loader,
+    model_from_checkpoint,
+    positive_probs,
+    predict_logits,
+    resolve_device,
+)
+from deepsolar.errors import InputDataError
+
+ImageLike = str | Path | np.ndarray | Image.Image
+
+
+@dataclass
+class LoadedClassifier:
+    """A network ready for inference plus everything its checkpoint says about inputs."""
+
+    model: nn.Module
+    config: TrainClassifierConfig
+    class_names: list[str]
+    input_size_px: int
+    normalize: dict[str, list[float]]
+    threshold: float
+    device: torch.device
+    checkpoint: Path
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def load_classifier(checkpoint: str | Path, device: str = "auto") -> LoadedClassifier:
+    """Load a checkpoint (``weights_only=True``) for inference, in eval mode on ``device``."""
+    ckpt = load_checkpoint(checkpoint)
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt, str(checkpoint)).to(dev).eval()
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedClassifier(
+        model=model,
+        config=config_from_checkpoint(ckpt, str(checkpoint)),
+        class_names=list(ckpt["class_names"]),
+        input_size_px=int(ckpt["input_size_px"]),
+        normalize=dict(ckpt["normalize"]),
+        threshold=float(ckpt["threshold"]),
+        device=dev,
+        checkpoint=Path(checkpoint),
+    )
+
+
+class ImageListDataset(Dataset):
+    """Paths or in-memory arrays/PIL images, preprocessed like the training chips."""
+
+    def __init__(
+        self,
+        images: Sequence[ImageLike],
+        input_size_px: int,
+        normalize: dict[str, list[float]],
+        min_side_px: int = 16,
+    ) -> None:
+        self.images = list(images)
+        self.input_size_px = input_size_px
+        self.normalize = normalize
+        self.min_side_px = min_side_px
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.images[index]
+        what = where = fix = ""
+        try:
+            if isinstance(item, str | Path):
+                img = read_chip(item, min_side_px=self.min_side_px)
+            elif isinstance(item, Image.Image):
+                img = item.convert("RGB")
+            else:
+                img = array_to_rgb(item, where=f"images[{index}]")
+            x = preprocess(img, self.input_size_px, self.normalize)
+        except InputDataError as err:
+            x = torch.zeros(3, self.input_size_px, self.input_size_px)
+            what, where, fix = err.what, err.where or f"images[{index}]", err.fix or ""
+        return {
+            "image": x,
+            "label": -1,
+            "index": index,
+            "error": what,
+            "error_where": where,
+            "error_fix": fix,
+        }
+
+
+@torch.no_grad()
+def predict_proba(
+    clf: LoadedClassifier,
+    images: Sequence[ImageLike],
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    on_error: Literal["raise", "nan"] = "raise",
+) -> np.ndarray:
+    """Probability of the positive class (solar) for each image, in input order.
+
+    ``on_error="nan"`` gives NaN for an unreadable image instead of raising (useful when
+    scanning many downloaded tiles, where one bad file must not stop the run).
+    """
+    ds = ImageListDataset(images, clf.input_size_px, clf.normalize, clf.config.data.min_side_px)
+    loader = make_loader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    amp = clf.on_gpu and clf.config.train.amp_bf16
+    probs = np.full(len(ds), np.nan, dtype=np.float64)
+    clf.model.eval()
+    for batch in loader:
+        bad = [i for i, e in enumerate(batch["error"]) if e]
+        if bad and on_error == "raise":
+            i = bad[0]
+            raise InputDataError(
+                batch["error"][i], where=batch["error_where"][i], fix=batch["error_fix"][i]
+            )
+        x = batch["image"].to(clf.device, non_blocking=True)
+        if clf.on_gpu:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(clf.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = clf.model(x)
+        p = torch.softmax(out.float(), dim=1)[:, 1].cpu().numpy().astype(np.float64)
+        idx = batch["index"].numpy()
+        p[bad] = np.nan
+        probs[idx] = p
+    return probs
+
+
+def predict_tiles(
+    clf: LoadedClassifier,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    threshold: float | None = None,
+) -> pd.DataFrame:
+    """One row per tile path: ``prob`` (NaN if unreadable) and ``positive`` at the threshold."""
+    probs = predict_proba(
+        clf, list(paths), batch_size=batch_size, num_workers=num_workers, on_error="nan"
+    )
+    t = clf.threshold if threshold is None else threshold
+    return pd.DataFrame(
+        {
+            "path": [str(p) for p in paths],
+            "prob": probs,
+            "positive": np.where(np.isnan(probs), False, probs >= t),
+            "readable": ~np.isnan(probs),
+        }
+    )
+
+
+def infer_chips(
+    clf: LoadedClassifier, chips: Sequence[Chip], *, batch_size: int = 64, num_workers: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, positive-class probabilities) for labelled chips."""
+    ds = ChipDataset(
+        chips,
+        clf.input_size_px,
+        min_side_px=clf.config.data.min_side_px,
+        normalize=clf.normalize,
+    )
+    loader = make_loader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    amp = clf.on_gpu and clf.config.train.amp_bf16
+    logits, labels = predict_logits(
+        clf.model, loader, clf.device, amp_bf16=amp, channels_last=clf.on_gpu
+    )
+    return labels, positive_probs(logits)
+
+
+def write_evaluation(
+    chips: Sequence[Chip],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    out_dir: str | Path,
+    *,
+    name: str,
+    threshold: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """metrics.json + roc.png/pr.png + predictions.csv in ``out_dir``."""
+    out = Path(out_dir)
+    metrics = write_metrics(labels, probs, out, threshold=threshold, name=name, extra=extra)
+    table = pd.DataFrame({"path": [str(c.path) for c in chips], "label": labels, "prob": probs})
+    tmp = out / ".predictions.csv.tmp"
+    table.to_csv(tmp, index=False)
+    tmp.replace(out / "predictions.csv")
+    return metrics
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    sources: Sequence[ChipSource],
+    out_dir: str | Path,
+    *,
+    threshold: float | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate on each source separately and on all together; write ``summary.json``."""
+    clf = load_classifier(checkpoint, device)
+    t = clf.threshold if threshold is None else threshold
+    out = Path(out_dir)
+    extra = {"checkpoint": str(checkpoint)}
+    keys = ("n", "n_positive", "n_negative", "precision", "recall", "f1", "roc_auc", "pr_auc",
+            "confusion_matrix")  # fmt: skip
+    per_source: dict[str, Any] = {}
+    chips_all: list[Chip] = []
+    labels_all, probs_all = [], []
+    for i, src in enumerate(sources):
+        chips = load_source(src, seed=seed + i)
+        labels, probs = infer_chips(clf, chips, batch_size=batch_size, num_workers=num_workers)
+        name = src.display_name
+        m = write_evaluation(
+            chips, labels, probs, out / _safe(name), name=name, threshold=t, extra=extra
+        )
+        per_source[name] = {k: m[k] for k in keys}
+        chips_all += chips
+        labels_all.append(labels)
+        probs_all.append(probs)
+    summary: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "threshold": t,
+        "input_size_px": clf.input_size_px,
+        "sources": per_source,
+    }
+    if len(sources) > 1:
+        m = write_evaluation(
+            chips_all, np.concatenate(labels_all), np.concatenate(probs_all), out / "all",
+            name="all", threshold=t, extra=extra,
+        )  # fmt: skip
+        summary["all"] = {k: m[k] for k in keys}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -1,0 +1,90 @@
+"""Optimiser, learning-rate schedule and fine-tuning strategy from an :class:`OptimConfig`.
+
+DeepSolar: TF1 RMSProp (lr 0.001, decay 0.9, momentum 0.9, epsilon 0.1; ``timm.optim.RMSpropTF``
+reproduces TF's epsilon-inside-the-root and ones-initialised square average), L2 weight decay
+4e-5 on conv/linear weights (TF-slim regularises weights, not biases or BatchNorm), learning rate
+halved every 5 epochs (staircase), every layer trained.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.optim import RMSpropTF
+from torch import nn
+from torch.optim.lr_scheduler import StepLR
+
+from deepsolar.classifier.config import INCEPTION_BLOCKS, OptimConfig
+
+HEAD_MODULES = ("fc", "AuxLogits.fc")
+
+
+def _module_of(param_name: str) -> str:
+    return param_name.rsplit(".", 1)[0]
+
+
+def apply_finetune(model: nn.Module, cfg: OptimConfig) -> list[str]:
+    """Set ``requires_grad`` per the strategy; return the names of the trainable parameters.
+
+    - ``full``: everything trains (DeepSolar).
+    - ``head``: only the new main and auxiliary heads (``fc``, ``AuxLogits.fc``).
+    - ``from_block``: ``unfreeze_from`` and every block after it, plus the auxiliary branch
+      and both heads; everything before it stays frozen.
+    """
+    if cfg.finetune == "full":
+        trainable_prefixes: tuple[str, ...] | None = None
+    elif cfg.finetune == "head":
+        trainable_prefixes = HEAD_MODULES
+    else:
+        start = INCEPTION_BLOCKS.index(cfg.unfreeze_from)  # validated by OptimConfig
+        trainable_prefixes = (*INCEPTION_BLOCKS[start:], "AuxLogits", "fc")
+    names = []
+    for name, p in model.named_parameters():
+        module = _module_of(name)
+        train = trainable_prefixes is None or any(
+            module == pre or module.startswith(pre + ".") for pre in trainable_prefixes
+        )
+        p.requires_grad_(train)
+        if train:
+            names.append(name)
+    return names
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """``model.train()``, but BatchNorm layers whose parameters are frozen keep their statistics."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = [p for p in m.parameters(recurse=False)]
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters split into decayed (conv/linear weights) and not decayed."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """RMSpropTF (DeepSolar) or AdamW over the trainable parameters."""
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name == "rmsprop_tf":
+        r = cfg.rmsprop
+        # Coupled decay = gradient of TF-slim's L2 term 0.5 * wd * ||w||^2.
+        return RMSpropTF(
+            groups, lr=cfg.lr, alpha=r.decay, momentum=r.momentum, eps=r.eps, decoupled_decay=False
+        )
+    a = cfg.adamw
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=a.betas, eps=a.eps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> StepLR:
+    """Staircase step decay, stepped once per epoch: lr x factor every N epochs."""
+    return StepLR(optimizer, step_size=cfg.lr_decay_every_epochs, gamma=cfg.lr_decay_factor)

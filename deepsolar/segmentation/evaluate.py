@@ -1,0 +1,484 @@
+"""Evaluate CAM masks against ground-truth masks: plain CAM vs greedy stage 1 vs stage 2.
+
+Metrics, per method (``plain`` = classifier's Mixed_7c x fc; ``stageK`` = greedy branch):
+
+- **pipeline** (what ``segment-tiles`` produces): masks only where the classifier says positive,
+  empty elsewhere. Micro IoU / Dice over every pixel of every tile; mean absolute per-tile
+  relative area error over tiles with truth (|pred - true| / true; DeepSolar: 27.3% / 18.8%);
+  relative error of the total area of the set (|sum pred - sum true| / sum true; DeepSolar:
+  3.0% / 2.1%).
+- **oracle** (segmentation alone): masks for every tile that truly holds PV, whatever the
+  classifier says; same metrics restricted to those tiles, plus the mean per-tile IoU.
+
+Chips without georeferencing (the shared ``pv_chips``) measure area in pixels (``m_per_px``
+unset) or with one nominal ``m_per_px``: relative errors do not depend on it. Scene tiles use each
+tile's latitude-dependent pixel area.
+
+Run::
+
+    python -m deepsolar.segmentation.evaluate --config configs/segmenter-eval.yaml --out out/seg-eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from pydantic import Field, field_validator
+
+from deepsolar.classifier.config import _resolve_path
+from deepsolar.classifier.data import read_chip
+from deepsolar.config import StrictModel, load_yaml, validate_config
+from deepsolar.errors import DeepSolarError, InputDataError
+from deepsolar.segmentation.area import tile_row_pixel_area_m2
+from deepsolar.segmentation.cam import minmax_per_tile, threshold_mask, upsample
+from deepsolar.segmentation.pipeline import Segmenter
+from deepsolar.tiling import Tile
+
+log = logging.getLogger("deepsolar.segmentation")
+
+# DeepSolar's published area figures (residential / non-residential).
+DEEPSOLAR_PER_IMAGE_ERROR = (0.273, 0.188)
+DEEPSOLAR_REGIONAL_ERROR = (0.030, 0.021)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def mask_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    """(true positive, false positive, false negative) pixel counts."""
+    p, t = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
+    if p.shape != t.shape:
+        raise InputDataError(
+            f"prediction {p.shape} and truth {t.shape} differ in shape",
+            where="mask_counts",
+            fix="compare masks of the same image",
+        )
+    return int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+
+
+def iou(tp: float, fp: float, fn: float) -> float:
+    """Intersection over union; NaN when both masks are empty."""
+    d = tp + fp + fn
+    return float(tp / d) if d else float("nan")
+
+
+def dice(tp: float, fp: float, fn: float) -> float:
+    d = 2 * tp + fp + fn
+    return float(2 * tp / d) if d else float("nan")
+
+
+def per_tile_relative_error(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean |pred - true| / true over tiles with true > 0 (DeepSolar's per-image area error)."""
+    p, t = np.asarray(pred, float), np.asarray(true, float)
+    keep = t > 0
+    return float(np.mean(np.abs(p[keep] - t[keep]) / t[keep])) if keep.any() else float("nan")
+
+
+def regional_relative_error(pred: np.ndarray, true: np.ndarray) -> float:
+    """|sum pred - sum true| / sum true (DeepSolar's regional total error)."""
+    tot = float(np.sum(true))
+    return abs(float(np.sum(pred)) - tot) / tot if tot > 0 else float("nan")
+
+
+def summarise(df: pd.DataFrame) -> dict[str, Any]:
+    """Scores of one method from its per-tile rows (columns made by :func:`evaluate_set`)."""
+    truth_pos = df["true_area"] > 0
+    o = df[truth_pos]
+    return {
+        "n_tiles": int(len(df)),
+        "n_truth_positive": int(truth_pos.sum()),
+        "n_called_positive": int(df["is_positive"].sum()),
+        "pipeline_iou": iou(df["tp"].sum(), df["fp"].sum(), df["fn"].sum()),
+        "pipeline_dice": dice(df["tp"].sum(), df["fp"].sum(), df["fn"].sum()),
+        "pipeline_per_tile_area_error": per_tile_relative_error(df["pred_area"], df["true_area"]),
+        "pipeline_mean_abs_area_error": float(np.mean(np.abs(o["pred_area"] - o["true_area"])))
+        if len(o)
+        else float("nan"),
+        "pipeline_regional_area_error": regional_relative_error(df["pred_area"], df["true_area"]),
+        "oracle_iou": iou(o["o_tp"].sum(), o["o_fp"].sum(), o["o_fn"].sum()),
+        "oracle_dice": dice(o["o_tp"].sum(), o["o_fp"].sum(), o["o_fn"].sum()),
+        "oracle_mean_tile_iou": float(
+            np.nanmean(
+                [iou(a, b, c) for a, b, c in zip(o["o_tp"], o["o_fp"], o["o_fn"], strict=True)]
+            )
+        )
+        if len(o)
+        else float("nan"),
+        "oracle_per_tile_area_error": per_tile_relative_error(o["o_pred_area"], o["true_area"]),
+        "oracle_regional_area_error": regional_relative_error(o["o_pred_area"], o["true_area"]),
+        "true_area_total": float(df["true_area"].sum()),
+        "pred_area_total": float(df["pred_area"].sum()),
+    }
+
+
+# ---------------------------------------------------------------- evaluation sets
+
+
+class ChipMaskSet(StrictModel):
+    """A shared chip set's ``manifest.csv`` with ``mask`` column (masks under ``{split}/masks``)."""
+
+    kind: Literal["chips"] = "chips"
+    manifest: Path
+    split: str = "valid"
+    name: str | None = None
+    max_chips: int | None = Field(None, ge=1, description="first N rows (for quick runs)")
+    m_per_px: float | None = Field(None, gt=0, description="None: areas in pixels")
+
+    @field_validator("manifest", mode="before")
+    @classmethod
+    def _expand(cls, v: object) -> object:
+        return _resolve_path(v)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"{self.manifest.parent.name}/{self.split}"
+
+
+class SceneMaskSet(StrictModel):
+    """A tile store (manifest.gpkg) over a scene with PV truth polygons (e.g. the SYNTHETIC demo)."""
+
+    kind: Literal["scene"] = "scene"
+    manifest: Path
+    truth_path: Path
+    truth_layer: str | None = None
+    truth_visible_column: str | None = None
+    name: str | None = None
+    max_chips: int | None = Field(None, ge=1)
+
+    @field_validator("manifest", "truth_path", mode="before")
+    @classmethod
+    def _expand(cls, v: object) -> object:
+        return _resolve_path(v)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.manifest.parent.name
+
+
+EvalSet = Annotated[ChipMaskSet | SceneMaskSet, Field(discriminator="kind")]
+
+
+@dataclass
+class EvalItem:
+    key: str
+    image: Image.Image
+    truth: np.ndarray  # bool, image size
+    pixel_area: np.ndarray | float  # per-row (H,) or scalar
+
+
+def iter_chip_set(s: ChipMaskSet) -> Iterator[EvalItem]:
+    if not s.manifest.is_file():
+        raise InputDataError("manifest not found", where=str(s.manifest), fix="check the path")
+    df = pd.read_csv(s.manifest)
+    if not {"split", "image", "mask"} <= set(df.columns):
+        raise InputDataError(
+            "manifest lacks split/image/mask columns", where=str(s.manifest),
+            fix="use a shared pv_chips manifest.csv",
+        )  # fmt: skip
+    df = df[df["split"].astype(str) == s.split]
+    if s.max_chips:
+        df = df.head(s.max_chips)
+    root = s.manifest.parent / s.split
+    for img, msk in zip(df["image"], df["mask"], strict=True):
+        image = read_chip(root / "images" / str(img))
+        mp = root / "masks" / str(msk)
+        with Image.open(mp) as m:
+            truth = np.asarray(m.convert("L")) > 0
+        if truth.shape != (image.size[1], image.size[0]):
+            raise InputDataError(
+                f"mask {truth.shape} and image {image.size} differ", where=str(mp),
+                fix="regenerate the mask",
+            )  # fmt: skip
+        yield EvalItem(str(img), image, truth, (s.m_per_px or 1.0) ** 2)
+
+
+def iter_scene_set(s: SceneMaskSet) -> Iterator[EvalItem]:
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    from deepsolar.manifest import read_manifest
+
+    tiles = read_manifest(s.manifest)
+    tiles = tiles[tiles["status"] == "ok"]
+    if s.max_chips:
+        tiles = tiles.head(s.max_chips)
+    try:
+        truth = gpd.read_file(s.truth_path, layer=s.truth_layer)
+    except Exception as err:  # pyogrio raises several types
+        raise InputDataError(
+            f"cannot read truth polygons ({type(err).__name__}: {err})", where=str(s.truth_path),
+            fix="check truth_path / truth_layer",
+        ) from None  # fmt: skip
+    if s.truth_visible_column:
+        truth = truth[truth[s.truth_visible_column].astype(bool)]
+    truth = truth.to_crs("EPSG:3857")
+    geoms = [g for g in truth.geometry if g is not None and not g.is_empty]
+    root = s.manifest.parent
+    for r in tiles.itertuples(index=False):
+        tile = Tile(int(r.zoom), int(r.tile_size_px), int(r.x), int(r.y))
+        image = read_chip(root / str(r.path))
+        w, h = image.size
+        tr = tile.transform_3857 * tile.transform_3857.scale(tile.size_px / w, tile.size_px / h)
+        mask = (
+            rasterize(geoms, out_shape=(h, w), transform=tr, fill=0, default_value=1, dtype="uint8")
+            if geoms
+            else np.zeros((h, w), np.uint8)
+        )
+        yield EvalItem(str(r.tile_id), image, mask.astype(bool), _tile_row_areas(tile, h))
+
+
+def _tile_row_areas(tile: Tile, h: int) -> np.ndarray:
+    return tile_row_pixel_area_m2(tile, h)
+
+
+def iter_set(s: ChipMaskSet | SceneMaskSet) -> Iterator[EvalItem]:
+    return iter_chip_set(s) if isinstance(s, ChipMaskSet) else iter_scene_set(s)
+
+
+# ---------------------------------------------------------------- the run
+
+
+class EvaluateSegmentationConfig(StrictModel):
+    """What ``python -m deepsolar.segmentation.evaluate --config`` reads."""
+
+    classifier_checkpoint: Path
+    segmenter_checkpoint: Path | None = Field(None, description="None: plain CAM only")
+    sets: list[EvalSet] = Field(min_length=1)
+    cam_threshold: float = Field(0.37, gt=0.0, lt=1.0)
+    classifier_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    overlays: int = Field(6, ge=0, description="comparison PNGs per set (truth-positive tiles)")
+
+    @field_validator("classifier_checkpoint", "segmenter_checkpoint", mode="before")
+    @classmethod
+    def _expand(cls, v: object) -> object:
+        return _resolve_path(v)
+
+
+def _area(mask: np.ndarray, pixel_area: np.ndarray | float) -> float:
+    if np.ndim(pixel_area) == 0:
+        return float(mask.sum()) * float(pixel_area)
+    return float((mask.sum(axis=1) * np.asarray(pixel_area)).sum())
+
+
+def _batched(it: Iterator[EvalItem], n: int) -> Iterator[list[EvalItem]]:
+    batch: list[EvalItem] = []
+    for item in it:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def evaluate_set(
+    segmenter: Segmenter,
+    s: ChipMaskSet | SceneMaskSet,
+    *,
+    cam_threshold: float = 0.37,
+    batch_size: int = 16,
+    overlay_dir: Path | None = None,
+    overlays: int = 0,
+) -> pd.DataFrame:
+    """One row per (tile, method) with pixel counts and areas for pipeline and oracle masks."""
+    rows: list[dict[str, Any]] = []
+    n_overlays = 0
+    for batch in _batched(iter_set(s), batch_size):
+        x = segmenter.preprocess([b.image for b in batch])
+        probs, cams = segmenter.native_cams(x)
+        for j, item in enumerate(batch):
+            h, w = item.truth.shape
+            prob = float(probs[j])
+            is_pos = prob >= segmenter.threshold
+            true_area = _area(item.truth, item.pixel_area)
+            shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            for method, cam in cams.items():
+                norm = minmax_per_tile(upsample(cam[j : j + 1], (h, w)))
+                mask = threshold_mask(norm, cam_threshold)[0].cpu().numpy()
+                o_tp, o_fp, o_fn = mask_counts(mask, item.truth)
+                pipe = mask if is_pos else np.zeros_like(mask)
+                tp, fp, fn = mask_counts(pipe, item.truth)
+                rows.append({
+                    "set": s.display_name, "tile": item.key, "method": method, "prob": prob,
+                    "is_positive": is_pos, "tp": tp, "fp": fp, "fn": fn,
+                    "o_tp": o_tp, "o_fp": o_fp, "o_fn": o_fn,
+                    "pred_area": _area(pipe, item.pixel_area),
+                    "o_pred_area": _area(mask, item.pixel_area), "true_area": true_area,
+                })  # fmt: skip
+                shown[method] = (norm[0].cpu().numpy(), mask)
+            if overlay_dir is not None and n_overlays < overlays and item.truth.any():
+                n_overlays += 1
+                save_comparison_overlay(
+                    item.image, item.truth, shown,
+                    overlay_dir / f"{n_overlays:02d}_{Path(item.key).stem[:40]}.png",
+                    title=f"{s.display_name} {item.key[:40]} p={prob:.2f}",
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def save_comparison_overlay(
+    image: Image.Image,
+    truth: np.ndarray,
+    maps: dict[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Image + truth, then per method the CAM over the image and its mask (truth in cyan)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = 1 + len(maps)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.4), squeeze=False)
+    arr = np.asarray(image)
+    axes[0, 0].imshow(arr)
+    axes[0, 0].set_title("image", fontsize=8)
+    axes[1, 0].imshow(truth, cmap="gray", vmin=0, vmax=1)
+    axes[1, 0].set_title("truth", fontsize=8)
+    for i, (name, (cam, mask)) in enumerate(maps.items(), start=1):
+        axes[0, i].imshow(arr)
+        axes[0, i].imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[0, i].set_title(f"{name} CAM", fontsize=8)
+        axes[1, i].imshow(mask, cmap="gray", vmin=0, vmax=1)
+        if truth.any():
+            axes[1, i].contour(truth.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+        tp, fp, fn = mask_counts(mask, truth)
+        axes[1, i].set_title(f"{name} mask IoU {iou(tp, fp, fn):.2f}", fontsize=8)
+    for a in axes.ravel():
+        a.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return path
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Markdown: one table per set, methods side by side."""
+    pct = "{:.1%}".format
+
+    def f(v: float, p: bool = True) -> str:
+        return "n/a" if v is None or v != v else (pct(v) if p else f"{v:.3f}")
+
+    lines = [
+        "# Segmentation evaluation", "",
+        f"classifier: `{report['classifier_checkpoint']}`  ",
+        f"segmenter: `{report['segmenter_checkpoint']}`  ",
+        f"CAM threshold {report['cam_threshold']}, classifier threshold {report['classifier_threshold']}",
+        "",
+        "DeepSolar (Yu et al. 2018): per-image area error 27.3% (residential) / 18.8% "
+        "(non-residential); regional total error 3.0% / 2.1%.", "",
+    ]  # fmt: skip
+    rows = [
+        ("tiles / truth-positive / called positive", None),
+        ("pipeline IoU", "pipeline_iou"), ("pipeline Dice", "pipeline_dice"),
+        ("pipeline per-tile area error", "pipeline_per_tile_area_error"),
+        ("pipeline regional area error", "pipeline_regional_area_error"),
+        ("oracle IoU (truth-positive tiles)", "oracle_iou"), ("oracle Dice", "oracle_dice"),
+        ("oracle mean per-tile IoU", "oracle_mean_tile_iou"),
+        ("oracle per-tile area error", "oracle_per_tile_area_error"),
+        ("oracle regional area error", "oracle_regional_area_error"),
+    ]  # fmt: skip
+    for set_name, methods in report["sets"].items():
+        names = list(methods)
+        lines += [f"## {set_name}", "", "| metric | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]  # fmt: skip
+        for label, key in rows:
+            if key is None:
+                m = methods[names[0]]
+                cells = [
+                    f"{m['n_tiles']} / {m['n_truth_positive']} / {m['n_called_positive']}"
+                ] * len(names)
+            else:
+                cells = [f(methods[n][key], p="error" in key) for n in names]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Evaluate every set; write ``per_tile.csv``, ``report.json``, ``report.md``, overlays."""
+    cfg = validate_config(EvaluateSegmentationConfig, cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    from deepsolar.segmentation.config import CamConfig
+
+    cam = CamConfig(
+        method="greedy" if cfg.segmenter_checkpoint else "plain",
+        threshold=cfg.cam_threshold,
+        classifier_threshold=cfg.classifier_threshold,
+    )
+    seg = Segmenter.from_checkpoints(
+        cfg.classifier_checkpoint, cfg.segmenter_checkpoint, cam, cfg.device
+    )
+    frames = []
+    report: dict[str, Any] = {
+        "classifier_checkpoint": str(cfg.classifier_checkpoint),
+        "segmenter_checkpoint": str(cfg.segmenter_checkpoint),
+        "cam_threshold": cfg.cam_threshold,
+        "classifier_threshold": seg.threshold,
+        "input_size_px": seg.clf.input_size_px,
+        "sets": {},
+    }
+    for s in cfg.sets:
+        log.info("evaluating %s", s.display_name)
+        df = evaluate_set(
+            seg, s, cam_threshold=cfg.cam_threshold, batch_size=cfg.batch_size,
+            overlay_dir=out / "overlays" / _safe(s.display_name), overlays=cfg.overlays,
+        )  # fmt: skip
+        frames.append(df)
+        report["sets"][s.display_name] = {
+            m: summarise(g) for m, g in df.groupby("method", sort=False)
+        }
+    pd.concat(frames).to_csv(out / "per_tile.csv", index=False)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    (out / "report.md").write_text(format_report(report))
+    return report
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        cfg = validate_config(
+            EvaluateSegmentationConfig, load_yaml(args.config), where=str(args.config)
+        )
+        report = evaluate_segmentation(cfg, args.out)
+    except DeepSolarError as err:
+        print(f"evaluate-segmentation failed: {err}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

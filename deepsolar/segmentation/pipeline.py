@@ -1,0 +1,433 @@
+"""Classify + segment images and tile stores: probabilities, masks (PNG 0/255), areas, overlays.
+
+:class:`Segmenter` runs the classifier once per batch (``Mixed_5d`` / ``Mixed_7c`` captured by
+hooks) and the greedy branch only on the tiles called positive. :func:`segment_tile_store` does a
+whole tile store (``manifest.gpkg`` layer ``tiles``) resumably: a JSON-lines journal next to the
+manifest records each finished tile (after its mask PNG is in place); a re-run skips them, and the
+Parquet table is rebuilt atomically from the journal at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from pydantic import Field
+
+from deepsolar.classifier.data import read_chip
+from deepsolar.classifier.model import preprocess
+from deepsolar.classifier.predict import LoadedClassifier, load_classifier
+from deepsolar.classifier.train import resolve_device
+from deepsolar.config import StrictModel
+from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.manifest import read_manifest
+from deepsolar.segmentation.area import mask_area_m2_tile
+from deepsolar.segmentation.cam import (
+    cam_to_mask,
+    classify_with_taps,
+    greedy_cam,
+    mask_to_png_array,
+    plain_cam,
+)
+from deepsolar.segmentation.config import CamConfig
+from deepsolar.segmentation.train import LoadedSegmenter, check_backbone, load_segmenter
+from deepsolar.tiling import Tile
+
+JOURNAL_NAME = "segmentation.journal.jsonl"
+TABLE_NAME = "segmentation.parquet"
+MASKS_DIRNAME = "masks"
+OVERLAYS_DIRNAME = "overlays"
+TABLE_COLUMNS = ("tile_id", "prob", "is_positive", "mask_path", "area_m2", "error")
+
+
+# ---------------------------------------------------------------- the model pair
+
+
+@dataclass
+class TileSegmentation:
+    prob: float
+    is_positive: bool
+    cam: np.ndarray | None  # normalised CAM at the image size (positives only)
+    mask: np.ndarray | None  # bool, image size (positives only)
+
+
+class Segmenter:
+    """A classifier and (for ``method: greedy``) its CAM branch, ready for inference."""
+
+    def __init__(
+        self, clf: LoadedClassifier, seg: LoadedSegmenter | None, cam: CamConfig | None = None
+    ) -> None:
+        self.clf = clf
+        self.seg = seg
+        self.cam = cam or CamConfig()
+        if self.cam.method == "greedy":
+            if seg is None:
+                raise ConfigError(
+                    "the greedy CAM needs a segmenter checkpoint",
+                    where="segmenter_checkpoint",
+                    fix="train one with train-segmenter, or set cam.method: plain",
+                )
+            check_backbone(seg, clf)
+            if self.cam.stage is not None and self.cam.stage > seg.stages_trained:
+                raise ConfigError(
+                    f"cam.stage {self.cam.stage} but the segmenter has {seg.stages_trained} "
+                    "trained stage(s)",
+                    where=str(seg.checkpoint),
+                    fix=f"set cam.stage to 1..{seg.stages_trained} or leave it empty",
+                )
+            seg.branch.to(clf.device).eval()
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        classifier_checkpoint: str | Path,
+        segmenter_checkpoint: str | Path | None,
+        cam: CamConfig | None = None,
+        device: str = "auto",
+    ) -> Segmenter:
+        clf = load_classifier(classifier_checkpoint, device)
+        seg = (
+            load_segmenter(segmenter_checkpoint, clf.device)
+            if segmenter_checkpoint is not None
+            else None
+        )
+        return cls(clf, seg, cam)
+
+    @property
+    def threshold(self) -> float:
+        t = self.cam.classifier_threshold
+        return self.clf.threshold if t is None else t
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack(
+            [preprocess(im, self.clf.input_size_px, self.clf.normalize) for im in images]
+        ).to(self.clf.device)
+
+    @torch.no_grad()
+    def native_cams(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(probabilities, native CAMs of every kind) for a preprocessed batch: for evaluation.
+
+        Keys: ``plain`` and, with a segmenter, ``stage1`` .. ``stageK``.
+        """
+        fwd = classify_with_taps(self.clf.model, x)
+        cams = {"plain": plain_cam(self.clf.model, fwd.mixed7c)}
+        if self.seg is not None:
+            for k in range(1, self.seg.stages_trained + 1):
+                cams[f"stage{k}"] = greedy_cam(self.seg.branch, fwd.mixed5d, k)
+        return fwd.probs, cams
+
+    @torch.no_grad()
+    def segment(self, images: Sequence[Image.Image]) -> list[TileSegmentation]:
+        """Classify a batch; CAM + mask (at each image's own size) for the positives only."""
+        x = self.preprocess(images)
+        fwd = classify_with_taps(self.clf.model, x)
+        probs = fwd.probs.cpu().numpy().astype(float)
+        pos = np.flatnonzero(probs >= self.threshold)
+        out = [TileSegmentation(float(p), False, None, None) for p in probs]
+        if len(pos) == 0:
+            return out
+        idx = torch.as_tensor(pos, device=x.device)
+        if self.cam.method == "greedy":
+            native = greedy_cam(self.seg.branch, fwd.mixed5d[idx], self.cam.stage)
+        else:
+            native = plain_cam(self.clf.model, fwd.mixed7c[idx])
+        for j, i in enumerate(pos):
+            w, h = images[i].size
+            norm, mask = cam_to_mask(native[j : j + 1], (h, w), self.cam.threshold)
+            out[i] = TileSegmentation(
+                float(probs[i]), True, norm[0].cpu().numpy(), mask[0].cpu().numpy()
+            )
+        return out
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_png_atomic(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def mask_relpath(tile_relpath: str) -> str:
+    """``tiles/21-320/x/y.png`` -> ``masks/21-320/x/y.png`` (other layouts: ``masks/<path>``)."""
+    parts = Path(tile_relpath).parts
+    rest = parts[1:] if len(parts) > 1 and parts[0] == "tiles" else parts
+    return Path(MASKS_DIRNAME, *rest).with_suffix(".png").as_posix()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_key(job: SegmentTilesJob) -> str:
+    """What the results depend on: both checkpoints' bytes and the CAM settings."""
+    parts = {
+        "classifier": file_sha256(job.classifier_checkpoint),
+        "segmenter": file_sha256(job.segmenter_checkpoint) if job.segmenter_checkpoint else None,
+        "cam": job.cam.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_journal(path: Path, key: str) -> dict[str, dict[str, Any]]:
+    """Latest record per tile made with the same run key (other settings are redone)."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed run
+            if isinstance(rec, dict) and rec.get("run_key") == key and "tile_id" in rec:
+                done[rec["tile_id"]] = rec
+    return done
+
+
+# ---------------------------------------------------------------- the tile store
+
+
+class SegmentTilesJob(StrictModel):
+    """Input of ``segment-tiles``."""
+
+    manifest: Path = Field(description="a tile store's manifest.gpkg (layer 'tiles') or folder")
+    classifier_checkpoint: Path
+    segmenter_checkpoint: Path | None = Field(None, description="needed for cam.method greedy")
+    cam: CamConfig = CamConfig()
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    overlays: int = Field(0, ge=0, description="PNG overlays for this many positive tiles")
+    overlay_seed: int = 0
+
+
+@dataclass
+class SegmentSummary:
+    table_path: Path
+    n_tiles: int
+    n_done_before: int
+    n_positive: int
+    n_errors: int
+    total_area_m2: float
+    overlays: list[Path]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["table_path"] = str(self.table_path)
+        d["overlays"] = [str(p) for p in self.overlays]
+        return d
+
+
+def _store_paths(manifest: Path) -> tuple[Path, Path]:
+    p = Path(manifest)
+    return (p, p / "manifest.gpkg") if p.is_dir() else (p.parent, p)
+
+
+def _batches(seq: list, n: int) -> Iterator[list]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def segment_tile_store(job: SegmentTilesJob, *, progress: Any = None) -> SegmentSummary:
+    """Classify every 'ok' tile; masks for the positives; table + journal in the store folder."""
+    store, manifest_path = _store_paths(job.manifest)
+    tiles = read_manifest(manifest_path)
+    tiles = tiles[tiles["status"] == "ok"]
+    if job.num_threads and resolve_device(job.device).type == "cpu":
+        torch.set_num_threads(job.num_threads)
+    segmenter = Segmenter.from_checkpoints(
+        job.classifier_checkpoint, job.segmenter_checkpoint if job.cam.method == "greedy" else None,
+        job.cam, job.device,
+    )  # fmt: skip
+    key = run_key(job)
+    journal_path = store / JOURNAL_NAME
+    done = read_journal(journal_path, key)
+    n_before = sum(1 for t in tiles["tile_id"] if t in done)
+    rows = [
+        r for r in tiles[["tile_id", "zoom", "tile_size_px", "x", "y", "path"]].itertuples(index=False)
+        if r.tile_id not in done
+    ]  # fmt: skip
+    with open(journal_path, "a", encoding="utf-8") as journal:
+        for batch in _batches(rows, job.batch_size):
+            images, ok_rows, records = [], [], []
+            for r in batch:
+                try:
+                    images.append(read_chip(store / str(r.path)))
+                    ok_rows.append(r)
+                except InputDataError as err:
+                    records.append(
+                        _record(r.tile_id, float("nan"), False, None, 0.0, str(err), key)
+                    )
+            results = segmenter.segment(images) if images else []
+            for r, res in zip(ok_rows, results, strict=True):
+                mask_rel, area = None, 0.0
+                if res.is_positive:
+                    mask_rel = mask_relpath(str(r.path))
+                    write_png_atomic(mask_to_png_array(res.mask), store / mask_rel)
+                    tile = Tile(int(r.zoom), int(r.tile_size_px), int(r.x), int(r.y))
+                    area = mask_area_m2_tile(res.mask, tile)
+                records.append(
+                    _record(r.tile_id, res.prob, res.is_positive, mask_rel, area, None, key)
+                )
+            for rec in records:
+                journal.write(json.dumps(rec) + "\n")
+                done[rec["tile_id"]] = rec
+            journal.flush()
+            os.fsync(journal.fileno())
+            if progress is not None:
+                progress(len(batch))
+    table = pd.DataFrame(
+        [done[t] for t in tiles["tile_id"] if t in done], columns=[*TABLE_COLUMNS, "run_key"]
+    )[list(TABLE_COLUMNS)]
+    table["is_positive"] = table["is_positive"].astype(bool)
+    table["prob"] = table["prob"].astype(float)
+    table["area_m2"] = table["area_m2"].astype(float)
+    for col in ("tile_id", "mask_path", "error"):  # a stable string schema, nulls as nulls
+        table[col] = table[col].astype("string")
+    table_path = write_parquet_atomic(table, store / TABLE_NAME)
+    overlays = []
+    if job.overlays:
+        overlays = save_overlays_for_store(
+            segmenter, store, tiles, table, job.overlays, job.overlay_seed
+        )
+    return SegmentSummary(
+        table_path=table_path,
+        n_tiles=len(table),
+        n_done_before=n_before,
+        n_positive=int(table["is_positive"].sum()),
+        n_errors=int(table["error"].notna().sum()),
+        total_area_m2=float(table["area_m2"].sum()),
+        overlays=overlays,
+    )
+
+
+def _record(tile_id, prob, is_pos, mask_path, area, error, key) -> dict[str, Any]:
+    return {
+        "tile_id": str(tile_id),
+        "prob": None if prob != prob else float(prob),  # NaN is not JSON
+        "is_positive": bool(is_pos),
+        "mask_path": mask_path,
+        "area_m2": float(area),
+        "error": error,
+        "run_key": key,
+    }
+
+
+# ---------------------------------------------------------------- overlays
+
+
+def save_overlay(
+    image: Image.Image,
+    cam: np.ndarray,
+    mask: np.ndarray,
+    path: Path,
+    *,
+    title: str = "",
+    truth: np.ndarray | None = None,
+) -> Path:
+    """Three panels: the image, the normalised CAM over it, the mask (and truth outline)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = 3
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4))
+    arr = np.asarray(image)
+    axes[0].imshow(arr)
+    axes[0].set_title("image")
+    axes[1].imshow(arr)
+    axes[1].imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    axes[1].set_title("CAM (min-max)")
+    axes[2].imshow(arr)
+    axes[2].imshow(np.ma.masked_where(~mask.astype(bool), mask), cmap="autumn", alpha=0.55)
+    if truth is not None and truth.any():
+        axes[2].contour(truth.astype(float), levels=[0.5], colors="cyan", linewidths=1)
+    axes[2].set_title("mask" + (" (cyan: truth)" if truth is not None else ""))
+    for a in axes:
+        a.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=80, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_overlays_for_store(
+    segmenter: Segmenter,
+    store: Path,
+    tiles: pd.DataFrame,
+    table: pd.DataFrame,
+    n: int,
+    seed: int = 0,
+) -> list[Path]:
+    """Overlays (``overlays/<tile_id>.png``) for a seeded sample of the positive tiles."""
+    pos = table.loc[table["is_positive"], "tile_id"].tolist()
+    if not pos:
+        return []
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(pos), size=min(n, len(pos)), replace=False).tolist())
+    paths = tiles.set_index("tile_id")["path"]
+    out = []
+    for i in pick:
+        tid = pos[i]
+        img = read_chip(store / str(paths.loc[tid]))
+        res = segmenter.segment([img])[0]
+        if not res.is_positive:
+            continue
+        label = f"{tid}  p={res.prob:.2f}  {segmenter.cam.method}"
+        if segmenter.cam.method == "greedy":
+            label += f" stage {segmenter.cam.stage or segmenter.seg.stages_trained}"
+        out.append(
+            save_overlay(
+                img, res.cam, res.mask, store / OVERLAYS_DIRNAME / f"{tid}.png", title=label
+            )
+        )
+    return out

@@ -1,0 +1,384 @@
+"""Greedy stage-wise training of the CAM branch (DeepSolar's recipe), seeded and resumable.
+
+Stage k trains only its conv + linear head (plain SGD, lr 0.005, batch 64, unweighted
+cross-entropy) on the frozen stack below it: the classifier up to ``Mixed_5d`` in eval mode and
+stages 1..k-1. After every epoch ``stage_{k}.pt`` is written atomically; a finished stage is not
+trained again and a half-finished one resumes from its last epoch. ``segmenter.pt`` is the last
+stage without optimiser state. Checkpoints hold only tensors and plain data (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from deepsolar.classifier.data import ChipDataset, class_counts, load_sources, raise_batch_errors
+from deepsolar.classifier.predict import LoadedClassifier, load_classifier
+from deepsolar.classifier.train import resolve_device, save_checkpoint, seed_everything
+from deepsolar.config import validate_config
+from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.segmentation.branch import (
+    GreedyCamBranch,
+    backbone_fingerprint,
+    freeze_backbone,
+    mixed5d_features,
+)
+from deepsolar.segmentation.config import TrainSegmenterConfig
+
+log = logging.getLogger("deepsolar.segmentation")
+
+CHECKPOINT_FORMAT = "deepsolar-segmenter"
+CHECKPOINT_VERSION = 1
+FINAL_NAME = "segmenter.pt"
+
+
+def stage_path(out_dir: Path, stage: int) -> Path:
+    return Path(out_dir) / f"stage_{stage}.pt"
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def load_segmenter_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a segmenter checkpoint with ``weights_only=True``; clear error if it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(
+            "segmenter checkpoint not found",
+            where=str(p),
+            fix="pass a .pt written by train-segmenter (segmenter.pt or stage_N.pt)",
+        )
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling/zip errors vary by torch version
+        raise InputDataError(
+            f"cannot load the checkpoint safely ({type(err).__name__}: {err})",
+            where=str(p),
+            fix="use a checkpoint written by deepsolar's train-segmenter",
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputDataError(
+            "not a deepsolar segmenter checkpoint",
+            where=str(p),
+            fix="use a checkpoint written by deepsolar's train-segmenter",
+        )
+    return ckpt
+
+
+@dataclass
+class LoadedSegmenter:
+    branch: GreedyCamBranch
+    stages_trained: int
+    backbone_fingerprint: str
+    config: TrainSegmenterConfig
+    checkpoint: Path
+
+
+def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> LoadedSegmenter:
+    """The branch with its trained stages (a ``stage_1.pt`` gives a 1-stage branch), eval mode."""
+    ckpt = load_segmenter_checkpoint(path)
+    cfg = validate_config(TrainSegmenterConfig, ckpt["config"], where=str(path))
+    k = int(ckpt["stages_trained"])
+    if k < 1:
+        raise InputDataError(
+            "this checkpoint holds no finished stage",
+            where=str(path),
+            fix="finish training stage 1 (run train-segmenter again to resume)",
+        )
+    branch = GreedyCamBranch(cfg.branch.model_copy(update={"n_stages": k}))
+    state = {
+        key: v
+        for key, v in ckpt["branch_state"].items()
+        if int(key.split(".")[1]) < k  # stages.i.* / heads.i.*
+    }
+    branch.load_state_dict(state)
+    dev = torch.device(device) if isinstance(device, str) else device
+    return LoadedSegmenter(
+        branch=branch.to(dev).eval(),
+        stages_trained=k,
+        backbone_fingerprint=str(ckpt["backbone_fingerprint"]),
+        config=cfg,
+        checkpoint=Path(path),
+    )
+
+
+def check_backbone(seg: LoadedSegmenter, clf: LoadedClassifier) -> None:
+    """A branch only makes sense on the exact backbone it was trained on."""
+    fp = backbone_fingerprint(clf.model)
+    if fp != seg.backbone_fingerprint:
+        raise ConfigError(
+            "the segmenter was trained on a different classifier backbone "
+            "(its Mixed_5d weights differ)",
+            where=f"{seg.checkpoint} vs {clf.checkpoint}",
+            fix="pass the classifier checkpoint the segmenter was trained with, "
+            "or retrain the segmenter on this classifier",
+        )
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class SegTrainResult:
+    out_dir: Path
+    final_checkpoint: Path
+    stage_checkpoints: list[Path]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "final_checkpoint": str(self.final_checkpoint),
+            "stage_checkpoints": [str(p) for p in self.stage_checkpoints],
+            "counts": self.counts,
+            "last_epochs": [h for h in self.history if h.get("last_of_stage")],
+        }
+
+
+# Keys that may differ on resume: they do not change what the remaining epochs compute.
+_RESUME_FREE = {"optim.epochs_per_stage", "train.device", "train.num_threads", "train.progress",
+                "train.cache_features", "data.num_workers", "cam", "branch.n_stages"}  # fmt: skip
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in _RESUME_FREE:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _check_resume(saved: dict[str, Any], cfg: TrainSegmenterConfig, where: str) -> None:
+    a, b = _flatten(saved), _flatten(cfg.model_dump(mode="json"))
+    diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
+    if diff:
+        raise ConfigError(
+            f"the config differs from the stage checkpoint's in {', '.join(diff)}",
+            where=where,
+            fix="resume with the same config (only epochs, n_stages, device, threads, cache "
+            "and cam settings may change) or use a new output folder",
+        )
+
+
+@torch.no_grad()
+def compute_features(
+    clf: LoadedClassifier, loader: DataLoader, *, dtype: torch.dtype = torch.float16,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Frozen backbone features of every chip (cached once: the backbone never changes)."""
+    feats, labels = [], []
+    for batch in tqdm(loader, desc="Mixed_5d features", disable=not progress, leave=False):
+        raise_batch_errors(batch)
+        f = mixed5d_features(clf.model, batch["image"].to(clf.device))
+        feats.append(f.to("cpu", dtype))
+        labels.append(batch["label"].long())
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _epoch_seed(seed: int, stage: int, epoch: int) -> int:
+    return (seed * 1_000_003 + stage * 10_007 + epoch) % 2**63
+
+
+def fit_segmenter(
+    cfg: TrainSegmenterConfig,
+    out_dir: str | Path,
+    *,
+    upto_stage: int | None = None,
+    chips: list | None = None,
+) -> SegTrainResult:
+    """Train stages 1..``upto_stage`` (default all) greedily; resume from ``stage_k.pt``."""
+    cfg = validate_config(TrainSegmenterConfig, cfg)
+    last_stage = cfg.branch.n_stages if upto_stage is None else int(upto_stage)
+    if not 1 <= last_stage <= cfg.branch.n_stages:
+        raise ConfigError(
+            f"upto_stage {upto_stage} is outside 1..{cfg.branch.n_stages}",
+            where="fit_segmenter",
+            fix="pass a stage number within branch.n_stages",
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tc, oc, dc = cfg.train, cfg.optim, cfg.data
+    device = resolve_device(tc.device)
+    if tc.num_threads and device.type == "cpu":
+        torch.set_num_threads(tc.num_threads)
+    seed_everything(tc.seed)
+
+    clf = load_classifier(cfg.classifier_checkpoint, str(device))
+    freeze_backbone(clf.model)
+    fingerprint = backbone_fingerprint(clf.model)
+
+    if chips is None:
+        chips = load_sources(dc.train, seed=tc.seed)
+    counts = class_counts(chips)
+    if min(counts.values()) == 0:
+        raise InputDataError(
+            f"training chips must hold both classes, got {counts}",
+            where="data.train",
+            fix="add positive and negative chips",
+        )
+    ds = ChipDataset(
+        chips, clf.input_size_px, rot90=dc.rot90, min_side_px=dc.min_side_px,
+        normalize=clf.normalize,
+    )  # fmt: skip
+    cached: TensorDataset | None = None
+    if tc.cache_features and not dc.rot90:
+        loader = DataLoader(ds, batch_size=oc.batch_size, shuffle=False, num_workers=dc.num_workers)
+        feats, labels = compute_features(clf, loader, progress=tc.progress)
+        cached = TensorDataset(feats, labels)
+
+    branch = GreedyCamBranch(cfg.branch).to(device)
+    criterion = nn.CrossEntropyLoss()  # unweighted, as DeepSolar's CAM stages
+    n_epochs = math.ceil(oc.epochs_per_stage)
+    history: list[dict[str, Any]] = []
+    stage_files: list[Path] = []
+    cfg_json = cfg.model_dump(mode="json")
+
+    for stage in range(1, last_stage + 1):
+        path = stage_path(out, stage)
+        start_epoch = 0
+        saved = None
+        if path.is_file():
+            saved = load_segmenter_checkpoint(path)
+            _check_resume(saved["config"], cfg, str(path))
+            if saved["backbone_fingerprint"] != fingerprint:
+                raise ConfigError(
+                    "the stage checkpoint was trained on a different classifier backbone",
+                    where=str(path),
+                    fix="use the same classifier_checkpoint or a new output folder",
+                )
+            _load_partial(branch, saved["branch_state"], upto=stage)
+            start_epoch = int(saved["epoch"])
+            history = list(saved["history"])
+        elif stage > 1:
+            prev = load_segmenter_checkpoint(stage_path(out, stage - 1))
+            _load_partial(branch, prev["branch_state"], upto=stage - 1)
+        stage_files.append(path)
+        if 0 < start_epoch < n_epochs and stage_path(out, stage + 1).is_file():
+            raise ConfigError(
+                f"stage {stage} would be trained further, but stage {stage + 1} was already "
+                f"trained on top of its {start_epoch}-epoch weights",
+                where=str(path),
+                fix="keep optim.epochs_per_stage as it was, or train into a new output folder",
+            )
+        if start_epoch >= n_epochs:
+            log.info("stage %d already trained (%d epochs); skipping", stage, start_epoch)
+            continue
+
+        branch.freeze_below(stage)
+        params = [p for p in branch.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(
+            params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay
+        )
+        if saved is not None and "optimizer_state" in saved:
+            optimizer.load_state_dict(saved["optimizer_state"])
+
+        for epoch in range(start_epoch, n_epochs):
+            es = _epoch_seed(tc.seed, stage, epoch)
+            torch.manual_seed(es)
+            gen = torch.Generator().manual_seed(es)
+            source = cached if cached is not None else ds
+            loader = DataLoader(
+                source, batch_size=oc.batch_size, shuffle=True, generator=gen,
+                num_workers=0 if cached is not None else dc.num_workers,
+            )  # fmt: skip
+            steps = len(loader)
+            if oc.epochs_per_stage - epoch < 1:
+                steps = max(1, round((oc.epochs_per_stage - epoch) * len(loader)))
+            branch.train()
+            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            bar = tqdm(
+                loader, total=steps, desc=f"stage {stage} epoch {epoch + 1}/{n_epochs}",
+                disable=not tc.progress, leave=False,
+            )  # fmt: skip
+            for step, batch in enumerate(bar):
+                if step >= steps:
+                    break
+                if cached is not None:
+                    f, y = batch[0].to(device, torch.float32), batch[1].to(device)
+                else:
+                    raise_batch_errors(batch)
+                    with torch.no_grad():
+                        f = mixed5d_features(clf.model, batch["image"].to(device))
+                    y = batch["label"].to(device)
+                logits = branch(f, stage)
+                loss = criterion(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += len(y)
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            bar.close()
+            row = {
+                "stage": stage,
+                "epoch": epoch + 1,
+                "steps": steps,
+                "lr": oc.lr,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "train_s": time.perf_counter() - t0,
+                "last_of_stage": epoch + 1 == n_epochs,
+            }
+            history.append(row)
+            log.info("stage %d epoch %d/%d loss %.4f acc %.3f", stage, epoch + 1, n_epochs,
+                     row["train_loss"], row["train_accuracy"])  # fmt: skip
+            done = epoch + 1 == n_epochs
+            save_checkpoint(
+                path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "version": CHECKPOINT_VERSION,
+                    "config": cfg_json,
+                    "branch_state": _branch_state(branch, stage),
+                    "stage": stage,
+                    "stages_trained": stage if done else stage - 1,
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "backbone_fingerprint": fingerprint,
+                    "classifier_checkpoint": str(cfg.classifier_checkpoint),
+                    "input_size_px": clf.input_size_px,
+                    "counts": counts,
+                    "optimizer_state": optimizer.state_dict(),
+                    "torch_version": str(torch.__version__),
+                },
+            )
+
+    final = out / FINAL_NAME
+    last = load_segmenter_checkpoint(stage_files[-1])
+    last.pop("optimizer_state", None)
+    save_checkpoint(final, last)
+    return SegTrainResult(out, final, stage_files, history, counts)
+
+
+def _branch_state(branch: GreedyCamBranch, upto: int) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().cpu().clone()
+        for k, v in branch.state_dict().items()
+        if int(k.split(".")[1]) < upto
+    }
+
+
+def _load_partial(branch: GreedyCamBranch, state: dict[str, torch.Tensor], upto: int) -> None:
+    keep = {k: v for k, v in state.items() if int(k.split(".")[1]) < upto}
+    missing = [k for k in _branch_state(branch, upto) if k not in keep]
+    if missing:
+        raise InputDataError(
+            f"stage checkpoint lacks {missing[:3]}",
+            where="segmenter checkpoint",
+            fix="use a new output folder",
+        )
+    branch.load_state_dict(keep, strict=False)

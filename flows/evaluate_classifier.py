@@ -1,0 +1,124 @@
+"""Flow ``evaluate-classifier``: metrics of a trained checkpoint on labelled chip sets.
+
+For each source (and all together): ``metrics.json`` (precision, recall, F1, ROC-AUC, PR-AUC,
+confusion matrix, threshold sweep), ``roc.png``, ``pr.png`` and ``predictions.csv``; plus
+``summary.json``. Sources default to the ``data.test`` list of ``--config`` (or, failing that, of
+the checkpoint's own config).
+
+    python -m flows.evaluate_classifier --checkpoint out/classifier-real/best.pt \\
+        --config configs/classifier-real-chips.yaml --out out/classifier-real/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
+from deepsolar.classifier.config import ChipSource, load_train_config
+from deepsolar.classifier.predict import evaluate_checkpoint
+from deepsolar.classifier.train import config_from_checkpoint, load_checkpoint
+from deepsolar.config import StrictModel, validate_config
+from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
+
+
+class EvaluateClassifierParams(StrictModel):
+    checkpoint: Path
+    out_dir: Path = Path("out/classifier-eval")
+    sources: list[ChipSource] = Field(
+        default_factory=list, description="labelled sets; default: data.test of config_path"
+    )
+    config_path: Path | None = Field(None, description="take data.test from this YAML")
+    threshold: float | None = Field(None, gt=0.0, lt=1.0, description="default: checkpoint's")
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(0, ge=0)
+    device: str = "auto"
+
+
+def resolve_sources(p: EvaluateClassifierParams) -> list[ChipSource]:
+    """Explicit sources, else the config file's data.test, else the checkpoint's data.test."""
+    if p.sources:
+        return list(p.sources)
+    if p.config_path is not None:
+        test = load_train_config(p.config_path).data.test
+    else:
+        test = config_from_checkpoint(load_checkpoint(p.checkpoint), str(p.checkpoint)).data.test
+    if not test:
+        raise ConfigError(
+            "no sources to evaluate on",
+            where="evaluate-classifier parameters",
+            fix="pass sources, or a config_path whose data.test lists held-out sets",
+        )
+    return test
+
+
+@task(name="evaluate-checkpoint", cache_policy=NO_CACHE)
+def evaluate_task(p: EvaluateClassifierParams, sources: list[ChipSource]) -> dict[str, Any]:
+    return evaluate_checkpoint(
+        p.checkpoint,
+        sources,
+        p.out_dir,
+        threshold=p.threshold,
+        batch_size=p.batch_size,
+        num_workers=p.num_workers,
+        device=p.device,
+    )
+
+
+# Validated by validate_config inside, so a bad field is a ConfigError naming it.
+@flow(name="evaluate-classifier", validate_parameters=False)
+def evaluate_classifier_flow(params: EvaluateClassifierParams | dict[str, Any]) -> dict[str, Any]:
+    p = validate_config(EvaluateClassifierParams, params)
+    if not p.checkpoint.is_file():
+        raise InputDataError("checkpoint not found", where=str(p.checkpoint), fix="check the path")
+    sources = resolve_sources(p)
+    summary = evaluate_task(p, sources)
+    logger = get_run_logger()
+    for name, m in summary["sources"].items():
+        logger.info(
+            "%s: P %s R %s F1 %s ROC-AUC %s (n=%d, %d positive)",
+            name, m["precision"], m["recall"], m["f1"], m["roc_auc"], m["n"], m["n_positive"],
+        )  # fmt: skip
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--checkpoint", required=True, type=Path)
+    ap.add_argument("--config", type=Path, help="YAML whose data.test lists the sets")
+    ap.add_argument("--out", type=Path, default=Path("out/classifier-eval"))
+    ap.add_argument("--threshold", type=float)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    try:
+        p = EvaluateClassifierParams(
+            checkpoint=args.checkpoint,
+            config_path=args.config,
+            out_dir=args.out,
+            threshold=args.threshold,
+            device=args.device,
+        )
+        res = evaluate_classifier_flow(p)
+    except DeepSolarError as err:
+        print(f"evaluate-classifier failed: {err}", file=sys.stderr)
+        return 1
+    print(f"threshold {res['threshold']}, input {res['input_size_px']} px")
+    rows = list(res["sources"].items()) + ([("all", res["all"])] if "all" in res else [])
+    print(f"{'set':<28} {'n':>5} {'pos':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'ROC-AUC':>7}")
+    for name, m in rows:
+        vals = [m["precision"], m["recall"], m["f1"], m["roc_auc"]]
+        cells = ["  n/a" if v is None else f"{v:.3f}" for v in vals]
+        print(f"{name:<28} {m['n']:>5} {m['n_positive']:>5} " + " ".join(f"{c:>6}" for c in cells))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
