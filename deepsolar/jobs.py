@@ -11,12 +11,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deepsolar.config import StrictModel
 from deepsolar.download import DownloadConfig, DownloadSummary, download_tiles
 from deepsolar.errors import RegionError
+from deepsolar.mapping import MapOutputsConfig
 from deepsolar.region import Region, RegionConfig, resolve_region
+from deepsolar.segmentation.config import CamConfig
 from deepsolar.sources import SourceConfig
 from deepsolar.tiling import TileGrid, TileGridConfig
 
@@ -81,3 +83,34 @@ class SizedIterable:
 
     def __len__(self) -> int:
         return self._n
+
+
+class MapRegionJob(StrictModel):
+    """Parameters of the ``map-region`` flow: tiles -> classify -> segment -> maps.
+
+    Either ``tiles`` (download first; the store is ``tiles.out_dir``) or ``store_dir`` (an existing
+    tile store with ``manifest.gpkg``).
+    """
+
+    tiles: DownloadTilesJob | None = None
+    store_dir: Path | None = None
+    classifier_checkpoint: Path
+    segmenter_checkpoint: Path | None = None
+    cam: CamConfig = Field(default_factory=CamConfig)
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    overlays: int = Field(0, ge=0, description="PNG overlays of CAM + mask for this many tiles")
+    outputs: MapOutputsConfig = Field(default_factory=MapOutputsConfig)
+    out_dir: Path = Path("out/map")
+
+    @model_validator(mode="after")
+    def _one_store(self) -> MapRegionJob:
+        if (self.tiles is None) == (self.store_dir is None):
+            raise ValueError(
+                "give exactly one of tiles (download first) or store_dir (existing store)"
+            )
+        return self
+
+    @property
+    def store(self) -> Path:
+        return self.tiles.out_dir if self.tiles is not None else self.store_dir  # type: ignore[return-value]

@@ -1,0 +1,139 @@
+"""From a segmented tile store to the run's maps: panels -> systems -> tract/county/state layers.
+
+Input is what ``segment-tiles`` leaves in a tile store: ``manifest.gpkg`` (every scanned tile)
+and ``segmentation.parquet`` (per tile: probability, positive or not, mask PNG, area). Output is
+one GeoPackage with layers ``tiles``, ``panels``, ``systems``, ``tracts``, ``counties``,
+``states`` (styled for QGIS), PNG choropleths and CSV/Parquet tables (see :mod:`deepsolar.gpkg`).
+Only units that meet the scanned area are written, so a county scan does not carry 3,000 empty
+counties.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from deepsolar.aggregate import aggregate_levels, scanned_geometry
+from deepsolar.boundaries import BoundarySourcesConfig, load_units
+from deepsolar.config import StrictModel
+from deepsolar.errors import InputDataError
+from deepsolar.gpkg import write_run_outputs
+from deepsolar.manifest import read_manifest
+from deepsolar.merge import MergeConfig, merge_panels_labelled
+from deepsolar.polygons import PolygonConfig, masks_to_polygons
+from deepsolar.tiling import Tile
+
+SEGMENTATION_TABLE = "segmentation.parquet"
+LEVEL_LAYERS = {"tract": "tracts", "county": "counties", "state": "states"}
+
+
+class MapOutputsConfig(StrictModel):
+    """How masks become the run's map layers."""
+
+    polygons: PolygonConfig = Field(default_factory=PolygonConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    boundaries: BoundarySourcesConfig = Field(default_factory=BoundarySourcesConfig)
+    name: str = Field("deepsolar", pattern=r"^[A-Za-z0-9_.-]+$", description="GeoPackage name")
+    title: str | None = None
+    note: str | None = Field(None, description="shown on the PNG maps (e.g. 'SYNTHETIC scene')")
+
+
+def read_segmentation(store_dir: Path) -> pd.DataFrame:
+    path = Path(store_dir) / SEGMENTATION_TABLE
+    if not path.is_file():
+        raise InputDataError(
+            "no segmentation table in the tile store",
+            where=str(path),
+            fix="run the segment-tiles flow on this store first",
+        )
+    return pd.read_parquet(path)
+
+
+def _tile_from_id(tile_id: str) -> Tile:
+    z, s, x, y = (int(p) for p in tile_id.split("-"))
+    return Tile(z, s, x, y)
+
+
+def panels_from_segmentation(
+    store_dir: Path, table: pd.DataFrame, config: PolygonConfig | None = None
+) -> gpd.GeoDataFrame:
+    """Vectorise every positive tile's mask PNG into georeferenced panel pieces."""
+    store_dir = Path(store_dir)
+    pos = table[table["is_positive"].astype(bool) & table["mask_path"].notna()]
+
+    def items():
+        for row in pos.itertuples(index=False):
+            path = store_dir / row.mask_path
+            mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if mask is None:
+                raise InputDataError(
+                    "mask PNG missing or unreadable",
+                    where=str(path),
+                    fix="re-run segment-tiles on this store (it redoes missing masks)",
+                )
+            yield mask > 127, _tile_from_id(row.tile_id), float(row.prob)
+
+    return masks_to_polygons(items(), config=config)
+
+
+def units_in_scan(level: str, scanned: Any, sources: BoundarySourcesConfig) -> gpd.GeoDataFrame:
+    """The units of ``level`` that meet the scanned area (all columns kept)."""
+    units = load_units(level, sources)  # type: ignore[arg-type]
+    if scanned is None or scanned.is_empty:
+        return units.iloc[0:0]
+    hits = units.sindex.query(scanned, predicate="intersects")
+    return units.iloc[np.sort(hits)].reset_index(drop=True)
+
+
+def build_map_layers(
+    store_dir: Path, config: MapOutputsConfig | None = None
+) -> dict[str, gpd.GeoDataFrame]:
+    """All layers of a run from a segmented tile store (no files written)."""
+    cfg = config or MapOutputsConfig()
+    store_dir = Path(store_dir)
+    manifest = read_manifest(store_dir)
+    table = read_segmentation(store_dir)
+    panels = panels_from_segmentation(store_dir, table, cfg.polygons)
+    systems, labels = merge_panels_labelled(panels, cfg.merge)
+    if len(panels):
+        panels = panels.assign(system_id=labels)
+    scanned_tiles = manifest[manifest["status"] == "ok"]
+    coverage = scanned_geometry(scanned_tiles)
+    units = {
+        layer: units_in_scan(level, coverage, cfg.boundaries)
+        for level, layer in LEVEL_LAYERS.items()
+    }
+    aggregates = aggregate_levels(systems, units, scanned=coverage)
+    seg_cols = table.set_index("tile_id")[["prob", "is_positive", "area_m2"]]
+    tiles = scanned_tiles.join(seg_cols, on="tile_id")
+    tiles = tiles.rename(columns={"area_m2": "panel_area_m2"})
+    keep = [c for c in ("tile_id", "zoom", "tile_size_px", "x", "y", "m_per_px", "source",
+                        "prob", "is_positive", "panel_area_m2") if c in tiles.columns]  # fmt: skip
+    tiles = gpd.GeoDataFrame(tiles[keep], geometry=tiles.geometry, crs=manifest.crs)
+    return {"tiles": tiles, "panels": panels, "systems": systems, **aggregates}
+
+
+def write_region_maps(
+    store_dir: Path, out_dir: Path, config: MapOutputsConfig | None = None
+) -> dict[str, Any]:
+    """Build the layers and write the GeoPackage, PNG maps and tables into ``out_dir``."""
+    cfg = config or MapOutputsConfig()
+    layers = build_map_layers(store_dir, cfg)
+    paths = write_run_outputs(out_dir, layers, name=cfg.name, title=cfg.title, note=cfg.note)
+    counts = {name: int(len(gdf)) for name, gdf in layers.items()}
+    total = float(layers["systems"]["area_m2"].sum()) if len(layers["systems"]) else 0.0
+    return {"paths": _jsonable(paths), "counts": counts, "total_panel_area_m2": total}
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    return str(x) if isinstance(x, Path) else x

@@ -1,0 +1,78 @@
+"""Flow ``map-region``: tiles -> classify -> segment -> polygons -> systems -> aggregates -> GeoPackage.
+
+    python -m flows.map_region --config configs/map-region.example.yaml
+
+Each stage is resumable on its own (the tile store's journals), so a re-run after a crash redoes
+only what did not finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from deepsolar.config import load_yaml, validate_config
+from deepsolar.errors import DeepSolarError
+from deepsolar.jobs import MapRegionJob
+from deepsolar.mapping import MapOutputsConfig, write_region_maps
+from deepsolar.segmentation.pipeline import SegmentTilesJob
+from flows.download_tiles import download_tiles_flow
+from flows.segment_tiles import segment_tiles_flow
+
+
+@task(name="write-region-maps", cache_policy=NO_CACHE)
+def maps_task(store: Path, out_dir: Path, outputs: MapOutputsConfig) -> dict[str, Any]:
+    return write_region_maps(store, out_dir, outputs)
+
+
+@flow(name="map-region", validate_parameters=True)
+def map_region_flow(job: MapRegionJob) -> dict[str, Any]:
+    """Map the solar panels of a region into a styled GeoPackage, PNG maps and tables."""
+    job = validate_config(MapRegionJob, job)
+    log = get_run_logger()
+    downloaded = download_tiles_flow(job.tiles) if job.tiles is not None else None
+    seg = segment_tiles_flow(
+        SegmentTilesJob(
+            manifest=job.store / "manifest.gpkg",
+            classifier_checkpoint=job.classifier_checkpoint,
+            segmenter_checkpoint=job.segmenter_checkpoint,
+            cam=job.cam,
+            batch_size=job.batch_size,
+            device=job.device,
+            overlays=job.overlays,
+        )
+    )
+    maps = maps_task(job.store, job.out_dir, job.outputs)
+    log.info(
+        "%d systems, %.1f m² of panels; GeoPackage %s",
+        maps["counts"]["systems"],
+        maps["total_panel_area_m2"],
+        maps["paths"].get("geopackage"),
+    )
+    return {"download": downloaded, "segmentation": seg, "maps": maps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", required=True, type=Path, help="YAML file with a MapRegionJob")
+    args = ap.parse_args(argv)
+    try:
+        job = validate_config(MapRegionJob, load_yaml(args.config), where=str(args.config))
+        res = map_region_flow(job)
+    except DeepSolarError as err:
+        print(f"map-region failed: {err}", file=sys.stderr)
+        return 1
+    for k, v in res["maps"]["paths"].items():
+        print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
