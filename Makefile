@@ -6,6 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out/demo
 
+# Offline by design: no telemetry from the temporary Prefect API the flows start.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
 .PHONY: demo test lint format bench clean help
 
 help:

@@ -19,7 +19,7 @@ from deepsolar.errors import RegionError
 from deepsolar.mapping import MapOutputsConfig
 from deepsolar.region import Region, RegionConfig, resolve_region
 from deepsolar.segmentation.config import CamConfig
-from deepsolar.sources import SourceConfig
+from deepsolar.sources import ImagerySource, SourceConfig
 from deepsolar.tiling import TileGrid, TileGridConfig
 
 
@@ -54,11 +54,24 @@ def plan_tiles(region: Region, grid: TileGrid, max_tiles: int) -> int:
     return n
 
 
+def check_coverage(region: Region, source: ImagerySource) -> None:
+    """Refuse a region that the source has no imagery for (known only for some sources)."""
+    coverage = source.coverage_lonlat()
+    if coverage is not None and not coverage.intersects(region.geometry):
+        w, s, e, n = coverage.bounds
+        raise RegionError(
+            f"{region.name} does not overlap the imagery of source {source.name!r} "
+            f"(which covers lon {w:.5f}..{e:.5f}, lat {s:.5f}..{n:.5f})",
+            fix="choose a region inside the source's extent, or another source",
+        )
+
+
 def run_download_tiles(job: DownloadTilesJob, *, progress: bool = True) -> DownloadSummary:
     """Resolve the region, plan its tiles and download them into ``job.out_dir`` (resumable)."""
     region = resolve_region(job.region)
     grid = job.grid.build()
     source = job.source.build()
+    check_coverage(region, source)
     n = plan_tiles(region, grid, job.max_tiles)
     tiles = grid.tiles_for_geometry(region.geometry)
     return download_tiles(

@@ -17,13 +17,15 @@ from prefect import flow, get_run_logger, task
 from deepsolar.config import load_yaml, validate_config
 from deepsolar.download import download_tiles
 from deepsolar.errors import DeepSolarError
-from deepsolar.jobs import DownloadTilesJob, SizedIterable, plan_tiles, summary_dict
+from deepsolar.jobs import DownloadTilesJob, SizedIterable, check_coverage, plan_tiles, summary_dict
 from deepsolar.region import resolve_region
 
 
 @task(name="plan-tiles")
 def plan_task(job: DownloadTilesJob) -> tuple[Any, int]:
     region = resolve_region(job.region)
+    with job.source.build() as source:
+        check_coverage(region, source)
     n = plan_tiles(region, job.grid.build(), job.max_tiles)
     get_run_logger().info("%s: %d tiles at zoom %d", region.name, n, job.grid.zoom)
     return region, n

@@ -81,6 +81,13 @@ def test_flow_rejects_bad_parameters_before_work(utm_raster, tmp_path) -> None:
     assert not (tmp_path / "o").exists(), "nothing may be written when the job is refused"
 
 
+def test_region_outside_the_source_is_refused_before_work(utm_raster, tmp_path) -> None:
+    job = _job(utm_raster, tmp_path / "o", region={"bbox": [-71.1, 42.3, -71.09, 42.31]})
+    with pytest.raises(RegionError, match="does not overlap the imagery"):
+        download_tiles_flow(job)
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_reports_one_line_errors(tmp_path, capsys) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("region: {state: Atlantis}\nsource: {kind: local, path: x.tif}\n")
