@@ -237,6 +237,11 @@ class TrainConfig(StrictModel):
     best_metric: Literal["f1", "roc_auc", "pr_auc", "precision", "recall", "val_loss"] = "f1"
     num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on CPU")
     keep_every_epoch: bool = Field(False, description="also keep epoch_NNN.pt files")
+    calibrate_threshold: bool = Field(
+        False,
+        description="after training, store in best.pt the decision threshold that maximises F1 "
+        "on the validation chips (DeepSolar: fixed model.threshold 0.5; peers use 0.4-0.68)",
+    )
     progress: bool = True
 
 

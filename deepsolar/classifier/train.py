@@ -38,7 +38,12 @@ from deepsolar.classifier.data import (
     stratified_split,
 )
 from deepsolar.classifier.loss import DeepSolarLoss
-from deepsolar.classifier.metrics import classification_metrics, write_json, write_metrics
+from deepsolar.classifier.metrics import (
+    classification_metrics,
+    threshold_sweep,
+    write_json,
+    write_metrics,
+)
 from deepsolar.classifier.model import NORMALIZE, build_classifier, model_outputs
 from deepsolar.classifier.recipe import (
     apply_finetune,
@@ -58,6 +63,16 @@ BEST_NAME = "best.pt"
 
 
 # ---------------------------------------------------------------- devices and seeds
+
+
+def calibrated_threshold(labels: Any, probs: Any, default: float) -> float:
+    """The sweep threshold with the best validation F1 (ties: the one nearest ``default``)."""
+    rows = [r for r in threshold_sweep(labels, probs) if r["f1"] is not None]
+    best_f1 = max((r["f1"] for r in rows), default=0.0)
+    if best_f1 <= 0:  # no positive found at any threshold: nothing to calibrate on
+        return default
+    return float(min((r for r in rows if r["f1"] == best_f1),
+                     key=lambda r: abs(r["threshold"] - default))["threshold"])  # fmt: skip
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -486,6 +501,16 @@ def fit(
     # Final reports with the best weights: validation, and the held-out split if any.
     best = load_checkpoint(best_path)
     model.load_state_dict(best["model_state"])
+    threshold = model_cfg.threshold
+    if tc.calibrate_threshold and len(val_ds):
+        loader = make_loader(
+            val_ds, batch_size=dc.eval_batch_size, shuffle=False, num_workers=dc.num_workers
+        )
+        logits, labels = predict_logits(model, loader, device, amp_bf16=amp, channels_last=ch_last)
+        threshold = calibrated_threshold(labels, positive_probs(logits), model_cfg.threshold)
+        best["threshold"] = threshold
+        save_checkpoint(best_path, best)
+        log.info("decision threshold calibrated on validation: %.2f", threshold)
     reports: dict[str, dict[str, Any]] = {}
     final_sets = [("val", val_ds)]
     if held_out:
@@ -501,7 +526,7 @@ def fit(
             labels,
             positive_probs(logits),
             out / name,
-            threshold=model_cfg.threshold,
+            threshold=threshold,
             name="validation" if name == "val" else "held-out split",
             extra={"checkpoint": str(best_path), "epoch": best["epoch"]},
         )
