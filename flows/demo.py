@@ -64,7 +64,9 @@ REPO = Path(__file__).resolve().parent.parent
 def _train_scene_default() -> SyntheticSceneConfig:
     # another seed, 800 m east of the evaluation scene (the generator's default centre)
     base = SyntheticSceneConfig()
-    return SyntheticSceneConfig(seed=1, center_lon=base.center_lon + 0.0088)
+    return SyntheticSceneConfig(
+        seed=1, center_lon=base.center_lon + 0.0088, width_px=8000, height_px=8000
+    )
 
 
 class DemoJob(StrictModel):
@@ -75,7 +77,7 @@ class DemoJob(StrictModel):
     train_scene: SyntheticSceneConfig = Field(default_factory=_train_scene_default)
     grid: TileGridConfig = Field(default_factory=TileGridConfig)
     classifier_config: Path = REPO / "configs" / "classifier-demo.yaml"
-    segmenter_epochs_per_stage: float = Field(3.0, gt=0)
+    segmenter_epochs_per_stage: float = Field(30.0, gt=0)
     min_pv_area_m2: float = Field(
         1.0, gt=0, description="truth: a tile is positive from this PV area"
     )
