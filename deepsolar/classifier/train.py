@@ -14,9 +14,7 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.context
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from deepsolar.checkpoints import load_checkpoint_safely, save_checkpoint
 from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.data import (
     Chip,
@@ -121,44 +120,11 @@ def checkpoint_meta(cfg: TrainClassifierConfig) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write atomically (temp file + rename): a crash never leaves half a checkpoint."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return p
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a classifier checkpoint with ``weights_only=True`` (tensors and plain data only)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputDataError(
-            "checkpoint not found", where=str(p), fix="pass the path of a .pt from train-classifier"
-        )
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling/zip errors vary by torch version
-        raise InputDataError(
-            f"cannot load the checkpoint safely ({type(err).__name__}: {err})",
-            where=str(p),
-            fix="use a checkpoint written by deepsolar's train-classifier",
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputDataError(
-            "not a deepsolar classifier checkpoint",
-            where=str(p),
-            fix="use a checkpoint written by deepsolar's train-classifier",
-        )
-    return ckpt
+    return load_checkpoint_safely(
+        path, fmt=CHECKPOINT_FORMAT, kind="classifier", producer="train-classifier"
+    )
 
 
 def config_from_checkpoint(

@@ -21,9 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from deepsolar.checkpoints import load_checkpoint_safely, save_checkpoint
 from deepsolar.classifier.data import ChipDataset, class_counts, load_sources, raise_batch_errors
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
-from deepsolar.classifier.train import resolve_device, save_checkpoint, seed_everything
+from deepsolar.classifier.train import resolve_device, seed_everything
 from deepsolar.config import validate_config
 from deepsolar.errors import ConfigError, InputDataError
 from deepsolar.segmentation.branch import (
@@ -50,28 +51,9 @@ def stage_path(out_dir: Path, stage: int) -> Path:
 
 def load_segmenter_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a segmenter checkpoint with ``weights_only=True``; clear error if it is not one."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputDataError(
-            "segmenter checkpoint not found",
-            where=str(p),
-            fix="pass a .pt written by train-segmenter (segmenter.pt or stage_N.pt)",
-        )
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling/zip errors vary by torch version
-        raise InputDataError(
-            f"cannot load the checkpoint safely ({type(err).__name__}: {err})",
-            where=str(p),
-            fix="use a checkpoint written by deepsolar's train-segmenter",
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputDataError(
-            "not a deepsolar segmenter checkpoint",
-            where=str(p),
-            fix="use a checkpoint written by deepsolar's train-segmenter",
-        )
-    return ckpt
+    return load_checkpoint_safely(
+        path, fmt=CHECKPOINT_FORMAT, kind="segmenter", producer="train-segmenter"
+    )
 
 
 @dataclass

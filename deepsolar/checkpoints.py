@@ -1,0 +1,55 @@
+"""Checkpoint files shared by every trained stage: atomic saves and safe (weights-only) loads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepsolar.errors import InputDataError
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves half a checkpoint."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return p
+
+
+def load_checkpoint_safely(
+    path: str | Path, *, fmt: str, kind: str, producer: str
+) -> dict[str, Any]:
+    """Load with ``weights_only=True`` (tensors and plain data only, no code) and check its format.
+
+    ``fmt`` is the ``format`` field the file must carry; ``kind`` and ``producer`` name the file
+    and the flow that writes it in the error messages.
+    """
+    p = Path(path)
+    fix = f"use a checkpoint written by deepsolar's {producer}"
+    if not p.is_file():
+        raise InputDataError(
+            f"{kind} checkpoint not found", where=str(p), fix=f"pass a .pt from {producer}"
+        )
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling/zip errors vary by torch version
+        raise InputDataError(
+            f"cannot load the checkpoint safely ({type(err).__name__}: {err})",
+            where=str(p),
+            fix=fix,
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise InputDataError(f"not a deepsolar {kind} checkpoint", where=str(p), fix=fix)
+    return ckpt
