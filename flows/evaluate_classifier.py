@@ -72,7 +72,7 @@ def evaluate_task(p: EvaluateClassifierParams, sources: list[ChipSource]) -> dic
 
 # Validated by validate_config inside, so a bad field is a ConfigError naming it.
 @flow(name="evaluate-classifier", validate_parameters=False)
-def evaluate_classifier_flow(params: EvaluateClassifierParams | dict[str, Any]) -> dict[str, Any]:
+def evaluate_classifier_flow(params: EvaluateClassifierParams) -> dict[str, Any]:
     p = validate_config(EvaluateClassifierParams, params)
     if not p.checkpoint.is_file():
         raise InputDataError("checkpoint not found", where=str(p.checkpoint), fix="check the path")

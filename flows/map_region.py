@@ -2,8 +2,10 @@
 
     python -m flows.map_region --config configs/map-region.example.yaml
 
-Each stage is resumable on its own (the tile store's journals), so a re-run after a crash redoes
-only what did not finish.
+Each stage is resumable on its own (the tile store's journals, and the segment shards' cached
+results), so a re-run after a crash redoes only what did not finish. ``scale`` shards the
+classify/segment work and picks where the shards run (threads, processes, a Dask cluster); see
+docs/orchestration.md.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from deepsolar.jobs import MapRegionJob
 from deepsolar.mapping import MapOutputsConfig, write_region_maps
 from deepsolar.segmentation.pipeline import SegmentTilesJob
 from flows.download_tiles import download_tiles_flow
-from flows.segment_tiles import segment_tiles_flow
+from flows.segment_tiles import ScaleOutConfig, segment_tiles_flow
 
 
 @task(name="write-region-maps", cache_policy=NO_CACHE)
@@ -31,9 +33,10 @@ def maps_task(store: Path, out_dir: Path, outputs: MapOutputsConfig) -> dict[str
 
 
 @flow(name="map-region", validate_parameters=True)
-def map_region_flow(job: MapRegionJob) -> dict[str, Any]:
+def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> dict[str, Any]:
     """Map the solar panels of a region into a styled GeoPackage, PNG maps and tables."""
     job = validate_config(MapRegionJob, job)
+    scale = validate_config(ScaleOutConfig, scale if scale is not None else {}, where="scale")
     log = get_run_logger()
     downloaded = download_tiles_flow(job.tiles) if job.tiles is not None else None
     seg = segment_tiles_flow(
@@ -45,7 +48,8 @@ def map_region_flow(job: MapRegionJob) -> dict[str, Any]:
             batch_size=job.batch_size,
             device=job.device,
             overlays=job.overlays,
-        )
+        ),
+        scale,
     )
     maps = maps_task(job.store, job.out_dir, job.outputs)
     log.info(
@@ -61,11 +65,43 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--config", required=True, type=Path, help="YAML file with a MapRegionJob")
+    ap.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="YAML file with a MapRegionJob, or {job: <MapRegionJob>, scale: <ScaleOutConfig>}",
+    )
+    ap.add_argument("--shard-size", type=int, help="tiles per segment shard (default 1024)")
+    ap.add_argument(
+        "--runner", choices=["threads", "processes", "dask"],
+        help="where the shards run (default: one thread; dask needs prefect-dask)",
+    )  # fmt: skip
+    ap.add_argument("--workers", type=int, help="threads / processes / new Dask workers")
+    ap.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://host:8786")
+    ap.add_argument(
+        "--results-dir", type=Path, help="shard cache (default <store>/.prefect-results)"
+    )
     args = ap.parse_args(argv)
     try:
-        job = validate_config(MapRegionJob, load_yaml(args.config), where=str(args.config))
-        res = map_region_flow(job)
+        data = load_yaml(args.config)
+        scale_data: dict = {}
+        if "job" in data:  # the deployment's parameter layout
+            scale_data = dict(data.get("scale") or {})
+            data = data["job"]
+        job = validate_config(MapRegionJob, data, where=str(args.config))
+        if args.shard_size is not None:
+            scale_data["shard_size_tiles"] = args.shard_size
+        if args.results_dir is not None:
+            scale_data["results_dir"] = args.results_dir
+        if args.runner or args.dask_address:
+            runner: dict = {"kind": "dask" if args.dask_address else args.runner}
+            if args.dask_address:
+                runner["address"] = args.dask_address
+            elif args.workers:
+                runner["n_workers" if args.runner == "dask" else "max_workers"] = args.workers
+            scale_data["task_runner"] = runner
+        scale = validate_config(ScaleOutConfig, scale_data, where=f"{args.config}: scale")
+        res = map_region_flow(job, scale)
     except DeepSolarError as err:
         print(f"map-region failed: {err}", file=sys.stderr)
         return 1

@@ -4,42 +4,282 @@ For every tile with status 'ok' in the store's ``manifest.gpkg`` (layer ``tiles`
 probability; for tiles the classifier calls positive, a CAM mask (PNG 0/255) in
 ``<store>/masks/<zoom>-<size>/<x>/<y>.png`` and its ground area in m² (per-row latitude). The table
 ``<store>/segmentation.parquet`` has tile_id, prob, is_positive, mask_path, area_m2, error.
-Resumable: finished tiles are journalled and skipped on a re-run with the same checkpoints and
-CAM settings. Optional PNG overlays of CAM + mask for a sample of positive tiles::
 
-    python -m flows.segment_tiles --manifest out/demo/tiles/manifest.gpkg \\
+Scale-out: the tiles are cut into shards (``scale.shard_size_tiles`` tiles, in row-band order:
+sorted by tile row, then column) and each shard is one Prefect task run through the task runner
+of ``scale.task_runner`` (threads, processes, or a Dask cluster). Resumable twice over: a shard
+task caches on its inputs (tiles, checkpoint bytes, CAM settings - not the run id) with its result
+persisted under ``scale.results_dir``, so a re-run skips finished shards without loading a model;
+inside a shard, finished batches are in the store's journal and skipped. Optional PNG overlays of
+CAM + mask for a sample of positive tiles::
+
+    python -m flows.segment_tiles --manifest out/demo/store/manifest.gpkg \\
         --classifier out/classifier/best.pt --segmenter out/segmenter/segmenter.pt --overlays 8
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from pydantic import Field
+from tqdm.auto import tqdm
 
-from deepsolar.config import load_yaml, validate_config
-from deepsolar.errors import DeepSolarError
+from deepsolar.classifier.data import read_chip
+from deepsolar.classifier.train import resolve_device
+from deepsolar.config import StrictModel, load_yaml, validate_config
+from deepsolar.errors import DeepSolarError, InputDataError
+from deepsolar.manifest import read_manifest
+from deepsolar.runners import TaskRunnerConfig
+from deepsolar.segmentation.area import mask_area_m2_tile
+from deepsolar.segmentation.cam import mask_to_png_array
 from deepsolar.segmentation.config import CamConfig
-from deepsolar.segmentation.pipeline import SegmentTilesJob, segment_tile_store
+from deepsolar.segmentation.pipeline import (
+    JOURNAL_NAME,
+    Segmenter,
+    SegmentTilesJob,
+    mask_relpath,
+    read_journal,
+    run_key,
+    segment_tile_store,
+    write_png_atomic,
+)
+from deepsolar.tiling import Tile
+
+RESULTS_DIRNAME = ".prefect-results"
+
+
+class ScaleOutConfig(StrictModel):
+    """How the per-tile work is sharded and where the shards run."""
+
+    shard_size_tiles: int = Field(
+        1024, ge=1, description="tiles per shard task (a band of tile rows); a multiple of "
+        "batch_size keeps every batch whole",
+    )  # fmt: skip
+    task_runner: TaskRunnerConfig = Field(
+        default_factory=lambda: TaskRunnerConfig(kind="threads", max_workers=1),
+        description="where shards run; one thread by default (torch already uses every core)",
+    )
+    results_dir: Path | None = Field(
+        None,
+        description="persisted shard results (the cache); default <store>/.prefect-results. "
+        "Must be shared storage when shards run on other machines",
+    )
+
+
+class TileShard(StrictModel):
+    """One shard: the tiles it covers, in row-band order (its identity for the cache)."""
+
+    index: int
+    rows: list[tuple[str, int, int, int, int, str]]  # tile_id, zoom, size_px, x, y, path
+
+
+def store_paths(manifest: Path) -> tuple[Path, Path]:
+    p = Path(manifest)
+    return (p, p / "manifest.gpkg") if p.is_dir() else (p.parent, p)
+
+
+def plan_shards(manifest: Path, shard_size_tiles: int) -> list[TileShard]:
+    """The store's 'ok' tiles sorted by row then column, cut into shards of ``shard_size_tiles``."""
+    _, manifest_path = store_paths(manifest)
+    tiles = read_manifest(manifest_path)
+    tiles = tiles[tiles["status"] == "ok"].sort_values(["y", "x"], kind="stable")
+    rows = [
+        (str(r.tile_id), int(r.zoom), int(r.tile_size_px), int(r.x), int(r.y), str(r.path))
+        for r in tiles[["tile_id", "zoom", "tile_size_px", "x", "y", "path"]].itertuples(index=False)
+    ]  # fmt: skip
+    return [
+        TileShard(index=i, rows=rows[s : s + shard_size_tiles])
+        for i, s in enumerate(range(0, len(rows), shard_size_tiles))
+    ]
+
+
+_local = threading.local()
+
+
+def cached_segmenter(job: SegmentTilesJob) -> Segmenter:
+    """One loaded model pair per thread (the CAM taps hook the model, so threads cannot share)."""
+    key = (
+        str(job.classifier_checkpoint), str(job.segmenter_checkpoint), job.cam.model_dump_json(),
+        job.device,
+    )  # fmt: skip
+    cache = getattr(_local, "segmenters", None)
+    if cache is None:
+        cache = _local.segmenters = {}
+    if key not in cache:
+        cache.clear()
+        cache[key] = Segmenter.from_checkpoints(
+            job.classifier_checkpoint,
+            job.segmenter_checkpoint if job.cam.method == "greedy" else None,
+            job.cam,
+            job.device,
+        )
+    return cache[key]
+
+
+def append_records(journal_path: Path, records: list[dict[str, Any]]) -> None:
+    """Append journal lines under an exclusive lock (shards may run in parallel processes)."""
+    if not records:
+        return
+    with open(journal_path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:  # a run killed mid-line left a torn tail: start a fresh line
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write("".join(json.dumps(r) + "\n" for r in records).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _record(tile_id, prob, is_pos, mask_path, area, error, key) -> dict[str, Any]:
+    # the same record as deepsolar.segmentation.pipeline writes, so either can resume the other
+    return {
+        "tile_id": str(tile_id),
+        "prob": None if prob != prob else float(prob),  # NaN is not JSON
+        "is_positive": bool(is_pos),
+        "mask_path": mask_path,
+        "area_m2": float(area),
+        "error": error,
+        "run_key": key,
+    }
+
+
+def segment_shard(job: SegmentTilesJob, shard: TileShard, key: str) -> list[dict[str, Any]]:
+    """Classify + segment one shard; journal each batch; return the shard's records in order.
+
+    Batches are fixed slices of the shard, and a batch is journalled in one locked write, so a
+    resumed shard recomputes only whole unfinished batches: the same inputs as an uninterrupted
+    run, hence the same numbers.
+    """
+    store, _ = store_paths(job.manifest)
+    journal_path = store / JOURNAL_NAME
+    if job.num_threads and resolve_device(job.device).type == "cpu":
+        import torch
+
+        torch.set_num_threads(job.num_threads)
+    done = read_journal(journal_path, key)
+    segmenter: Segmenter | None = None
+    for i in range(0, len(shard.rows), job.batch_size):
+        batch = shard.rows[i : i + job.batch_size]
+        if all(r[0] in done for r in batch):
+            continue
+        if segmenter is None:
+            segmenter = cached_segmenter(job)
+        images, ok_rows, records = [], [], []
+        for r in batch:
+            try:
+                images.append(read_chip(store / r[5]))
+                ok_rows.append(r)
+            except InputDataError as err:
+                records.append(_record(r[0], float("nan"), False, None, 0.0, str(err), key))
+        results = segmenter.segment(images) if images else []
+        for (tile_id, zoom, size, x, y, path), res in zip(ok_rows, results, strict=True):
+            mask_rel, area = None, 0.0
+            if res.is_positive:
+                mask_rel = mask_relpath(path)
+                write_png_atomic(mask_to_png_array(res.mask), store / mask_rel)
+                area = mask_area_m2_tile(res.mask, Tile(zoom, size, x, y))
+            records.append(_record(tile_id, res.prob, res.is_positive, mask_rel, area, None, key))
+        new = [rec for rec in records if rec["tile_id"] not in done]
+        append_records(journal_path, new)
+        done.update((rec["tile_id"], rec) for rec in new)
+    return [done[r[0]] for r in shard.rows]
+
+
+# Cached on its inputs (shard tiles + job + run key, which hashes both checkpoints' bytes and the
+# CAM settings) and the task's source - not the flow run id - so any later run skips it.
+@task(name="segment-shard", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def segment_shard_task(job: SegmentTilesJob, shard: TileShard, key: str) -> list[dict[str, Any]]:
+    return segment_shard(job, shard, key)
+
+
+def run_shards(
+    job: SegmentTilesJob, shards: list[TileShard], key: str, scale: ScaleOutConfig, store: Path
+) -> dict[str, Any]:
+    """Submit every shard to the configured task runner; count the ones served from the cache.
+
+    The runner is entered here rather than set on a subflow, so the shard list never travels as a
+    flow-run parameter (a state has millions of tiles).
+    """
+    results_dir = (scale.results_dir or store / RESULTS_DIRNAME).resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    shard_task = segment_shard_task.with_options(
+        result_storage=results_dir  # a Path: Prefect stores results + cache keys there as files
+    )
+    job_key = job.model_copy(update={"overlays": 0, "overlay_seed": 0})  # not part of a shard
+    records: list[dict[str, Any]] = []
+    n_cached = 0
+    n_tiles = sum(len(s.rows) for s in shards)
+    # a bar on a terminal (tqdm turns itself off when stderr is not one, e.g. under a worker)
+    with (
+        scale.task_runner.build() as runner,
+        tqdm(total=n_tiles, unit="tile", desc="segment shards", disable=None) as bar,
+    ):
+        futures = [
+            runner.submit(shard_task, {"job": job_key, "shard": s, "key": key}) for s in shards
+        ]
+        for s, fut in zip(shards, futures, strict=True):
+            records.extend(fut.result())
+            n_cached += fut.state.name == "Cached"
+            bar.update(len(s.rows))
+    return {"records": records, "n_cached": n_cached}
 
 
 @task(name="segment-tile-store", cache_policy=NO_CACHE)
 def segment_task(job: SegmentTilesJob) -> dict[str, Any]:
+    # every tile is in the journal by now: this rebuilds the table (atomically) and the overlays
     return segment_tile_store(job).as_dict()
 
 
+# Annotated with the model alone so a deployment's parameter schema is strict (the server rejects
+# a bad field before a run is created); validated by validate_config inside, so a direct call with
+# a bad dict is a ConfigError naming the field.
 @flow(name="segment-tiles", validate_parameters=False)
-def segment_tiles_flow(job: SegmentTilesJob | dict[str, Any]) -> dict[str, Any]:
+def segment_tiles_flow(job: SegmentTilesJob, scale: ScaleOutConfig | None = None) -> dict[str, Any]:
     job = validate_config(SegmentTilesJob, job)
+    scale = validate_config(ScaleOutConfig, scale if scale is not None else {}, where="scale")
+    log = get_run_logger()
+    store, _ = store_paths(job.manifest)
+    shards = plan_shards(job.manifest, scale.shard_size_tiles)
+    cached_segmenter(job)  # checkpoints load (clear errors) before any shard starts
+    key = run_key(job)
+    done = read_journal(store / JOURNAL_NAME, key)
+    n_before = sum(1 for s in shards for r in s.rows if r[0] in done)
+    log.info(
+        "%d tiles in %d shards of <= %d on %s; %d done before",
+        sum(len(s.rows) for s in shards), len(shards), scale.shard_size_tiles,
+        scale.task_runner.describe(), n_before,
+    )  # fmt: skip
+    sharded = run_shards(job, shards, key, scale, store)
+    # A shard served from the cache may predate a deleted journal: put its records back.
+    done = read_journal(store / JOURNAL_NAME, key)
+    append_records(
+        store / JOURNAL_NAME, [r for r in sharded["records"] if r["tile_id"] not in done]
+    )
     summary = segment_task(job)
-    get_run_logger().info(
-        "%d tiles (%d done before), %d positive, %d unreadable, %.1f m² of panels; table %s",
-        summary["n_tiles"], summary["n_done_before"], summary["n_positive"],
+    summary.update(
+        n_done_before=n_before,
+        n_shards=len(shards),
+        n_shards_cached=sharded["n_cached"],
+        task_runner=scale.task_runner.describe(),
+    )
+    log.info(
+        "%d tiles (%d done before, %d of %d shards cached), %d positive, %d unreadable, "
+        "%.1f m² of panels; table %s",
+        summary["n_tiles"], n_before, sharded["n_cached"], len(shards), summary["n_positive"],
         summary["n_errors"], summary["total_area_m2"], summary["table_path"],
     )  # fmt: skip
     return summary
@@ -49,18 +289,42 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--config", type=Path, help="YAML with a SegmentTilesJob (or use the flags)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="YAML with a SegmentTilesJob, or {job: ..., scale: ...} (or use the flags)",
+    )
     ap.add_argument("--manifest", type=Path, help="tile store manifest.gpkg or folder")
     ap.add_argument("--classifier", type=Path, help="classifier checkpoint (best.pt)")
     ap.add_argument("--segmenter", type=Path, help="segmenter checkpoint (segmenter.pt)")
-    ap.add_argument("--method", choices=["greedy", "plain"], default="greedy")
+    ap.add_argument("--method", choices=["greedy", "plain"], default="greedy", help="CAM method")
     ap.add_argument("--stage", type=int, help="greedy stage (default: the last trained)")
-    ap.add_argument("--cam-threshold", type=float, default=0.37)
-    ap.add_argument("--overlays", type=int, default=0)
+    ap.add_argument(
+        "--cam-threshold", type=float, default=0.37, help="CAM threshold (default 0.37)"
+    )
+    ap.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    ap.add_argument("--num-threads", type=int, help="torch CPU threads per shard worker")
+    ap.add_argument("--overlays", type=int, default=0, help="PNG overlays for N positive tiles")
+    ap.add_argument("--shard-size", type=int, default=1024, help="tiles per shard task")
+    ap.add_argument(
+        "--runner", choices=["threads", "processes", "dask"], default="threads",
+        help="where shards run (dask needs prefect-dask)",
+    )  # fmt: skip
+    ap.add_argument("--workers", type=int, default=1, help="threads / processes / dask workers")
+    ap.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://host:8786")
+    ap.add_argument(
+        "--results-dir", type=Path, help="shard cache (default <store>/.prefect-results)"
+    )
     args = ap.parse_args(argv)
     try:
+        scale_data: dict[str, Any] = {}
         if args.config:
-            job = validate_config(SegmentTilesJob, load_yaml(args.config), where=str(args.config))
+            data = load_yaml(args.config)
+            if "job" in data:
+                scale_data = data.get("scale") or {}
+                data = data["job"]
+            job = validate_config(SegmentTilesJob, data, where=str(args.config))
         else:
             job = validate_config(
                 SegmentTilesJob,
@@ -71,11 +335,30 @@ def main(argv: list[str] | None = None) -> int:
                     "cam": CamConfig(
                         method=args.method, stage=args.stage, threshold=args.cam_threshold
                     ),
+                    "batch_size": args.batch_size,
+                    "device": args.device,
+                    "num_threads": args.num_threads,
                     "overlays": args.overlays,
                 },
                 where="command line",
             )
-        summary = segment_tiles_flow(job)
+        if not scale_data:
+            kind = "dask" if args.dask_address else args.runner
+            runner: dict[str, Any] = {"kind": kind}
+            if kind == "dask":
+                if args.dask_address:
+                    runner["address"] = args.dask_address
+                else:
+                    runner["n_workers"] = args.workers
+            else:
+                runner["max_workers"] = args.workers
+            scale_data = {
+                "shard_size_tiles": args.shard_size,
+                "task_runner": runner,
+                "results_dir": args.results_dir,
+            }
+        scale = validate_config(ScaleOutConfig, scale_data, where="scale")
+        summary = segment_tiles_flow(job, scale)
     except DeepSolarError as err:
         print(f"segment-tiles failed: {err}", file=sys.stderr)
         return 1
@@ -84,4 +367,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not __main__'s: the shard tasks' cache keys include their
+    # qualified names, which must be the same however the flow is started.
+    from flows.segment_tiles import main as _main
+
+    sys.exit(_main())

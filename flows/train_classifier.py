@@ -75,7 +75,7 @@ def test_task(checkpoint: Path, cfg: TrainClassifierConfig, out_dir: Path) -> di
 
 # Validated by validate_config inside, so a bad field is a ConfigError naming it.
 @flow(name="train-classifier", validate_parameters=False)
-def train_classifier_flow(params: TrainClassifierParams | dict[str, Any]) -> dict[str, Any]:
+def train_classifier_flow(params: TrainClassifierParams) -> dict[str, Any]:
     """Validate everything first, then train, then test on the held-out sources."""
     p = validate_config(TrainClassifierParams, params)
     cfg = p.resolve()

@@ -42,7 +42,7 @@ def stage_task(cfg: TrainSegmenterConfig, out_dir: Path, stage: int) -> dict[str
 
 
 @flow(name="train-segmenter", validate_parameters=False)
-def train_segmenter_flow(job: TrainSegmenterJob | dict[str, Any]) -> dict[str, Any]:
+def train_segmenter_flow(job: TrainSegmenterJob) -> dict[str, Any]:
     """Train every stage in turn; returns the summary of the last (``final_checkpoint``)."""
     job = validate_config(TrainSegmenterJob, job)
     summary: dict[str, Any] = {}

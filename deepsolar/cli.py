@@ -1,0 +1,250 @@
+"""``deepsolar``: every flow from the command line, for people without a Prefect server.
+
+Each subcommand runs the same flow as the deployment of that name (Prefect starts a temporary
+local API for the run), validating its YAML config first::
+
+    deepsolar demo                                   # the whole pipeline offline (SYNTHETIC scenes)
+    deepsolar download-tiles --config configs/download-tiles.example.yaml
+    deepsolar train-classifier --config configs/classifier-demo.yaml --out out/classifier
+    deepsolar map-region --config my-region.yaml --runner dask --workers 4
+
+Exit codes: 0 success; 1 the job was refused or failed (one line on stderr says why and what to
+do); 2 bad command line; 3 an unexpected error (one line; ``--debug`` shows the traceback);
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepsolar.errors import DeepSolarError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+@dataclass
+class Opt:
+    """One option of a subcommand, passed on verbatim to the flow's own ``main``."""
+
+    flag: str
+    help: str
+    kw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Command:
+    name: str
+    module: str
+    summary: str
+    opts: list[Opt]
+    example: str
+
+
+RUNNER_OPTS = [
+    Opt("--shard-size", "tiles per shard task, cut in bands of tile rows (default 1024)",
+        {"metavar": "N"}),
+    Opt("--runner", "where the shards run: threads or processes on this machine, or a Dask "
+        "cluster (needs prefect-dask; default: one thread)",
+        {"choices": ["threads", "processes", "dask"]}),
+    Opt("--workers", "threads / processes / Dask workers started for the run", {"metavar": "N"}),
+    Opt("--dask-address", "an existing Dask scheduler to run the shards on, e.g. "
+        "tcp://10.0.0.5:8786 (implies --runner dask)", {"metavar": "URL"}),
+    Opt("--results-dir", "where finished shards' results are kept, so a re-run skips them "
+        "(default <store>/.prefect-results; shared storage for a multi-machine cluster)",
+        {"metavar": "DIR"}),
+]  # fmt: skip
+
+COMMANDS = [
+    Command(
+        "demo", "flows.demo",
+        "the whole pipeline offline on built-in SYNTHETIC scenes: scenes, tiles, classifier, "
+        "segmenter, map, accuracy report",
+        [Opt("--out", "output folder (default out/demo)", {"metavar": "DIR"})],
+        "deepsolar demo --out out/demo",
+    ),
+    Command(
+        "download-tiles", "flows.download_tiles",
+        "download the tiles of a region (state / county / tract / bbox / boundary file) from an "
+        "imagery source into a tile store with a manifest; resumable",
+        [Opt("--config", "YAML with a DownloadTilesJob (region, source, grid, out_dir)",
+             {"required": True, "metavar": "YAML"})],
+        "deepsolar download-tiles --config configs/download-tiles.example.yaml",
+    ),
+    Command(
+        "train-classifier", "flows.train_classifier",
+        "train the Inception-v3 tile classifier (DeepSolar's cost-sensitive recipe), then test it "
+        "on the held-out sources",
+        [
+            Opt("--config", "classifier YAML (see configs/classifier-*.yaml)",
+                {"required": True, "metavar": "YAML"}),
+            Opt("--out", "output folder for checkpoints and metrics (default out/classifier)",
+                {"metavar": "DIR"}),
+            Opt("--resume", "continue training from this last.pt", {"metavar": "CKPT"}),
+            Opt("--epochs", "override train.epochs (may be fractional)", {"metavar": "N"}),
+            Opt("--override", "JSON merged over the config, e.g. '{\"optim\": {\"lr\": 0.0005}}'",
+                {"metavar": "JSON"}),
+            Opt("--no-test", "skip the held-out evaluation", {"action": "store_true"}),
+        ],
+        "deepsolar train-classifier --config configs/classifier-demo.yaml --out out/clf",
+    ),
+    Command(
+        "evaluate-classifier", "flows.evaluate_classifier",
+        "precision / recall / F1 / ROC of a classifier checkpoint on held-out sets",
+        [
+            Opt("--checkpoint", "the classifier checkpoint (best.pt)",
+                {"required": True, "metavar": "CKPT"}),
+            Opt("--config", "YAML whose data.test lists the sets (default: the checkpoint's own "
+                "test sets)", {"metavar": "YAML"}),
+            Opt("--out", "output folder (default out/classifier-eval)", {"metavar": "DIR"}),
+            Opt("--threshold", "decision threshold on p(positive) (default: the checkpoint's)",
+                {"metavar": "P"}),
+            Opt("--device", "auto, cpu, cuda, cuda:1 or mps (default auto)", {"metavar": "DEV"}),
+        ],
+        "deepsolar evaluate-classifier --checkpoint out/clf/best.pt",
+    ),
+    Command(
+        "train-segmenter", "flows.train_segmenter",
+        "train the greedy layer-wise CAM branch on a frozen classifier (image-level labels only)",
+        [
+            Opt("--config", "segmenter YAML (see configs/segmenter-*.yaml)",
+                {"required": True, "metavar": "YAML"}),
+            Opt("--out", "output folder (default out/segmenter)", {"metavar": "DIR"}),
+        ],
+        "deepsolar train-segmenter --config configs/segmenter-real-chips.yaml",
+    ),
+    Command(
+        "segment-tiles", "flows.segment_tiles",
+        "classify + segment a tile store in cached shards: masks, areas, segmentation.parquet",
+        [
+            Opt("--config", "YAML with a SegmentTilesJob, or {job: ..., scale: ...} (or use the "
+                "flags below)", {"metavar": "YAML"}),
+            Opt("--manifest", "the tile store's manifest.gpkg or folder", {"metavar": "PATH"}),
+            Opt("--classifier", "classifier checkpoint (best.pt)", {"metavar": "CKPT"}),
+            Opt("--segmenter", "segmenter checkpoint (segmenter.pt), for --method greedy",
+                {"metavar": "CKPT"}),
+            Opt("--method", "CAM method: greedy (DeepSolar) or plain (classifier's last layer)",
+                {"choices": ["greedy", "plain"]}),
+            Opt("--stage", "greedy stage to use (default: the last trained)", {"metavar": "K"}),
+            Opt("--cam-threshold", "threshold on the min-max normalised CAM (default 0.37)",
+                {"metavar": "T"}),
+            Opt("--batch-size", "tiles per forward pass (default 16)", {"metavar": "N"}),
+            Opt("--device", "auto, cpu, cuda, cuda:1 or mps (default auto)", {"metavar": "DEV"}),
+            Opt("--num-threads", "torch CPU threads per shard worker", {"metavar": "N"}),
+            Opt("--overlays", "PNG overlays of CAM + mask for N positive tiles (default 0)",
+                {"metavar": "N"}),
+            *RUNNER_OPTS,
+        ],
+        "deepsolar segment-tiles --manifest out/demo/store --classifier out/demo/classifier/"
+        "best.pt --segmenter out/demo/segmenter/segmenter.pt",
+    ),
+    Command(
+        "map-region", "flows.map_region",
+        "tiles -> classify -> segment -> polygons -> systems -> tract/county/state aggregates -> "
+        "styled GeoPackage, PNG maps and tables",
+        [
+            Opt("--config", "YAML with a MapRegionJob, or {job: <MapRegionJob>, scale: "
+                "<ScaleOutConfig>} (the deployment's parameters)",
+                {"required": True, "metavar": "YAML"}),
+            *RUNNER_OPTS,
+        ],
+        "deepsolar map-region --config my-region.yaml --runner processes --workers 2",
+    ),
+    Command(
+        "solarforest", "flows.solarforest",
+        "SolarForest: train, evaluate (cross-validated R²) or apply the tract-level "
+        "deployment-density random forest",
+        [
+            Opt("--config", "YAML with SolarForestFlowParams (see configs/solarforest.yaml)",
+                {"required": True, "metavar": "YAML"}),
+            Opt("--mode", "overrides the config's mode", {"choices": ["train", "evaluate",
+                                                                      "predict"]}),
+            Opt("--output-dir", "overrides output_dir", {"metavar": "DIR"}),
+            Opt("--set", "override one parameter, dotted for nesting, value in YAML (e.g. "
+                "model.two_stage=true); repeatable", {"action": "append", "metavar": "KEY=VALUE"}),
+        ],
+        "deepsolar solarforest --config configs/solarforest.yaml --mode evaluate",
+    ),
+]  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="deepsolar",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an unexpected error"
+    )
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS:
+        p = sub.add_parser(
+            cmd.name,
+            help=cmd.summary,
+            description=textwrap.fill(f"{cmd.summary[0].upper()}{cmd.summary[1:]}.", 88),
+            epilog=f"example:\n  {cmd.example}\n\nThe same flow runs as the Prefect deployment "
+            f"'{cmd.name}/...': see docs/orchestration.md.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        for opt in cmd.opts:
+            p.add_argument(opt.flag, help=opt.help, **opt.kw)
+        p.set_defaults(_command=cmd)
+    return ap
+
+
+def flow_argv(cmd: Command, args: argparse.Namespace) -> list[str]:
+    """The parsed options back as the flow's own command line (its main parses and validates)."""
+    argv: list[str] = []
+    for opt in cmd.opts:
+        value = getattr(args, opt.flag.lstrip("-").replace("-", "_"))
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(opt.flag)
+        elif isinstance(value, list):
+            for v in value:
+                argv += [opt.flag, str(v)]
+        else:
+            argv += [opt.flag, str(value)]
+    return argv
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, DeepSolarError) else f"{type(err).__name__}: {text}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cmd: Command = args._command
+    try:
+        flow_main = importlib.import_module(cmd.module).main
+        return int(flow_main(flow_argv(cmd, args)) or 0)
+    except DeepSolarError as err:
+        print(f"deepsolar {cmd.name} failed: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"deepsolar {cmd.name}: interrupted (a re-run resumes)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:  # the flow's own parser refused a value (already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence: one line, no trace
+        if args.debug or os.environ.get("DEEPSOLAR_DEBUG"):
+            raise
+        print(
+            f"deepsolar {cmd.name} failed unexpectedly: {_one_line(err)} "
+            "(re-run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
