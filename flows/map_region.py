@@ -23,8 +23,9 @@ from deepsolar.errors import DeepSolarError
 from deepsolar.jobs import MapRegionJob
 from deepsolar.mapping import MapOutputsConfig, write_region_maps
 from deepsolar.segmentation.pipeline import SegmentTilesJob
+from deepsolar.segmentation.shards import ScaleOutConfig
 from flows.download_tiles import download_tiles_flow
-from flows.segment_tiles import ScaleOutConfig, segment_tiles_flow
+from flows.segment_tiles import segment_tiles_flow
 
 
 @task(name="write-region-maps", cache_policy=NO_CACHE)
