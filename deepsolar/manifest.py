@@ -206,6 +206,9 @@ def write_manifest(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     gdf = records_to_frame(records)
+    # Row order by grid position, not by download completion (threads finish in any order), so the
+    # same tiles always give the same manifest and everything read from it is reproducible.
+    gdf = gdf.sort_values(["zoom", "tile_size_px", "y", "x"], kind="stable", ignore_index=True)
     # Nullable string columns go to GDAL as plain object strings.
     for col in ("tile_id", "source", "status", "checksum", "path", "error"):
         gdf[col] = gdf[col].astype(object).where(gdf[col].notna(), None)

@@ -477,3 +477,19 @@ def test_local_source_goes_through_the_same_loop(tmp_path: Path) -> None:
         assert img.shape == (320, 320, 3) and img.any()
     s2 = download_tiles(tiles, src, tmp_path / "store", FAST, progress=False)
     assert s2.n_skipped == len(tiles)
+
+
+def test_manifest_rows_are_in_grid_order_whatever_the_completion_order(tmp_path) -> None:
+    from deepsolar.manifest import TileRecord, read_manifest, write_manifest
+    from deepsolar.tiling import TileGrid
+
+    grid = TileGrid(21, 320)
+    base = grid.tile_at(-106.6, 35.08)
+    tiles = [grid.tile(base.x + dx, base.y + dy) for dy in range(3) for dx in range(3)]
+    shuffled = [tiles[i] for i in (4, 0, 8, 2, 6, 1, 7, 3, 5)]  # as threads might finish
+    a = write_manifest(
+        [TileRecord.for_tile(t, "s", "outside") for t in shuffled], tmp_path / "a.gpkg"
+    )
+    b = write_manifest([TileRecord.for_tile(t, "s", "outside") for t in tiles], tmp_path / "b.gpkg")
+    ids_a, ids_b = list(read_manifest(a)["tile_id"]), list(read_manifest(b)["tile_id"])
+    assert ids_a == ids_b == [t.id for t in tiles]
