@@ -78,3 +78,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(model: type[M], path: str | Path) -> M:
     """Load and validate a YAML config file into ``model``."""
     return validate_config(model, load_yaml(path), where=str(path))
+
+
+def changed_fields(saved: dict[str, Any], current: dict[str, Any], free: set[str]) -> list[str]:
+    """Dotted keys whose values differ between two nested config dumps, ignoring ``free`` keys.
+
+    A key in ``free`` that holds a mapping is compared as a whole and ignored as a whole (e.g.
+    ``cam`` for the segmenter), so it may change freely on resume.
+    """
+
+    def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and key not in free:
+                out.update(flatten(v, key + "."))
+            else:
+                out[key] = v
+        return out
+
+    a, b = flatten(saved), flatten(current)
+    return sorted(k for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k))

@@ -50,7 +50,7 @@ from deepsolar.classifier.recipe import (
     build_scheduler,
     set_train_mode,
 )
-from deepsolar.config import validate_config
+from deepsolar.config import changed_fields, validate_config
 from deepsolar.errors import ConfigError, InputDataError
 
 log = logging.getLogger("deepsolar.classifier")
@@ -250,20 +250,8 @@ _RESUME_FREE = {"train.epochs", "train.device", "train.progress", "train.num_thr
                 "train.keep_every_epoch", "data.num_workers", "data.eval_batch_size"}  # fmt: skip
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _check_resume_config(saved: dict[str, Any], cfg: TrainClassifierConfig, where: str) -> None:
-    a, b = _flatten(saved), _flatten(cfg.model_dump(mode="json"))
-    diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
+    diff = changed_fields(saved, cfg.model_dump(mode="json"), _RESUME_FREE)
     if diff:
         raise ConfigError(
             f"the config differs from the checkpoint's in {', '.join(diff)}",

@@ -25,7 +25,7 @@ from deepsolar.checkpoints import load_checkpoint_safely, save_checkpoint
 from deepsolar.classifier.data import ChipDataset, class_counts, load_sources, raise_batch_errors
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.classifier.train import resolve_device, seed_everything
-from deepsolar.config import validate_config
+from deepsolar.config import changed_fields, validate_config
 from deepsolar.errors import ConfigError, InputDataError
 from deepsolar.segmentation.branch import (
     GreedyCamBranch,
@@ -132,20 +132,8 @@ _RESUME_FREE = {"optim.epochs_per_stage", "train.device", "train.num_threads", "
                 "train.cache_features", "data.num_workers", "cam", "branch.n_stages"}  # fmt: skip
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in _RESUME_FREE:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _check_resume(saved: dict[str, Any], cfg: TrainSegmenterConfig, where: str) -> None:
-    a, b = _flatten(saved), _flatten(cfg.model_dump(mode="json"))
-    diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
+    diff = changed_fields(saved, cfg.model_dump(mode="json"), _RESUME_FREE)
     if diff:
         raise ConfigError(
             f"the config differs from the stage checkpoint's in {', '.join(diff)}",
