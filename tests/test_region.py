@@ -103,3 +103,12 @@ def test_unknown_key_value_is_never_echoed() -> None:
     with pytest.raises(ConfigError) as info:
         validate_config(RegionConfig, {"state": "MA", "api_key": "AIzaSECRET123"})
     assert "api_key" in str(info.value) and "AIzaSECRET123" not in str(info.value)
+
+
+def test_changed_fields_ignores_free_keys_and_free_subtrees() -> None:
+    from deepsolar.config import changed_fields
+
+    saved = {"train": {"epochs": 4, "seed": 0}, "cam": {"threshold": 0.37}, "lr": 1e-3}
+    now = {"train": {"epochs": 8, "seed": 1}, "cam": {"threshold": 0.5}, "lr": 1e-3, "new": 1}
+    assert changed_fields(saved, now, {"train.epochs", "cam"}) == ["new", "train.seed"]
+    assert changed_fields(saved, saved, set()) == []
