@@ -197,7 +197,37 @@ class SceneSource(_SourceBase):
         return self.name or self.path.stem
 
 
-ChipSource = Annotated[FolderSource | ManifestSource | SceneSource, Field(discriminator="kind")]
+# A folder named like a split says little in a report: "skylight_roof/valid" beats "valid".
+_SPLIT_LIKE_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "eval"})
+
+
+class ImagesSource(_SourceBase):
+    """``path/images/*`` and optional ``path/masks/*`` with the same stems (any image suffix).
+
+    A chip is positive when its mask has any non-zero pixel; an image without a mask file is a
+    negative (set ``missing_mask_is_negative: false`` to make that an error). Folder names are
+    matched case-insensitively (``Images/`` + ``Masks/`` work too).
+    """
+
+    kind: Literal["images"] = "images"
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    missing_mask_is_negative: bool = Field(
+        True, description="an image without a mask is a negative (false: an error)"
+    )
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.path.name.lower() in _SPLIT_LIKE_NAMES and self.path.parent.name:
+            return f"{self.path.parent.name}/{self.path.name}"
+        return self.path.name
+
+
+ChipSource = Annotated[
+    FolderSource | ManifestSource | SceneSource | ImagesSource, Field(discriminator="kind")
+]
 
 
 class DataConfig(StrictModel):

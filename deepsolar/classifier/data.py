@@ -1,4 +1,5 @@
-"""Labelled image chips: reading, sources (folder, manifest CSV, synthetic scene) and splits.
+"""Labelled image chips: reading, sources (folder, images + masks, manifest CSV, synthetic scene),
+a source from a plain path, and splits.
 
 A chip is any image file; it is read as RGB (greyscale -> 3 equal channels, RGBA/LA -> alpha
 dropped, palette -> RGB), rejected with an :class:`InputDataError` naming the file when it cannot be
@@ -21,7 +22,13 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
-from deepsolar.classifier.config import ChipSource, FolderSource, ManifestSource, SceneSource
+from deepsolar.classifier.config import (
+    ChipSource,
+    FolderSource,
+    ImagesSource,
+    ManifestSource,
+    SceneSource,
+)
 from deepsolar.classifier.model import preprocess
 from deepsolar.errors import InputDataError
 
@@ -31,11 +38,12 @@ EQUAL_AREA_CRS = "EPSG:5070"  # CONUS Albers: areas in m²
 
 @dataclass(frozen=True)
 class Chip:
-    """One labelled image: ``label`` is 1 for solar, 0 for none."""
+    """One labelled image: ``label`` is 1 for solar, 0 for none; ``mask`` its PV mask, if any."""
 
     path: Path
     label: int
     source: str
+    mask: Path | None = None
 
 
 # ---------------------------------------------------------------- reading one image
@@ -129,6 +137,107 @@ def chips_from_folder(src: FolderSource) -> list[Chip]:
     return chips
 
 
+def _subdir(root: Path, name: str) -> Path | None:
+    """``root/name``, matched case-insensitively (``images`` finds ``Images``); None if absent."""
+    exact = root / name
+    if exact.is_dir():
+        return exact
+    if not root.is_dir():
+        return None
+    hits = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() == name.lower())
+    return hits[0] if hits else None
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A PV mask file as a bool array (any non-zero pixel is PV), or InputDataError naming it."""
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            im.load()
+            a = np.asarray(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise InputDataError(
+            f"cannot decode the mask ({err})", where=str(p), fix="re-export it as a PNG"
+        ) from None
+    if a.ndim == 3:  # RGB(A) masks: PV where any colour channel is non-zero
+        a = a[:, :, :3].any(axis=2) if a.shape[2] >= 3 else a[:, :, 0]
+    return np.asarray(a) != 0
+
+
+def chips_from_images(src: ImagesSource) -> list[Chip]:
+    """``path/images/*`` (+ ``path/masks/<same stem>.*``): positive iff the mask has a PV pixel."""
+    images_dir = _subdir(src.path, src.images_dir)
+    if images_dir is None:
+        raise InputDataError(
+            f"missing '{src.images_dir}/' folder",
+            where=str(src.path),
+            fix=f"put the chips in '{src.images_dir}/' and their masks (same file names, any "
+            f"image type) in '{src.masks_dir}/'",
+        )
+    masks_dir = _subdir(src.path, src.masks_dir)
+    masks: dict[str, Path] = {}
+    if masks_dir is not None:
+        for m in _list_images(masks_dir):
+            if m.stem in masks:
+                raise InputDataError(
+                    f"two masks share the stem '{m.stem}' ({masks[m.stem].name}, {m.name})",
+                    where=str(masks_dir),
+                    fix="keep one mask per image",
+                )
+            masks[m.stem] = m
+    chips = []
+    for img in _list_images(images_dir):
+        mask = masks.get(img.stem)
+        if mask is None and not src.missing_mask_is_negative:
+            raise InputDataError(
+                f"no mask for {img.name}",
+                where=str(masks_dir or src.path / src.masks_dir),
+                fix="add the mask (all zero for a negative) or set missing_mask_is_negative",
+            )
+        label = int(read_mask(mask).any()) if mask is not None else 0
+        chips.append(Chip(img, label, src.display_name, mask))
+    return chips
+
+
+def source_from_path(path: str | Path, *, split: str | None = None) -> ChipSource:
+    """The chip source a plain path denotes (what ``--source PATH`` accepts).
+
+    - a ``.csv`` file: a manifest (``split`` keeps one split);
+    - a folder with ``images/`` (+ optional ``masks/``): an :class:`ImagesSource`;
+    - a folder with ``pos/`` and ``neg/``: a :class:`FolderSource`;
+    - a folder with a ``manifest.csv``: that manifest.
+
+    A folder with ``images/`` wins over its own ``manifest.csv`` only when no ``split`` is given.
+    """
+    p = Path(path).expanduser()
+    if p.is_file():
+        if p.suffix.lower() != ".csv":
+            raise InputDataError(
+                "a source file must be a manifest CSV",
+                where=str(p),
+                fix="pass a folder with images/ (+ masks/) or pos/ + neg/, or a manifest.csv",
+            )
+        return ManifestSource(path=p, split=split)
+    if not p.is_dir():
+        raise InputDataError("source not found", where=str(p), fix="check the path")
+    has_manifest = (p / "manifest.csv").is_file()
+    if split is not None and has_manifest:
+        return ManifestSource(path=p / "manifest.csv", split=split)
+    if _subdir(p, "images") is not None:
+        return ImagesSource(path=p)
+    if _subdir(p, "pos") is not None and _subdir(p, "neg") is not None:
+        pos, neg = _subdir(p, "pos"), _subdir(p, "neg")
+        return FolderSource(path=p, positive_dir=pos.name, negative_dir=neg.name)
+    if has_manifest:
+        return ManifestSource(path=p / "manifest.csv", split=split)
+    raise InputDataError(
+        "cannot tell what kind of chip source this folder is",
+        where=str(p),
+        fix="give it images/ (+ masks/ with the same file names; a chip is positive when its "
+        "mask has any non-zero pixel), or pos/ + neg/, or a manifest.csv",
+    )
+
+
 def _manifest_image_path(root: Path, split: str | None, image: str) -> Path:
     # Shared chip sets keep images in {split}/images/; plain manifests list paths from root.
     if split:
@@ -181,10 +290,27 @@ def chips_from_manifest(src: ManifestSource) -> list[Chip]:
             )
     root = src.path.parent
     splits = df["split"].astype(str) if "split" in df.columns else pd.Series(None, index=df.index)
+    masks = df["mask"] if "mask" in df.columns else pd.Series(None, index=df.index)
     return [
-        Chip(_manifest_image_path(root, s, str(img)), int(y), src.display_name)
-        for img, s, y in zip(df["image"], splits, labels, strict=True)
+        Chip(
+            _manifest_image_path(root, s, str(img)),
+            int(y),
+            src.display_name,
+            _manifest_mask_path(root, s, m),
+        )
+        for img, s, y, m in zip(df["image"], splits, labels, masks, strict=True)
     ]
+
+
+def _manifest_mask_path(root: Path, split: str | None, mask: object) -> Path | None:
+    # Shared chip sets keep masks in {split}/masks/; a blank cell means no mask.
+    if mask is None or (isinstance(mask, float) and np.isnan(mask)) or not str(mask).strip():
+        return None
+    if split:
+        nested = root / split / "masks" / str(mask)
+        if nested.is_file():
+            return nested
+    return root / str(mask)
 
 
 def pv_area_per_tile_m2(tiles: gpd.GeoDataFrame, panels: gpd.GeoDataFrame) -> pd.Series:
@@ -274,6 +400,8 @@ def load_source(src: ChipSource, *, seed: int = 0) -> list[Chip]:
     """All chips of one source (capped per class when asked); missing files are errors."""
     if isinstance(src, FolderSource):
         chips = chips_from_folder(src)
+    elif isinstance(src, ImagesSource):
+        chips = chips_from_images(src)
     elif isinstance(src, ManifestSource):
         chips = chips_from_manifest(src)
     else:

@@ -26,6 +26,15 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from deepsolar.bootstrap import (
+    bootstrap_ci,
+    confusion_columns,
+    f1_stat,
+    precision_stat,
+    recall_stat,
+)
+from deepsolar.report_table import Column, ci_cells
+
 DEFAULT_SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 
 
@@ -159,3 +168,79 @@ def write_metrics(
     metrics["plots"] = [p.name for p in plot_curves(labels, probs, out, title=name)]
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+# ---------------------------------------------------------------- report rows with baselines
+
+# Below this many chips of either class, ROC-AUC is too noisy to print (shown as n/a).
+MIN_CLASS_FOR_AUC = 5
+MODEL, ALL_POSITIVE = "model", "all-positive"
+
+
+def report_rows(
+    source: str,
+    labels: Sequence[int] | np.ndarray,
+    probs: Sequence[float] | np.ndarray,
+    threshold: float,
+    *,
+    reps: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    min_class_for_auc: int = MIN_CLASS_FOR_AUC,
+) -> list[dict[str, Any]]:
+    """Two rows for one set of chips: the model at ``threshold`` and the all-positive baseline.
+
+    Precision, recall and F1 carry percentile bootstrap intervals (chips resampled with
+    replacement; the same resamples for both rows, so the comparison is paired). ROC-AUC is
+    ``None`` when either class has fewer than ``min_class_for_auc`` chips; the all-positive
+    classifier scores every chip alike, so its ROC-AUC is 0.5.
+    """
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=float)
+    n_pos = int(y.sum())
+    n_neg = int(len(y) - n_pos)
+    auc_ok = min(n_pos, n_neg) >= min_class_for_auc
+    rows = []
+    for predictor, pred, score in (
+        (MODEL, p >= threshold, p),
+        (ALL_POSITIVE, np.ones(len(y), bool), np.ones(len(y))),
+    ):
+        cols = confusion_columns(y, pred)
+        row: dict[str, Any] = {
+            "source": source,
+            "predictor": predictor,
+            "n": int(len(y)),
+            "n_positive": n_pos,
+            "n_negative": n_neg,
+            "called_positive": int(pred.sum()),
+        }
+        for key, stat in (("precision", precision_stat), ("recall", recall_stat),
+                          ("f1", f1_stat)):  # fmt: skip
+            row.update(ci_cells(key, bootstrap_ci(cols, stat, reps=reps, seed=seed, level=level)))
+        row["roc_auc"] = float(roc_auc_score(y, score)) if auc_ok else None
+        row["tp"], row["fp"], row["fn"] = (int(c) for c in cols.sum(axis=0))
+        rows.append(row)
+    return rows
+
+
+REPORT_COLUMNS = (
+    Column("source", "source", "text"),
+    Column("predictor", "predictor", "text"),
+    Column("n", "n", "int"),
+    Column("pos", "n_positive", "int"),
+    Column("called pos", "called_positive", "int"),
+    Column("precision [95% CI]", "precision", "ci"),
+    Column("recall [95% CI]", "recall", "ci"),
+    Column("F1 [95% CI]", "f1", "ci"),
+    Column("ROC-AUC", "roc_auc", "num"),
+)
+
+
+def report_notes(reps: int, level: float, min_class_for_auc: int = MIN_CLASS_FOR_AUC) -> list[str]:
+    return [
+        f"[lo, hi]: {level:.0%} percentile bootstrap interval, chips resampled with replacement "
+        f"({reps} replicates, the same resamples for model and baseline).",
+        "all-positive: the trivial classifier that calls every chip solar (precision = share of "
+        "positives, recall 1); a model that does not beat it has learnt nothing useful.",
+        f"ROC-AUC is n/a when either class has fewer than {min_class_for_auc} chips.",
+    ]
