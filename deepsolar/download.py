@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
+import io
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, quote_plus, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import cv2
 import httpx
@@ -38,13 +40,15 @@ from pydantic import Field
 from tqdm import tqdm
 
 from deepsolar.config import StrictModel
-from deepsolar.errors import DeepSolarError, DownloadError, SourceError
+from deepsolar.errors import DeepSolarError, DownloadError, OutputError, SourceError
 from deepsolar.manifest import (
     JOURNAL_NAME,
     MANIFEST_NAME,
     TileJournal,
     TileRecord,
+    output_error,
     read_journal,
+    remove_stale_temp_files,
     tile_relpath,
     write_manifest,
 )
@@ -64,6 +68,9 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MISSING_STATUSES = frozenset({204, 404, 410})
 # Statuses after which every further request would fail the same way: stop the whole run.
 FATAL_STATUSES = frozenset({401, 403})
+# Requests (each after all its retries) that failed to connect in a row, with no answer from the
+# server since, before the whole run stops with "cannot reach ...".
+UNREACHABLE_AFTER_REQUESTS = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,24 +78,51 @@ FATAL_STATUSES = frozenset({401, 403})
 
 
 _secrets: set[str] = set()
+_secret_patterns: list[re.Pattern[str]] = []
 _secrets_lock = threading.Lock()
+
+
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """A regex matching ``secret`` in any URL encoding: each character raw or percent-encoded
+    (upper or lower case hex, once or twice), a space also as ``+``. This covers quote(),
+    quote_plus() with any ``safe`` set, urlencode() and httpx's own normalisation at once."""
+    parts = []
+    for ch in secret:
+        alts = [re.escape(ch)]
+        enc = "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+        for form in (enc, enc.replace("%", "%25")):
+            alts.append("".join(f"[{c}{c.lower()}]" if c.isalpha() else re.escape(c) for c in form))
+        if ch == " ":
+            alts.append(r"\+")
+        parts.append("(?:" + "|".join(alts) + ")")
+    return re.compile("".join(parts))
 
 
 def register_secret(value: str) -> None:
     """Remember a secret (an API key) so :func:`redact` and log records hide it from now on."""
     if value and len(value) >= 4:  # a 1-3 character "secret" would redact ordinary text
         with _secrets_lock:
-            _secrets.add(value)
+            if value not in _secrets:
+                _secrets.add(value)
+                _secret_patterns.append(_secret_pattern(value))
+                _secret_patterns.sort(key=lambda p: len(p.pattern), reverse=True)
 
 
 def redact(text: str) -> str:
-    """``text`` with every registered secret (and its URL-encoded form) replaced by REDACTED."""
+    """``text`` with every registered secret, in any URL encoding, replaced by REDACTED."""
     if not _secrets or not text:
         return text
-    for s in sorted(_secrets, key=len, reverse=True):
-        for form in {s, quote(s, safe=""), quote_plus(s)}:
-            text = text.replace(form, REDACTED)
+    for pat in list(_secret_patterns):
+        text = pat.sub(REDACTED, text)
     return text
+
+
+def quiet_http_logs() -> None:
+    """httpx logs every request URL at INFO: keep that off unless DEEPSOLAR_HTTP_LOG=1 (even
+    redacted, URLs of a whole region's tiles are noise in an operator's log)."""
+    if os.environ.get("DEEPSOLAR_HTTP_LOG", "").strip() not in ("1", "true", "yes"):
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class _RedactingFilter(logging.Filter):
@@ -115,6 +149,7 @@ for _name in (
     __name__,
 ):
     logging.getLogger(_name).addFilter(_FILTER)
+quiet_http_logs()
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +163,15 @@ class DownloadConfig(StrictModel):
     max_requests_per_s: float | None = Field(
         10.0, gt=0, description="rate limit across all threads (None: unlimited)"
     )
-    timeout_s: float = Field(20.0, gt=0, description="connect/read timeout of one request")
+    timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="deadline of one request: connecting, the headers and the whole body (a "
+        "server trickling its answer is cut off at this deadline)",
+    )
+    max_body_mb: float = Field(
+        32.0, gt=0, description="largest response body accepted, in MiB (larger ones fail)"
+    )
     max_retries: int = Field(5, ge=0, le=50, description="retries after the first attempt")
     backoff_base_s: float = Field(0.5, ge=0, description="first backoff delay; doubles each retry")
     backoff_max_s: float = Field(60.0, ge=0, description="cap of one backoff delay")
@@ -188,6 +231,12 @@ class _Cancelled(Exception):
     """The download was cancelled while this request waited."""
 
 
+class _BodyTooLarge(Exception):
+    def __init__(self, n_bytes: int) -> None:
+        super().__init__(n_bytes)
+        self.n_bytes = n_bytes
+
+
 # --------------------------------------------------------------------------------------------
 # Body check
 
@@ -196,28 +245,86 @@ class BadBody(Exception):
     """A 200 response whose body is not the expected image (HTML page, truncated, wrong size)."""
 
 
-def decode_image(body: bytes, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image body to RGB uint8 (H, W, 3); BadBody says why it is not usable.
+# Largest image a response may hold, checked from its header before any pixel is decoded (a
+# 640-px Static Maps tile is 0.4 MP, a 512-px retina server tile 0.26 MP).
+MAX_IMAGE_PIXELS = 4096 * 4096
 
-    Truncated PNG/JPEG are caught by their end markers (libjpeg happily decodes half a JPEG).
+
+def image_header_size(body: bytes) -> tuple[int, int]:
+    """(width, height) read from an image's header only, without decoding any pixel."""
+    from PIL import Image, UnidentifiedImageError
+
+    # (No warnings.catch_warnings here: it changes process-wide state and is not thread-safe.)
+    try:
+        with Image.open(io.BytesIO(body)) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise BadBody(
+            f"body does not decode as an image ({len(body)} bytes; {type(err).__name__})"
+        ) from None
+    except Image.DecompressionBombError:
+        raise BadBody(f"image header announces a huge image ({len(body)} bytes)") from None
+
+
+def decode_image(body: bytes, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image body to RGB uint8 (H, W, 3), strictly; BadBody says why it is not usable.
+
+    Never echoes the body's content (it may be any local file, or a page with a key in it). The
+    size is read from the header before decoding, so an oversized image costs no memory. The
+    decode is strict: truncated data, a PNG chunk whose CRC does not match, and JPEG data that
+    libjpeg-turbo reports as corrupt (``Corrupt JPEG data ...``, which other decoders only print
+    while returning wrong pixels) are all BadBody.
     """
     if not body:
         raise BadBody("empty body")
-    head = body[:64]
-    if head.lstrip().startswith((b"<", b"{")):
-        snippet = head.decode("utf-8", "replace").strip().replace("\n", " ")[:60]
-        raise BadBody(f"body is text, not an image (starts with {snippet!r})")
+    if body[:64].lstrip().startswith((b"<", b"{")):
+        raise BadBody(f"body is text (HTML, XML or JSON), not an image ({len(body)} bytes)")
     if body.startswith(b"\x89PNG") and b"IEND" not in body[-16:]:
         raise BadBody(f"PNG is truncated ({len(body)} bytes, no IEND chunk)")
     if body.startswith(b"\xff\xd8") and not body.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
         raise BadBody(f"JPEG is truncated ({len(body)} bytes, no end marker)")
-    arr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
-    if arr is None:
-        raise BadBody(f"body does not decode as an image ({len(body)} bytes)")
-    if expected_size is not None and (arr.shape[1], arr.shape[0]) != tuple(expected_size):
-        w, h = expected_size
-        raise BadBody(f"image is {arr.shape[1]}x{arr.shape[0]} px, expected {w}x{h}")
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    w, h = image_header_size(body)
+    if expected_size is not None and (w, h) != tuple(expected_size):
+        ew, eh = expected_size
+        raise BadBody(f"image is {w}x{h} px, expected {ew}x{eh}")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise BadBody(f"image is {w}x{h} px, larger than any tile ({MAX_IMAGE_PIXELS:,} px max)")
+    if body.startswith(b"\xff\xd8"):
+        arr = _decode_jpeg_strict(body)
+    else:
+        arr = _decode_pil_strict(body)
+    if arr.shape[:2] != (h, w):  # pragma: no cover - a decoder disagreeing with its own header
+        raise BadBody(f"image decodes to {arr.shape[1]}x{arr.shape[0]} px, header says {w}x{h}")
+    return arr
+
+
+def _decode_jpeg_strict(body: bytes) -> np.ndarray:
+    import simplejpeg
+
+    try:
+        arr = simplejpeg.decode_jpeg(body, colorspace="RGB", strict=True)
+    except ValueError as err:  # simplejpeg's error for corrupt data and libjpeg warnings
+        why = " ".join(str(err).split())[:120]
+        raise BadBody(f"JPEG data is corrupt ({why})") from None
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _decode_pil_strict(body: bytes) -> np.ndarray:
+    from PIL import Image, ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone relaxed Pillow globally: not for tiles
+        raise BadBody("refusing to decode with PIL.ImageFile.LOAD_TRUNCATED_IMAGES set")
+    try:
+        if body.startswith(b"\x89PNG"):
+            with Image.open(io.BytesIO(body)) as im:
+                im.verify()  # every chunk's CRC, IDAT included
+        with Image.open(io.BytesIO(body)) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken data
+        # the type only: a decoder's message may quote bytes of the body
+        raise BadBody(f"image data is corrupt ({type(err).__name__})") from None
+    return np.asarray(rgb, dtype=np.uint8).copy()
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -315,6 +422,11 @@ class HttpFetcher:
         )
         self.stats = FetchStats()
         self._rng = random.Random()
+        # Requests that ended with every attempt failing to connect, since the last answer of
+        # any kind: a few in a row mean the server cannot be reached at all (stop the run).
+        self._unreachable = 0
+        self._unreachable_lock = threading.Lock()
+        quiet_http_logs()  # again: Prefect may have configured logging after the import
         if c.cache_dir is not None:
             Path(c.cache_dir).mkdir(parents=True, exist_ok=True)
 
@@ -410,6 +522,57 @@ class HttpFetcher:
         if seconds > 0 and self._stop.wait(seconds):
             raise _Cancelled()
 
+    def _request(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes, str]:
+        """One GET under an overall deadline of ``timeout_s`` (connect, headers and body).
+
+        httpx's timeouts are per read, so a body sent one byte a second would never trip them;
+        here a timer shrinks the request's timeouts to almost nothing when the deadline passes
+        (httpcore reads them again for each chunk of the body), so the body is cut off there.
+        The status line and headers are bounded only by the per-read timeout (and h11's 16 KB
+        header limit). The body is also checked against ``max_body_mb`` as it arrives.
+        """
+        c = self.config
+        limit = int(c.max_body_mb * 1024 * 1024)
+        request = self._client.build_request("GET", url, headers=headers)
+        timeouts = request.extensions.get("timeout")
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            if isinstance(timeouts, dict):
+                for k in ("connect", "read", "write", "pool"):
+                    timeouts[k] = 0.001
+
+        timer = threading.Timer(c.timeout_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            resp = self._client.send(request, stream=True)
+            try:
+                declared = resp.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise _BodyTooLarge(int(declared))
+                buf = bytearray()
+                for chunk in resp.iter_bytes():
+                    buf += chunk
+                    if len(buf) > limit:
+                        raise _BodyTooLarge(len(buf))
+                    if expired.is_set():
+                        raise httpx.ReadTimeout("deadline passed", request=request)
+                    if self._stop.is_set():
+                        raise _Cancelled()
+                return resp.status_code, resp.headers, bytes(buf), resp.reason_phrase
+            finally:
+                resp.close()
+        except httpx.TimeoutException:
+            raise
+        except httpx.HTTPError:
+            if expired.is_set():  # a read cut by the deadline may surface as another error
+                raise httpx.ReadTimeout("deadline passed", request=request) from None
+            raise
+        finally:
+            timer.cancel()
+
     def _get_with_retries(
         self, url: str, shown: str, headers: dict[str, str], expected_size: tuple[int, int] | None
     ) -> tuple[bytes, np.ndarray]:
@@ -417,6 +580,7 @@ class HttpFetcher:
         attempts = c.max_retries + 1
         last_reason = "no attempt made"
         last_status: int | None = None
+        n_connect_failures = 0
         for attempt in range(1, attempts + 1):
             if self._stop.is_set():
                 raise _Cancelled()
@@ -425,27 +589,37 @@ class HttpFetcher:
             try:
                 with self._slots:
                     self.stats.add(requests=1)
-                    resp = self._client.get(url, headers=headers)
+                    status, resp_headers, body, reason = self._request(url, headers)
             except httpx.TimeoutException:
-                last_status, last_reason = None, f"timed out after {c.timeout_s:g} s"
-            except httpx.TransportError as err:
-                # Includes a body cut short (RemoteProtocolError) and a refused connection.
                 last_status, last_reason = (
                     None,
-                    f"connection error ({type(err).__name__}: {redact(str(err))})",
+                    f"no complete answer within timeout_s={c.timeout_s:g} s",
                 )
+            except httpx.ConnectError as err:
+                n_connect_failures += 1
+                last_status = None
+                last_reason = f"connection error ({type(err).__name__}: {redact(str(err))[:200]})"
+            except _BodyTooLarge as err:
+                last_status = None
+                last_reason = f"body of {err.n_bytes:,} bytes or more is larger than max_body_mb={c.max_body_mb:g}"
+            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as err:
+                # Any other failure of this one request (a body cut short, broken gzip, a
+                # redirect loop, a protocol error) is this tile's problem: retry, then report.
+                last_status = None
+                last_reason = f"request failed ({type(err).__name__}: {redact(str(err))[:200]})"
             else:
-                status = resp.status_code
+                with self._unreachable_lock:
+                    self._unreachable = 0  # the server answered: it is reachable
                 last_status = status
-                self.stats.add(bytes=len(resp.content))
+                self.stats.add(bytes=len(body))
                 if status == 200:
                     try:
-                        return resp.content, decode_image(resp.content, expected_size)
+                        return body, decode_image(body, expected_size)
                     except BadBody as err:
                         last_reason = f"bad body: {err}"
                 elif status in RETRY_STATUSES or status >= 500:
                     last_reason = f"HTTP {status}"
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    retry_after = parse_retry_after(resp_headers.get("Retry-After"))
                     if retry_after is not None and status in (429, 503):
                         if retry_after > c.max_retry_after_s:
                             self.stats.add(failures=1)
@@ -470,7 +644,7 @@ class HttpFetcher:
                         403: "forbidden",
                     }
                     raise _download_error(
-                        f"the server answered HTTP {status} ({what.get(status, resp.reason_phrase)})",
+                        f"the server answered HTTP {status} ({what.get(status, reason)})",
                         shown,
                         status,
                         attempt,
@@ -485,6 +659,26 @@ class HttpFetcher:
             )
             self._sleep(delay)
         self.stats.add(failures=1)
+        if n_connect_failures == attempts:
+            with self._unreachable_lock:
+                self._unreachable += 1
+                unreachable = self._unreachable
+            if unreachable >= UNREACHABLE_AFTER_REQUESTS:
+                host = urlparse(shown).netloc or shown
+                err = _download_error(
+                    f"cannot reach {host}: {unreachable} requests in a row failed to connect, "
+                    f"{attempts} attempts each, and no request got any answer since "
+                    f"(last problem: {last_reason})",
+                    shown,
+                    None,
+                    attempts,
+                    fatal=True,
+                )
+                err.fix = (
+                    "check the URL template's host and port, the network and any proxy, then "
+                    "re-run: finished tiles are kept"
+                )
+                raise err
         raise _download_error(
             f"download failed after {attempts} attempt{'s' if attempts > 1 else ''}; "
             f"last problem: {last_reason}",
@@ -536,13 +730,15 @@ def encode_png(img: np.ndarray) -> bytes:
 
 @dataclass
 class DownloadSummary:
-    """What one ``download_tiles`` run did. The four final states add up to ``n_tiles``."""
+    """What one ``download_tiles`` run did. ``n_ok + n_partial + n_outside + n_failed`` is
+    ``n_tiles``."""
 
     out_dir: Path
     source: str
     manifest_path: Path | None = None
     n_tiles: int = 0  # distinct tiles asked for in this run
     n_ok: int = 0  # tiles with an image at the end (fetched now or before)
+    n_partial: int = 0  # tiles with an image only partly covered by the source (rest black)
     n_outside: int = 0  # tiles outside the source's coverage
     n_failed: int = 0  # tiles that failed after retries (re-run to retry them)
     n_skipped: int = 0  # tiles already done before this run (resume)
@@ -556,8 +752,9 @@ class DownloadSummary:
     def count(self, rec: TileRecord, *, skipped: bool) -> None:
         self.n_tiles += 1
         self.n_skipped += int(skipped)
-        if rec.status == "ok":
-            self.n_ok += 1
+        if rec.status in ("ok", "partial"):
+            self.n_ok += rec.status == "ok"
+            self.n_partial += rec.status == "partial"
             self.n_fetched += int(not skipped)
         elif rec.status == "outside":
             self.n_outside += 1
@@ -634,12 +831,23 @@ def _fetch_one(
         if adopted is not None:
             return adopted
     try:
-        img = source.fetch_tile(tile, fetcher)
+        img, partial = source.fetch_tile_coverage(tile, fetcher)
     except DeepSolarError as err:
         if getattr(err, "fatal", False):
             raise
         return TileRecord.for_tile(
-            tile, source.name, "failed", error=redact(str(err)), fetched_at=_now_iso()
+            tile, source.name, "failed", error=redact(str(err))[:2000], fetched_at=_now_iso()
+        )
+    except (_Cancelled, KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 - one tile's problem never aborts the run
+        log.debug("tile %s failed", tile.id, exc_info=True)
+        return TileRecord.for_tile(
+            tile,
+            source.name,
+            "failed",
+            error=redact(f"{type(err).__name__}: {' '.join(str(err).split())}")[:500],
+            fetched_at=_now_iso(),
         )
     if img is None:
         return TileRecord.for_tile(tile, source.name, "outside", fetched_at=_now_iso())
@@ -655,7 +863,7 @@ def _fetch_one(
     return TileRecord.for_tile(
         tile,
         source.name,
-        "ok",
+        "partial" if partial else "ok",
         checksum=hashlib.sha256(png).hexdigest(),
         path=rel,
         fetched_at=_now_iso(),
@@ -693,10 +901,40 @@ def download_tiles(
     """
     cfg = config or DownloadConfig()
     out = Path(out_dir)
+    try:
+        return _download_tiles(
+            tiles, source, out, cfg, progress, on_tile, raise_on_failure, manifest_parquet
+        )
+    except OSError as err:
+        # The store cannot be written (read-only, a file in the way, disk full): an ordinary
+        # error that names the cause, not a crash. Anything else is re-raised as it is.
+        converted = output_error(err, out)
+        if converted is None:
+            raise
+        raise converted from None
+
+
+def _download_tiles(
+    tiles: Iterable[Tile],
+    source: ImagerySource,
+    out: Path,
+    cfg: DownloadConfig,
+    progress: bool,
+    on_tile: Callable[[TileRecord], None] | None,
+    raise_on_failure: bool,
+    manifest_parquet: bool,
+) -> DownloadSummary:
+    if out.exists() and not out.is_dir():
+        raise OutputError(
+            "the output folder is a file, not a folder",
+            where=str(out),
+            fix="choose another out_dir, or move that file away",
+        )
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     summary = DownloadSummary(out_dir=out, source=source.name)
     with _OutDirLock(out):
+        remove_stale_temp_files(out)  # an interrupted manifest write leaves .manifest.*.tmp.*
         journal_path = out / JOURNAL_NAME
         done = read_journal(journal_path)
         others = sorted({r.source for r in done.values()} - {source.name})
@@ -748,7 +986,7 @@ def download_tiles(
                     continue
                 if (
                     prev is not None
-                    and prev.status == "ok"
+                    and prev.status in ("ok", "partial")
                     and prev.path
                     and (out / prev.path).is_file()
                 ):
@@ -789,16 +1027,20 @@ def download_tiles(
                         out / Path(MANIFEST_NAME).with_suffix(".parquet").name,
                         parquet=True,
                     )
-            except Exception:
-                log.exception("could not write the tile manifest of %s", out)
-                raise
+            except Exception as err:
+                log.debug("could not write the tile manifest of %s", out, exc_info=True)
+                converted = output_error(err, out)
+                if converted is None:
+                    raise
+                raise converted from None
             summary.elapsed_s = time.monotonic() - t0
     log.info(
-        "%s: %d tiles: %d ok (%d already there), %d outside, %d failed; %d requests, %d retries, "
-        "%d cache hits, %.1f s",
+        "%s: %d tiles: %d ok, %d partly covered (%d of them already there: skipped), %d outside, "
+        "%d failed; %d requests, %d retries, %d cache hits, %.1f s",
         out,
         summary.n_tiles,
         summary.n_ok,
+        summary.n_partial,
         summary.n_skipped,
         summary.n_outside,
         summary.n_failed,

@@ -37,6 +37,10 @@ class SourceError(DeepSolarError):
     """An imagery source is misconfigured or cannot deliver tiles."""
 
 
+class OutputError(DeepSolarError):
+    """An output folder or file cannot be written (read-only, a file in the way, disk full)."""
+
+
 class DownloadError(DeepSolarError):
     """A network fetch failed after all retries."""
 

@@ -15,9 +15,12 @@ tile appears exactly once) and written atomically (temp file + rename).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -27,7 +30,7 @@ from typing import Any, Literal
 import geopandas as gpd
 import pandas as pd
 
-from deepsolar.errors import InputDataError
+from deepsolar.errors import InputDataError, OutputError
 from deepsolar.tiling import LONLAT, Tile
 
 log = logging.getLogger(__name__)
@@ -37,8 +40,12 @@ MANIFEST_NAME = "manifest.gpkg"
 MANIFEST_LAYER = "tiles"
 TILES_DIRNAME = "tiles"
 
-TileStatus = Literal["ok", "failed", "outside"]
-STATUSES: tuple[str, ...] = ("ok", "failed", "outside")
+# ok: the tile's image, complete. partial: an image, but part of the tile has no imagery (black
+# there; e.g. an XYZ server with gaps and missing_tiles: outside) - not used by later stages.
+# outside: no imagery at all for this tile. failed: no image (see the error column; re-run).
+TileStatus = Literal["ok", "partial", "failed", "outside"]
+STATUSES: tuple[str, ...] = ("ok", "partial", "failed", "outside")
+_TILE_ID = re.compile(r"(\d{1,2})-(\d{1,5})-(\d{1,10})-(\d{1,10})")
 
 # Column order of the manifest (geometry last, as GeoPackage readers show it).
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -94,6 +101,29 @@ class TileRecord:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    def problem(self) -> str | None:
+        """Why this record cannot be trusted (a tampered or foreign journal line), or None.
+
+        The id and the PNG path are fully determined by zoom, tile size, x and y; anything else
+        (``../`` in an id, a path pointing outside the store) is refused, so no path read from a
+        journal can lead a later stage outside its tile store.
+        """
+        ints = (self.zoom, self.tile_size_px, self.x, self.y)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+            return "zoom, tile_size_px, x and y must be integers"
+        if not (0 <= self.zoom <= 30 and 1 <= self.tile_size_px <= 8192):
+            return "zoom or tile_size_px out of range"
+        side = -(-256 * 2**self.zoom // self.tile_size_px)
+        if not (0 <= self.x < side and 0 <= self.y < side):
+            return "x or y outside the tile grid"
+        if self.tile_id != f"{self.zoom}-{self.tile_size_px}-{self.x}-{self.y}":
+            return "tile_id does not match zoom, tile_size_px, x and y"
+        if self.path is not None and self.path != tile_relpath(self.tile):
+            return f"path is not {tile_relpath(self.tile)}"
+        if self.status not in STATUSES:
+            return "unknown status"
+        return None
 
 
 def tile_relpath(tile: Tile) -> str:
@@ -151,12 +181,19 @@ def iter_journal(path: str | Path) -> Iterator[TileRecord]:
             try:
                 data = json.loads(line)
                 rec = TileRecord(**{k: v for k, v in data.items() if k in fields})
-            except (json.JSONDecodeError, TypeError) as err:
-                log.warning("skipping unreadable journal line %d of %s (%s)", lineno, p, err)
+            except (json.JSONDecodeError, TypeError, AttributeError) as err:
+                log.warning(
+                    "skipping unreadable journal line %d of %s (%s)", lineno, p, type(err).__name__
+                )
                 continue
-            if rec.status not in STATUSES:
-                log.warning("skipping journal line %d of %s: unknown status", lineno, p)
-                continue
+            why = rec.problem()
+            if why is not None:
+                raise InputDataError(
+                    f"journal line {lineno} cannot be trusted: {why}",
+                    where=str(p),
+                    fix="the journal was edited or comes from another program; delete that line "
+                    "(its tile is downloaded again) or the whole store",
+                )
             yield rec
 
 
@@ -279,4 +316,111 @@ def read_manifest(path: str | Path) -> gpd.GeoDataFrame:
             where=str(p),
             fix="pass a manifest written by deepsolar.download.download_tiles",
         )
+    _check_manifest_rows(gdf, p)
     return gdf
+
+
+def _check_manifest_rows(gdf: gpd.GeoDataFrame, where: Path) -> None:
+    """Every id and path is the one its zoom/size/x/y determine: later stages build file paths
+    from them, so a tampered row (``../`` in an id, an absolute path) must never reach them."""
+    if gdf.empty:
+        return
+    try:
+        z, s, x, y = (gdf[c].astype("int64") for c in ("zoom", "tile_size_px", "x", "y"))
+    except (ValueError, TypeError):
+        bad = None
+    else:
+        ids = z.astype(str) + "-" + s.astype(str) + "-" + x.astype(str) + "-" + y.astype(str)
+        rel = TILES_DIRNAME + "/" + z.astype(str) + "-" + s.astype(str) + "/" + x.astype(str)
+        rel = rel + "/" + y.astype(str) + ".png"
+        path = gdf["path"].astype(object)
+        good = gdf["tile_id"].astype(object).eq(ids) & (path.isna() | path.eq(rel))
+        good &= (x >= 0) & (y >= 0) & z.between(0, 30) & s.between(1, 8192)
+        good &= gdf["status"].isin(STATUSES)
+        bad = None if bool(good.all()) else int((~good).to_numpy().argmax())
+        if bad is None:
+            return
+    row = f"row {bad + 1}" if bad is not None else "the zoom/x/y columns"
+    raise InputDataError(
+        f"the tile manifest cannot be trusted: {row} has a tile_id or path that does not match "
+        "its zoom, tile_size_px, x and y (paths must stay inside the tile store)",
+        where=str(where),
+        fix="rebuild it from the store's journal with deepsolar.manifest.build_manifest(folder), "
+        "or download the tiles again",
+    )
+
+
+def resolve_inside(store: str | Path, rel: str, what: str = "path") -> Path:
+    """``store / rel`` if it stays inside ``store`` (no ``..``, no absolute path, no symlink
+    leading out), else an InputDataError: paths read from journals and tables are untrusted."""
+    root = Path(store).resolve()
+    target = (root / rel).resolve()
+    if Path(rel).is_absolute() or not target.is_relative_to(root):
+        raise InputDataError(
+            f"{what} {str(rel)[:200]!r} points outside the tile store",
+            where=str(root),
+            fix="the journal or table was edited or comes from elsewhere; rebuild it (delete "
+            "the journal lines or the file) instead of trusting it",
+        )
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Output-folder faults
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_FILE_IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+_MIN_FREE_BYTES = 1 << 20
+
+
+def output_error(err: BaseException, out_dir: str | Path) -> OutputError | None:
+    """The OutputError an OSError (or a GDAL / SQLite error) writing into ``out_dir`` stands for,
+    or None if it is not an output-folder fault."""
+    out = Path(out_dir)
+    code = getattr(err, "errno", None)
+    text = str(err)
+    if code in _NO_SPACE or "No space left" in text or _disk_full(out):
+        return OutputError(
+            "no space left on the device holding the output folder",
+            where=str(out),
+            fix="free disk space (or choose an out_dir on a bigger disk), then re-run: finished "
+            "tiles are kept and only the missing ones are fetched",
+        )
+    if code in _NOT_WRITABLE or "readonly" in text.lower() or "read-only" in text.lower():
+        return OutputError(
+            f"the output folder cannot be written ({os.strerror(code) if code else text[:200]})",
+            where=str(getattr(err, "filename", None) or out),
+            fix="choose an out_dir you can write to, or fix the folder's permissions / mount",
+        )
+    if code in _FILE_IN_THE_WAY:
+        return OutputError(
+            f"a file is in the way of the output folder ({os.strerror(code)})",
+            where=str(getattr(err, "filename", None) or out),
+            fix="choose another out_dir, or move the file that has the folder's name away",
+        )
+    return None
+
+
+def _disk_full(out: Path) -> bool:
+    p = out
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free < _MIN_FREE_BYTES
+    except OSError:
+        return False
+
+
+def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
+    """Delete temp files an interrupted manifest write left (``.manifest.*.tmp.gpkg`` and its
+    SQLite side files). Call it only while holding the store's lock."""
+    removed = []
+    stem = Path(MANIFEST_NAME).stem
+    for p in Path(out_dir).glob(f".{stem}.*.tmp.*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        log.info("removed %d temp file(s) of an interrupted manifest write", len(removed))
+    return removed

@@ -50,6 +50,13 @@ class ImagerySource(ABC):
     def fetch_tile(self, tile: Tile, fetcher: HttpFetcher | None) -> np.ndarray | None:
         """RGB uint8 array (tile.size_px, tile.size_px, 3) of the tile, or None if outside coverage."""
 
+    def fetch_tile_coverage(
+        self, tile: Tile, fetcher: HttpFetcher | None
+    ) -> tuple[np.ndarray | None, bool]:
+        """``(image, partial)``: the tile as :meth:`fetch_tile` gives it, and whether part of it
+        has no imagery (black there). Sources that can tell override this."""
+        return self.fetch_tile(tile, fetcher), False
+
     def coverage_lonlat(self) -> BaseGeometry | None:
         """Where the source has imagery (EPSG:4326 polygon), or None if unknown / worldwide."""
         return None
@@ -444,6 +451,13 @@ class XYZSource(ImagerySource):
             event.set()
 
     def fetch_tile(self, tile: Tile, fetcher: HttpFetcher | None) -> np.ndarray | None:
+        return self.fetch_tile_coverage(tile, fetcher)[0]
+
+    def fetch_tile_coverage(
+        self, tile: Tile, fetcher: HttpFetcher | None
+    ) -> tuple[np.ndarray | None, bool]:
+        """The grid tile, and True when some of the server tiles it needs are missing (gaps
+        answered 404/204/410 with ``missing_tiles: outside``): those parts are black."""
         if fetcher is None:
             raise SourceError(
                 "the XYZ source needs an HttpFetcher", fix="call it through download_tiles"
@@ -463,33 +477,49 @@ class XYZSource(ImagerySource):
         ty1 = math.ceil(((py0 + s) * f + margin) / t) - 1
         n = 2**zs
         mosaic = np.zeros(((ty1 - ty0 + 1) * t, (tx1 - tx0 + 1) * t, 3), np.uint8)
-        any_data = False
+        any_data = gap = False
         for ty in range(ty0, ty1 + 1):
             for tx in range(tx0, tx1 + 1):
                 if not (0 <= tx < n and 0 <= ty < n):
                     continue  # beyond the edge of the world (last row/column of the grid)
                 img = self._server_tile(zs, tx, ty, fetcher)
-                if img is not None:
+                if img is None:
+                    gap = gap or self._window_touches(tile, f, tx, ty)
+                else:
                     any_data = True
                     oy, ox = (ty - ty0) * t, (tx - tx0) * t
                     mosaic[oy : oy + t, ox : ox + t] = img
         if not any_data:
-            return None
+            return None, False
         ox0, oy0 = px0 * f - tx0 * t, py0 * f - ty0 * t  # window origin inside the mosaic
         if exact:
             x0, y0, w = int(ox0), int(oy0), int(s * f)
             crop = mosaic[y0 : y0 + w, x0 : x0 + w]
             if w == s:
-                return np.ascontiguousarray(crop)
-            return cv2.resize(crop, (s, s), interpolation=cv2.INTER_AREA)
+                return np.ascontiguousarray(crop), gap
+            return cv2.resize(crop, (s, s), interpolation=cv2.INTER_AREA), gap
         # Over-zoom (or a non-integer scale): sample each output pixel centre bilinearly.
         m = np.array([[f, 0.0, ox0 + 0.5 * f - 0.5], [0.0, f, oy0 + 0.5 * f - 0.5]])
-        return cv2.warpAffine(
+        img = cv2.warpAffine(
             mosaic,
             m,
             (s, s),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REPLICATE,
+        )
+        return img, gap
+
+    def _window_touches(self, tile: Tile, f: float, tx: int, ty: int) -> bool:
+        """Whether server tile (tx, ty) overlaps the grid tile's own pixels (not only the
+        one-pixel resampling margin): a missing one then leaves a black patch in the tile."""
+        t = self.config.server_tile_size_px
+        px0, py0 = tile.pixel_origin()
+        s = tile.size_px
+        return (
+            tx * t < (px0 + s) * f
+            and (tx + 1) * t > px0 * f
+            and ty * t < (py0 + s) * f
+            and (ty + 1) * t > py0 * f
         )
 
 

@@ -34,7 +34,21 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
-FaultKind = Literal["status", "slow", "truncate", "corrupt", "wrong_size", "html", "drop"]
+FaultKind = Literal[
+    "status",
+    "slow",
+    "truncate",
+    "corrupt",
+    "wrong_size",
+    "html",
+    "drop",
+    "gzip_broken",
+    "redirect_loop",
+    "trickle",
+    "trickle_headers",
+    "huge",
+    "corrupt_middle",
+]
 
 
 def pattern_pixels(zoom: int, u0: int, v0: int, width: int, height: int) -> np.ndarray:
@@ -77,7 +91,11 @@ class Fault:
     ``retry_after`` header value), ``slow`` (sleep ``delay_s`` then answer normally), ``truncate``
     (announce the full length, send half, close), ``corrupt`` (200 image/png of garbage),
     ``wrong_size`` (a valid PNG of another size), ``html`` (200 text/html error page), ``drop``
-    (close without answering).
+    (close without answering), ``gzip_broken`` (``Content-Encoding: gzip`` on a body that is not
+    gzip), ``redirect_loop`` (302 to the same URL, forever), ``trickle`` (the body one byte every
+    ``delay_s``), ``trickle_headers`` (the status line and headers one byte every ``delay_s``),
+    ``huge`` (a valid 8000 x 8000 PNG, small on the wire), ``corrupt_middle`` (the image with 50
+    bytes in the middle of its data overwritten: start and end markers intact).
     """
 
     kind: FaultKind
@@ -240,9 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.delay_s)
             status, ctype, body, extra = self._answer(parsed.path, query, fault)
-            mode = (
-                fault.kind if fault is not None and fault.kind in ("drop", "truncate") else "send"
-            )
+            special = ("drop", "truncate", "trickle", "trickle_headers")
+            mode = fault.kind if fault is not None and fault.kind in special else "send"
             # Logged before the client can see the answer, so tests never race the log.
             with srv._lock:
                 srv.log.append(
@@ -255,6 +272,18 @@ class _Handler(BaseHTTPRequestHandler):
             if mode == "drop":
                 self.close_connection = True
                 return
+            if mode == "trickle_headers":
+                head = (
+                    f"HTTP/1.1 {status} OK\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                for i in range(len(head)):
+                    self.wfile.write(head[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(fault.delay_s)  # type: ignore[union-attr]
+                self.wfile.write(body)
+                self.close_connection = True
+                return
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -265,6 +294,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
                 self.close_connection = True
+            elif mode == "trickle":  # one byte every delay_s
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(fault.delay_s)  # type: ignore[union-attr]
             else:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
@@ -283,6 +317,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "status":
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             return fault.status, text, b"injected error\n", extra
+        if fault is not None and fault.kind == "redirect_loop":
+            return 302, text, b"", {"Location": self.path}
         if fault is not None and fault.kind == "html":
             page = (
                 b"<!DOCTYPE html><html><body><h1>Service temporarily unavailable</h1></body></html>"
@@ -316,7 +352,31 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = "image/png" if srv.image_format == "png" else "image/jpeg"
         if fault is not None and fault.kind == "wrong_size":
             img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2))
+        if fault is not None and fault.kind == "huge":
+            return 200, "image/png", _huge_png(), {}
         body = encode(img, srv.image_format)
         if fault is not None and fault.kind == "corrupt":
             body = body[:8] + bytes(np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8))
+        if fault is not None and fault.kind == "corrupt_middle":
+            body = corrupt_middle(body)
+        if fault is not None and fault.kind == "gzip_broken":
+            return 200, ctype, body, {"Content-Encoding": "gzip"}
         return 200, ctype, body, {}
+
+
+def corrupt_middle(body: bytes, seed: int = 3) -> bytes:
+    """``body`` with 50 bytes in the middle overwritten by random bytes without 0xFF (so JPEG
+    markers stay where they were): the file still starts and ends like a valid image."""
+    rng = np.random.default_rng(seed)
+    junk = rng.integers(0, 255, 50, dtype=np.uint8).tobytes()
+    mid = len(body) // 2
+    return body[:mid] + junk + body[mid + 50 :]
+
+
+_HUGE: list[bytes] = []
+
+
+def _huge_png() -> bytes:
+    if not _HUGE:
+        _HUGE.append(encode(np.zeros((8000, 8000, 3), np.uint8), "png"))
+    return _HUGE[0]
