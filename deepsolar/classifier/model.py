@@ -1,9 +1,12 @@
-"""Inception-v3 for 2 classes, DeepSolar-style, and DeepSolar's preprocessing.
+"""The 2-class tile classifier, DeepSolar-style, and DeepSolar's preprocessing.
 
-The network is torchvision's ``Inception3`` with both heads (main 2048->2, auxiliary 768->2)
-replaced and re-initialised, BatchNorm set to TF's decay 0.9997 (PyTorch momentum 0.0003) and
-eps 1e-3, dropout 0.2. Inputs are resized to ``input_size_px`` and scaled to [-1, 1], which is what
-the Google-trained weights expect, so ``transform_input`` stays off.
+DeepSolar's network is torchvision's ``Inception3`` with both heads (main 2048->2, auxiliary
+768->2) replaced and re-initialised, BatchNorm set to TF's decay 0.9997 (PyTorch momentum 0.0003)
+and eps 1e-3, dropout 0.2. Inputs are resized to ``input_size_px`` and scaled to [-1, 1], which is
+what the Google-trained weights expect, so ``transform_input`` stays off.
+
+Other backbones (``model.arch``; see :mod:`deepsolar.classifier.backbones`) are timm models with a
+fresh 2-class head and the same BatchNorm settings, dropout and [-1, 1] input scaling.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from PIL import Image
 from torch import nn
 from torchvision.models import Inception3, Inception_V3_Weights
 
+from deepsolar.classifier.backbones import (
+    BackboneSpec,
+    create_timm_model,
+    get_spec,
+    load_lite_imagenet,
+)
 from deepsolar.classifier.config import ClassifierConfig
 from deepsolar.errors import InputDataError, OfflineError
 
@@ -118,7 +127,79 @@ def _load_backbone(
     model.load_state_dict(keep, strict=False)
 
 
-def build_classifier(cfg: ClassifierConfig) -> Inception3:
+def build_classifier(cfg: ClassifierConfig) -> nn.Module:
+    """The 2-class classifier of ``cfg.arch`` with DeepSolar's BN/dropout settings.
+
+    Args:
+        cfg: the model block of a classifier config (arch, weights, dropout, BN settings).
+
+    Returns:
+        Inception-v3 (torchvision) or a timm model; heads freshly initialised.
+    """
+    if cfg.arch != "inception_v3":
+        return build_timm_classifier(cfg)
+    return build_inception(cfg)
+
+
+def _timm_pretrained_state(spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    """timm hub weights for ``timm:<name>`` (needs a network connection)."""
+    import timm
+
+    try:
+        return timm.create_model(spec.timm_name, pretrained=True).state_dict()
+    except Exception as err:  # hub errors vary: HTTP, offline mode, missing files
+        raise OfflineError(
+            f"cannot fetch timm's pretrained weights for '{spec.timm_name}' ({type(err).__name__})",
+            where="model.weights",
+            fix="run on a connected machine once (timm caches the file), set model.weights to "
+            "a local file, or use efficientnet_lite0 / efficientnet_lite2 (offline weights)",
+        ) from None
+
+
+def build_timm_classifier(cfg: ClassifierConfig) -> nn.Module:
+    """A timm backbone with a fresh 2-class head; ImageNet weights per ``cfg.weights``."""
+    spec = get_spec(cfg.arch)
+    model = create_timm_model(spec, num_classes=2, drop_rate=cfg.dropout)
+    head = model.get_classifier()
+    head_names = {n for n, m in model.named_modules() if m is head}
+    if cfg.weights != "none":
+        if cfg.weights != "imagenet":
+            state, where = load_state_dict_file(cfg.weights), cfg.weights
+        elif spec.weights_package is not None:
+            state, where = load_lite_imagenet(spec, model), str(spec.weights_package)
+        else:
+            state, where = _timm_pretrained_state(spec), f"timm hub: {spec.timm_name}"
+        _load_timm_backbone(model, state, where, head_names)
+    if isinstance(head, nn.Linear):
+        _init_head(head)
+    configure_batchnorm(model, cfg.bn_momentum, cfg.bn_eps)
+    return model
+
+
+def _load_timm_backbone(
+    model: nn.Module, state: dict[str, torch.Tensor], where: str, head_names: set[str]
+) -> None:
+    """Copy every tensor except the head's; all backbone tensors must be present and fit."""
+    own = model.state_dict()
+
+    def is_head(key: str) -> bool:
+        return key.rsplit(".", 1)[0] in head_names
+
+    keep = {k: v for k, v in state.items() if k in own and not is_head(k)}
+    missing = [k for k in own if k not in keep and not is_head(k)]
+    bad_shape = [k for k, v in keep.items() if v.shape != own[k].shape]
+    if missing or bad_shape:
+        sample = ", ".join((missing + bad_shape)[:5])
+        raise InputDataError(
+            f"weights do not fit this backbone ({len(missing)} missing, {len(bad_shape)} of the "
+            f"wrong shape, e.g. {sample})",
+            where=where,
+            fix="use weights saved from the same model.arch",
+        )
+    model.load_state_dict(keep, strict=False)
+
+
+def build_inception(cfg: ClassifierConfig) -> Inception3:
     """Inception-v3 with 2-class main and auxiliary heads and DeepSolar's BN/dropout settings."""
     random_init = cfg.weights == "none"
     # aux head is always built so that weights with an aux head load; dropped below if unused.

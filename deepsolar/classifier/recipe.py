@@ -13,30 +13,57 @@ from timm.optim import RMSpropTF
 from torch import nn
 from torch.optim.lr_scheduler import StepLR
 
-from deepsolar.classifier.config import INCEPTION_BLOCKS, OptimConfig
-
-HEAD_MODULES = ("fc", "AuxLogits.fc")
+from deepsolar.classifier.backbones import get_spec
+from deepsolar.classifier.config import OptimConfig
 
 
 def _module_of(param_name: str) -> str:
     return param_name.rsplit(".", 1)[0]
 
 
-def apply_finetune(model: nn.Module, cfg: OptimConfig) -> list[str]:
+def _head_modules(model: nn.Module, arch: str) -> tuple[str, ...]:
+    spec = get_spec(arch)
+    if spec.head_modules:
+        return spec.head_modules
+    head = model.get_classifier()  # timm:<name>
+    return tuple(n for n, m in model.named_modules() if m is head)
+
+
+def _blocks_after(model: nn.Module, arch: str, first: str) -> tuple[str, ...]:
+    """``first`` and every module after it in forward order (timm:<name>: top-level children)."""
+    blocks = get_spec(arch).blocks or tuple(n for n, _ in model.named_children())
+    if first not in blocks:
+        raise ValueError(f"optim.unfreeze_from '{first}' is not a block of {arch}: {blocks}")
+    later = blocks[blocks.index(first) :]
+    if arch == "inception_v3":
+        return (*later, "AuxLogits")
+    # timm EfficientNets: bn2 follows conv_head; everything after the last block trains.
+    names = [n for n, _ in model.named_children()]
+    top = first.split(".")[0]
+    tail = tuple(names[names.index(top) + 1 :]) if top in names else ()
+    return (*later, *tail)
+
+
+def apply_finetune(model: nn.Module, cfg: OptimConfig, arch: str = "inception_v3") -> list[str]:
     """Set ``requires_grad`` per the strategy; return the names of the trainable parameters.
 
+    Args:
+        model: the classifier from :func:`~deepsolar.classifier.model.build_classifier`.
+        cfg: the optimiser block (``finetune``, ``unfreeze_from``).
+        arch: ``model.arch`` (which modules are heads and blocks).
+
     - ``full``: everything trains (DeepSolar).
-    - ``head``: only the new main and auxiliary heads (``fc``, ``AuxLogits.fc``).
-    - ``from_block``: ``unfreeze_from`` and every block after it, plus the auxiliary branch
-      and both heads; everything before it stays frozen.
+    - ``head``: only the new heads (Inception: ``fc``, ``AuxLogits.fc``; timm: its classifier).
+    - ``from_block``: ``unfreeze_from`` and every block after it, plus the heads (and
+      Inception's auxiliary branch); everything before it stays frozen.
     """
+    heads = _head_modules(model, arch)
     if cfg.finetune == "full":
         trainable_prefixes: tuple[str, ...] | None = None
     elif cfg.finetune == "head":
-        trainable_prefixes = HEAD_MODULES
+        trainable_prefixes = heads
     else:
-        start = INCEPTION_BLOCKS.index(cfg.unfreeze_from)  # validated by OptimConfig
-        trainable_prefixes = (*INCEPTION_BLOCKS[start:], "AuxLogits", "fc")
+        trainable_prefixes = (*_blocks_after(model, arch, str(cfg.unfreeze_from)), *heads)
     names = []
     for name, p in model.named_parameters():
         module = _module_of(name)

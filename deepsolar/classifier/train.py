@@ -322,7 +322,7 @@ def fit(
         _check_resume_config(resume_ckpt["config"], cfg, str(resume))
         model_cfg = model_cfg.model_copy(update={"weights": "none"})  # weights come from resume
     model = build_classifier(model_cfg)
-    apply_finetune(model, cfg.optim)
+    apply_finetune(model, cfg.optim, model_cfg.arch)
     model.to(device)
     if ch_last:
         model.to(memory_format=torch.channels_last)

@@ -1,13 +1,15 @@
-"""DeepSolar's greedy layer-wise CAM branch on Inception-v3's ``Mixed_5d`` output.
+"""DeepSolar's greedy layer-wise CAM branch on an intermediate feature map of the classifier.
 
-Stage 1 = conv3x3 288->C + ReLU, global average pooling, linear C->2 without bias. Stage k > 1
+Stage 1 = conv3x3 C_tap->C + ReLU, global average pooling, linear C->2 without bias. Stage k > 1
 adds conv3x3 C->C + ReLU on top of stage k-1 (frozen) and a fresh linear C->2. Every stage keeps
 its own linear head, so a checkpoint trained to stage 2 can still give stage 1's CAM.
 
-The backbone is the classifier itself: :func:`mixed5d_features` runs torchvision's sub-modules up to
-``Mixed_5d`` (no copy, nothing after it is computed), and :class:`InceptionTaps` captures
-``Mixed_5d`` and ``Mixed_7c`` with forward hooks while the classifier runs, so segmentation of
-positive tiles costs only the branch on top of classification.
+The tapped map is DeepSolar's Inception-v3 ``Mixed_5d`` (35x35x288 at 299 px) by default; other
+backbones tap the block named by ``branch.tap`` (default per arch in
+:data:`deepsolar.classifier.backbones.SPECS`). The backbone is the classifier itself:
+:func:`tap_features` runs it only up to the tap (a forward hook stops the pass there), and
+:class:`FeatureTaps` captures the tap and the last feature map with forward hooks while the
+classifier runs, so segmentation of positive tiles costs only the branch on top of classification.
 """
 
 from __future__ import annotations
@@ -18,46 +20,90 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torchvision.models import Inception3
 
+from deepsolar.classifier.backbones import get_spec
 from deepsolar.segmentation.config import TAP_CHANNELS, BranchConfig
 
-# torchvision Inception3 modules that run before and including Mixed_5d, in forward order.
-BACKBONE_MODULES: tuple[str, ...] = (
-    "Conv2d_1a_3x3",
-    "Conv2d_2a_3x3",
-    "Conv2d_2b_3x3",
-    "maxpool1",
-    "Conv2d_3b_1x1",
-    "Conv2d_4a_3x3",
-    "maxpool2",
-    "Mixed_5b",
-    "Mixed_5c",
-    "Mixed_5d",
-)
+DEFAULT_TAP = "Mixed_5d"
 
 
-def mixed5d_features(model: Inception3, x: torch.Tensor) -> torch.Tensor:
+def resolve_tap(tap: str | None, arch: str) -> str:
+    """The module the branch taps: ``tap`` if given, else the arch's default (Inception: Mixed_5d)."""
+    if tap:
+        return tap
+    default = get_spec(arch).default_tap
+    if not default:
+        raise ValueError(f"{arch} has no default CAM tap: set branch.tap to a module name")
+    return default
+
+
+class _StopForward(Exception):
+    """Raised by the tap hook: nothing after the tapped module needs to run."""
+
+
+def tap_features(model: nn.Module, x: torch.Tensor, tap: str = DEFAULT_TAP) -> torch.Tensor:
+    """The output of module ``tap`` for preprocessed ``x``; later modules are not computed.
+
+    Args:
+        model: the classifier (eval mode for frozen BatchNorm statistics).
+        x: B x 3 x H x W preprocessed images.
+        tap: dotted module name (Inception: ``Mixed_5d``; EfficientNet: ``blocks.4``).
+
+    Returns:
+        B x C x h x w features (Inception Mixed_5d: 288 x 35 x 35 at 299 px).
+    """
+    kept: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+        kept["out"] = out
+        raise _StopForward
+
+    handle = model.get_submodule(tap).register_forward_hook(hook)
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "out" not in kept:
+        raise ValueError(f"module '{tap}' did not run in the classifier's forward pass")
+    return kept["out"]
+
+
+def mixed5d_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Inception-v3's ``Mixed_5d`` output (B x 288 x 35 x 35 at 299 px) for preprocessed ``x``."""
-    if getattr(model, "transform_input", False):
-        x = model._transform_input(x)
-    for name in BACKBONE_MODULES:
-        x = getattr(model, name)(x)
-    return x
+    return tap_features(model, x, DEFAULT_TAP)
 
 
-def freeze_backbone(model: Inception3) -> None:
+def freeze_backbone(model: nn.Module) -> None:
     """Backbone in eval mode (BatchNorm uses its running statistics) with no gradients."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
 
 
-def backbone_fingerprint(model: Inception3) -> str:
-    """sha256 of every tensor up to ``Mixed_5d``: ties a trained branch to its backbone."""
+def modules_up_to(model: nn.Module, tap: str) -> list[str]:
+    """Dotted names of the modules that run before and including ``tap`` (declaration order).
+
+    At each level of ``tap``'s path, the siblings declared before it come first (torchvision's
+    Inception3 and timm's EfficientNets declare modules in forward order).
+    """
+    names, parent, prefix = [], model, ""
+    for part in tap.split("."):
+        children = [n for n, _ in parent.named_children()]
+        if part not in children:
+            raise ValueError(f"'{tap}' is not a module of the classifier")
+        names += [prefix + n for n in children[: children.index(part)]]
+        parent, prefix = parent.get_submodule(part), prefix + part + "."
+    return [*names, tap]
+
+
+def backbone_fingerprint(model: nn.Module, tap: str = DEFAULT_TAP) -> str:
+    """sha256 of every tensor up to ``tap``: ties a trained branch to its backbone."""
     h = hashlib.sha256()
     state = model.state_dict()
-    for key in sorted(k for k in state if k.split(".")[0] in BACKBONE_MODULES):
+    prefixes = tuple(n + "." for n in modules_up_to(model, tap))
+    for key in sorted(k for k in state if k.startswith(prefixes)):
         t = state[key].detach().cpu().contiguous()
         h.update(key.encode())
         h.update(str(t.dtype).encode())
@@ -65,13 +111,24 @@ def backbone_fingerprint(model: Inception3) -> str:
     return h.hexdigest()
 
 
-class InceptionTaps:
-    """Forward hooks that keep ``Mixed_5d`` and ``Mixed_7c`` outputs of the last forward pass."""
+def tap_channels(model: nn.Module, tap: str, input_size_px: int) -> int:
+    """Channels of the tapped map, from one dry forward pass of a blank image."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        c = tap_features(model, torch.zeros(1, 3, input_size_px, input_size_px, device=dev), tap)
+    model.train(was_training)
+    return int(c.shape[1])
 
-    def __init__(self, model: Inception3, layers: tuple[str, ...] = ("Mixed_5d", "Mixed_7c")):
+
+class FeatureTaps:
+    """Forward hooks that keep the outputs of the named modules during the last forward pass."""
+
+    def __init__(self, model: nn.Module, layers: tuple[str, ...] = ("Mixed_5d", "Mixed_7c")):
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles = [
-            getattr(model, name).register_forward_hook(self._keeper(name)) for name in layers
+            model.get_submodule(name).register_forward_hook(self._keeper(name)) for name in layers
         ]
 
     def _keeper(self, name: str):
@@ -86,15 +143,22 @@ class InceptionTaps:
         self._handles = []
 
 
+InceptionTaps = FeatureTaps
+
+
 @contextmanager
-def inception_taps(
-    model: Inception3, layers: tuple[str, ...] = ("Mixed_5d", "Mixed_7c")
-) -> Iterator[InceptionTaps]:
-    taps = InceptionTaps(model, layers)
+def feature_taps(
+    model: nn.Module, layers: tuple[str, ...] = ("Mixed_5d", "Mixed_7c")
+) -> Iterator[FeatureTaps]:
+    """Context manager around :class:`FeatureTaps` (hooks removed on exit)."""
+    taps = FeatureTaps(model, layers)
     try:
         yield taps
     finally:
         taps.remove()
+
+
+inception_taps = feature_taps
 
 
 class CamStage(nn.Module):
@@ -110,14 +174,20 @@ class CamStage(nn.Module):
 
 
 class GreedyCamBranch(nn.Module):
-    """Stacked CAM stages on the 288-channel ``Mixed_5d`` map; one bias-free 2-class head each."""
+    """Stacked CAM stages on the tapped map; one bias-free 2-class head each.
 
-    def __init__(self, cfg: BranchConfig | None = None) -> None:
+    Args:
+        cfg: widths and number of stages.
+        in_channels: channels of the tapped map (Inception Mixed_5d: 288).
+    """
+
+    def __init__(self, cfg: BranchConfig | None = None, in_channels: int = TAP_CHANNELS) -> None:
         super().__init__()
         self.cfg = cfg or BranchConfig()
+        self.in_channels = in_channels
         c = self.cfg.channels
         self.stages = nn.ModuleList(
-            CamStage(TAP_CHANNELS if i == 0 else c, c) for i in range(self.cfg.n_stages)
+            CamStage(in_channels if i == 0 else c, c) for i in range(self.cfg.n_stages)
         )
         self.heads = nn.ModuleList(nn.Linear(c, 2, bias=False) for _ in range(self.cfg.n_stages))
 

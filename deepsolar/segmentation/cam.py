@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import Inception3
 
-from deepsolar.segmentation.branch import GreedyCamBranch, inception_taps
+from deepsolar.classifier.backbones import get_spec
+from deepsolar.segmentation.branch import DEFAULT_TAP, GreedyCamBranch, feature_taps
 
 POSITIVE_CLASS = 1
 
@@ -68,40 +68,53 @@ class ForwardResult:
     """One classifier pass over a batch, with the tapped feature maps."""
 
     probs: torch.Tensor  # B, positive-class probability
-    mixed5d: torch.Tensor  # B x 288 x h x w
-    mixed7c: torch.Tensor  # B x 2048 x h' x w'
+    tap: torch.Tensor  # B x C x h x w: the greedy branch's input (Inception: Mixed_5d, 288 ch)
+    final: torch.Tensor  # B x C' x h' x w': the last feature map (Inception: Mixed_7c, 2048 ch)
 
 
 @torch.no_grad()
-def classify_with_taps(model: Inception3, x: torch.Tensor) -> ForwardResult:
-    """Run the classifier (eval mode) once, keeping ``Mixed_5d`` and ``Mixed_7c`` outputs."""
+def classify_with_taps(
+    model: nn.Module, x: torch.Tensor, *, arch: str = "inception_v3", tap: str = DEFAULT_TAP
+) -> ForwardResult:
+    """Run the classifier (eval mode) once, keeping the tapped and the last feature maps.
+
+    Args:
+        model: the classifier.
+        x: B x 3 x H x W preprocessed images.
+        arch: ``model.arch`` (names the last feature map).
+        tap: the greedy branch's input module.
+    """
     model.eval()
-    with inception_taps(model) as taps:
+    final = get_spec(arch).final_features
+    with feature_taps(model, (tap, final)) as taps:
         out = model(x)
     logits = out[0] if isinstance(out, tuple) else out
     return ForwardResult(
         probs=torch.softmax(logits.float(), dim=1)[:, POSITIVE_CLASS],
-        mixed5d=taps.outputs["Mixed_5d"],
-        mixed7c=taps.outputs["Mixed_7c"],
+        tap=taps.outputs[tap],
+        final=taps.outputs[final],
     )
 
 
 @torch.no_grad()
 def greedy_cam(
-    branch: GreedyCamBranch, mixed5d: torch.Tensor, stage: int | None = None
+    branch: GreedyCamBranch, tapped: torch.Tensor, stage: int | None = None
 ) -> torch.Tensor:
     """Native-resolution CAM of the greedy branch at ``stage`` (default: its last)."""
     branch.eval()
     k = branch.n_stages if stage is None else stage
-    a = branch.feature_map(mixed5d.float(), k)
+    a = branch.feature_map(tapped.float(), k)
     return class_activation_map(a, branch.heads[k - 1].weight)
 
 
 @torch.no_grad()
-def plain_cam(model: Inception3, mixed7c: torch.Tensor) -> torch.Tensor:
-    """Native CAM of the classifier's own last layer: ``Mixed_7c`` x ``fc`` weights (8x8 at 299)."""
-    fc: nn.Linear = model.fc
-    return class_activation_map(mixed7c.float(), fc.weight)
+def plain_cam(model: nn.Module, final: torch.Tensor, arch: str = "inception_v3") -> torch.Tensor:
+    """Native CAM of the classifier's own last layer: last features x linear head weights.
+
+    Inception: ``Mixed_7c`` x ``fc`` (8x8 at 299 px); EfficientNet: ``bn2`` x ``classifier``.
+    """
+    fc: nn.Linear = model.get_submodule(get_spec(arch).classifier)
+    return class_activation_map(final.float(), fc.weight)
 
 
 def mask_to_png_array(mask: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from deepsolar.classifier.config import ChipSource, _resolve_path
 from deepsolar.config import StrictModel
 
-# DeepSolar taps Inception-v3's Mixed_5d (35x35x288 at 299 px).
+# DeepSolar taps Inception-v3's Mixed_5d (35x35x288 at 299 px); other backbones: see backbones.
 TAP_LAYER = "Mixed_5d"
 TAP_CHANNELS = 288
 
@@ -22,7 +22,12 @@ TAP_CHANNELS = 288
 class BranchConfig(StrictModel):
     """The CAM branch: ``n_stages`` conv3x3 + ReLU layers, each with its own GAP + linear head."""
 
-    tap: Literal["Mixed_5d"] = TAP_LAYER
+    tap: str | None = Field(
+        None,
+        description="classifier module to tap; None: the arch's default (inception_v3: Mixed_5d, "
+        "DeepSolar; efficientnet_lite*: blocks.4, stride 16)",
+        max_length=100,
+    )
     channels: int = Field(512, ge=1, le=4096, description="DeepSolar: 512 per conv layer")
     n_stages: int = Field(2, ge=1, le=8, description="DeepSolar: 2 (greedy, one at a time)")
 

@@ -32,7 +32,9 @@ from deepsolar.config import StrictModel
 from deepsolar.errors import ConfigError, InputDataError
 from deepsolar.manifest import read_manifest
 from deepsolar.segmentation.area import mask_area_m2_tile
+from deepsolar.segmentation.branch import resolve_tap
 from deepsolar.segmentation.cam import (
+    ForwardResult,
     cam_to_mask,
     classify_with_taps,
     greedy_cam,
@@ -104,6 +106,18 @@ class Segmenter:
         return cls(clf, seg, cam)
 
     @property
+    def arch(self) -> str:
+        return self.clf.config.model.arch
+
+    @property
+    def tap(self) -> str:
+        cfg_tap = self.seg.config.branch.tap if self.seg is not None else None
+        return resolve_tap(cfg_tap, self.arch)
+
+    def _forward(self, x: torch.Tensor) -> ForwardResult:
+        return classify_with_taps(self.clf.model, x, arch=self.arch, tap=self.tap)
+
+    @property
     def threshold(self) -> float:
         t = self.cam.classifier_threshold
         return self.clf.threshold if t is None else t
@@ -119,18 +133,18 @@ class Segmenter:
 
         Keys: ``plain`` and, with a segmenter, ``stage1`` .. ``stageK``.
         """
-        fwd = classify_with_taps(self.clf.model, x)
-        cams = {"plain": plain_cam(self.clf.model, fwd.mixed7c)}
+        fwd = self._forward(x)
+        cams = {"plain": plain_cam(self.clf.model, fwd.final, self.arch)}
         if self.seg is not None:
             for k in range(1, self.seg.stages_trained + 1):
-                cams[f"stage{k}"] = greedy_cam(self.seg.branch, fwd.mixed5d, k)
+                cams[f"stage{k}"] = greedy_cam(self.seg.branch, fwd.tap, k)
         return fwd.probs, cams
 
     @torch.no_grad()
     def segment(self, images: Sequence[Image.Image]) -> list[TileSegmentation]:
         """Classify a batch; CAM + mask (at each image's own size) for the positives only."""
         x = self.preprocess(images)
-        fwd = classify_with_taps(self.clf.model, x)
+        fwd = self._forward(x)
         probs = fwd.probs.cpu().numpy().astype(float)
         pos = np.flatnonzero(probs >= self.threshold)
         out = [TileSegmentation(float(p), False, None, None) for p in probs]
@@ -138,9 +152,9 @@ class Segmenter:
             return out
         idx = torch.as_tensor(pos, device=x.device)
         if self.cam.method == "greedy":
-            native = greedy_cam(self.seg.branch, fwd.mixed5d[idx], self.cam.stage)
+            native = greedy_cam(self.seg.branch, fwd.tap[idx], self.cam.stage)
         else:
-            native = plain_cam(self.clf.model, fwd.mixed7c[idx])
+            native = plain_cam(self.clf.model, fwd.final[idx], self.arch)
         for j, i in enumerate(pos):
             w, h = images[i].size
             norm, mask = cam_to_mask(native[j : j + 1], (h, w), self.cam.threshold)

@@ -1,7 +1,8 @@
 """Greedy stage-wise training of the CAM branch (DeepSolar's recipe), seeded and resumable.
 
 Stage k trains only its conv + linear head (plain SGD, lr 0.005, batch 64, unweighted
-cross-entropy) on the frozen stack below it: the classifier up to ``Mixed_5d`` in eval mode and
+cross-entropy) on the frozen stack below it: the classifier up to its tap (Inception:
+``Mixed_5d``) in eval mode and
 stages 1..k-1. After every epoch ``stage_{k}.pt`` is written atomically; a finished stage is not
 trained again and a half-finished one resumes from its last epoch. ``segmenter.pt`` is the last
 stage without optimiser state. Checkpoints hold only tensors and plain data (``weights_only=True``).
@@ -31,7 +32,9 @@ from deepsolar.segmentation.branch import (
     GreedyCamBranch,
     backbone_fingerprint,
     freeze_backbone,
-    mixed5d_features,
+    resolve_tap,
+    tap_channels,
+    tap_features,
 )
 from deepsolar.segmentation.config import TrainSegmenterConfig
 
@@ -76,7 +79,8 @@ def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Load
             where=str(path),
             fix="finish training stage 1 (run train-segmenter again to resume)",
         )
-    branch = GreedyCamBranch(cfg.branch.model_copy(update={"n_stages": k}))
+    in_channels = int(ckpt["branch_state"]["stages.0.conv.weight"].shape[1])
+    branch = GreedyCamBranch(cfg.branch.model_copy(update={"n_stages": k}), in_channels)
     state = {
         key: v
         for key, v in ckpt["branch_state"].items()
@@ -95,11 +99,15 @@ def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Load
 
 def check_backbone(seg: LoadedSegmenter, clf: LoadedClassifier) -> None:
     """A branch only makes sense on the exact backbone it was trained on."""
-    fp = backbone_fingerprint(clf.model)
+    tap = resolve_tap(seg.config.branch.tap, clf.config.model.arch)
+    try:
+        fp = backbone_fingerprint(clf.model, tap)
+    except ValueError:
+        fp = None  # the tap does not exist in this classifier: a different architecture
     if fp != seg.backbone_fingerprint:
         raise ConfigError(
             "the segmenter was trained on a different classifier backbone "
-            "(its Mixed_5d weights differ)",
+            f"(its weights up to {tap} differ)",
             where=f"{seg.checkpoint} vs {clf.checkpoint}",
             fix="pass the classifier checkpoint the segmenter was trained with, "
             "or retrain the segmenter on this classifier",
@@ -146,13 +154,13 @@ def _check_resume(saved: dict[str, Any], cfg: TrainSegmenterConfig, where: str) 
 @torch.no_grad()
 def compute_features(
     clf: LoadedClassifier, loader: DataLoader, *, dtype: torch.dtype = torch.float16,
-    progress: bool = False,
+    progress: bool = False, tap: str = "Mixed_5d",
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Frozen backbone features of every chip (cached once: the backbone never changes)."""
     feats, labels = [], []
-    for batch in tqdm(loader, desc="Mixed_5d features", disable=not progress, leave=False):
+    for batch in tqdm(loader, desc=f"{tap} features", disable=not progress, leave=False):
         raise_batch_errors(batch)
-        f = mixed5d_features(clf.model, batch["image"].to(clf.device))
+        f = tap_features(clf.model, batch["image"].to(clf.device), tap)
         feats.append(f.to("cpu", dtype))
         labels.append(batch["label"].long())
     return torch.cat(feats), torch.cat(labels)
@@ -188,7 +196,11 @@ def fit_segmenter(
 
     clf = load_classifier(cfg.classifier_checkpoint, str(device))
     freeze_backbone(clf.model)
-    fingerprint = backbone_fingerprint(clf.model)
+    try:
+        tap = resolve_tap(cfg.branch.tap, clf.config.model.arch)
+        fingerprint = backbone_fingerprint(clf.model, tap)
+    except ValueError as err:
+        raise ConfigError(str(err), where="branch.tap", fix="name a module of the classifier")
 
     if chips is None:
         chips = load_sources(dc.train, seed=tc.seed)
@@ -206,10 +218,11 @@ def fit_segmenter(
     cached: TensorDataset | None = None
     if tc.cache_features and not dc.rot90:
         loader = DataLoader(ds, batch_size=oc.batch_size, shuffle=False, num_workers=dc.num_workers)
-        feats, labels = compute_features(clf, loader, progress=tc.progress)
+        feats, labels = compute_features(clf, loader, progress=tc.progress, tap=tap)
         cached = TensorDataset(feats, labels)
 
-    branch = GreedyCamBranch(cfg.branch).to(device)
+    in_channels = tap_channels(clf.model, tap, clf.input_size_px)
+    branch = GreedyCamBranch(cfg.branch, in_channels).to(device)
     criterion = nn.CrossEntropyLoss()  # unweighted, as DeepSolar's CAM stages
     n_epochs = math.ceil(oc.epochs_per_stage)
     history: list[dict[str, Any]] = []
@@ -281,7 +294,7 @@ def fit_segmenter(
                 else:
                     raise_batch_errors(batch)
                     with torch.no_grad():
-                        f = mixed5d_features(clf.model, batch["image"].to(device))
+                        f = tap_features(clf.model, batch["image"].to(device), tap)
                     y = batch["label"].to(device)
                 logits = branch(f, stage)
                 loss = criterion(logits, y)

@@ -66,8 +66,15 @@ def test_aux_head_is_2_class_and_used_in_training_at_299():
 
 def test_aux_head_needs_299_px():
     with pytest.raises(ConfigError, match="299"):
-        validate_config(ClassifierConfig, {"input_size_px": 160})
+        validate_config(ClassifierConfig, {"input_size_px": 160, "aux_logits": True})
     assert validate_config(ClassifierConfig, {"input_size_px": 160, "aux_logits": False})
+    # Not given: on at DeepSolar's 299 px, off below it and for backbones without one.
+    assert validate_config(ClassifierConfig, {"input_size_px": 160}).aux_logits is False
+    assert validate_config(ClassifierConfig, {}).aux_logits is True
+    lite = {"arch": "efficientnet_lite0", "input_size_px": 320}
+    assert validate_config(ClassifierConfig, lite).aux_logits is False
+    with pytest.raises(ConfigError, match="no auxiliary head"):
+        validate_config(ClassifierConfig, {**lite, "aux_logits": True})
 
 
 def test_imagenet_offline_names_file_and_directory(hub_dir, monkeypatch):

@@ -97,9 +97,18 @@ def test_adamw_option(small_model):
     assert opt.param_groups[0]["weight_decay"] == 0.01 and opt.param_groups[0]["lr"] == 3e-4
 
 
-def test_from_block_needs_a_known_block():
+def test_from_block_needs_a_known_block_of_the_arch():
+    data = {"train": [{"kind": "folder", "path": "x"}]}
+    bad = {"finetune": "from_block", "unfreeze_from": "Mixed_9z"}
     with pytest.raises(ConfigError, match="Mixed_6a"):
-        validate_config(OptimConfig, {"finetune": "from_block", "unfreeze_from": "Mixed_9z"})
+        validate_config(TrainClassifierConfig, {"optim": bad, "data": data})
+    with pytest.raises(ConfigError, match="unfreeze_from"):
+        validate_config(OptimConfig, {"finetune": "from_block"})
+    lite = {"arch": "efficientnet_lite0", "input_size_px": 224}
+    with pytest.raises(ConfigError, match=r"blocks\.5"):  # names lite's own blocks
+        validate_config(TrainClassifierConfig, {"model": lite, "optim": bad, "data": data})
+    ok = {"finetune": "from_block", "unfreeze_from": "blocks.5"}
+    assert validate_config(TrainClassifierConfig, {"model": lite, "optim": ok, "data": data})
     with pytest.raises(ConfigError, match="random weights"):
         validate_config(
             TrainClassifierConfig,

@@ -95,9 +95,9 @@ def test_plain_cam_uses_mixed7c_and_fc_and_taps_match(tiny_classifier):
     with torch.no_grad():
         logits = clf.model(x)
     torch.testing.assert_close(fwd.probs, torch.softmax(logits, 1)[:, 1])
-    assert fwd.mixed5d.shape[1] == 288 and fwd.mixed7c.shape[1] == 2048
-    cam = plain_cam(clf.model, fwd.mixed7c)
-    expected = torch.einsum("bchw,c->bhw", fwd.mixed7c, clf.model.fc.weight[1])
+    assert fwd.tap.shape[1] == 288 and fwd.final.shape[1] == 2048
+    cam = plain_cam(clf.model, fwd.final)
+    expected = torch.einsum("bchw,c->bhw", fwd.final, clf.model.fc.weight[1])
     torch.testing.assert_close(cam, expected)
     # GAP of the plain CAM + bias is the classifier's positive logit (the CAM identity).
     torch.testing.assert_close(
