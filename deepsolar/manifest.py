@@ -365,6 +365,41 @@ def resolve_inside(store: str | Path, rel: str, what: str = "path") -> Path:
     return target
 
 
+def check_journal_paths(
+    store: str | Path, journal: str | Path, path_keys: tuple[str, ...] = ("mask_path",)
+) -> None:
+    """Refuse a JSON-lines journal of a later stage (e.g. ``segmentation.journal.jsonl``) whose
+    tile ids are not grid ids or whose paths (``path_keys``) lead outside ``store``."""
+    p = Path(journal)
+    if not p.is_file():
+        return
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn line: the stage's own reader skips it
+            if not isinstance(rec, dict):
+                continue
+            tid = rec.get("tile_id")
+            if tid is not None and not (isinstance(tid, str) and _TILE_ID.fullmatch(tid)):
+                raise InputDataError(
+                    f"journal line {lineno} cannot be trusted: tile_id {str(tid)[:200]!r} is "
+                    "not a grid tile id",
+                    where=str(p),
+                    fix="delete that line (the tile is processed again) or the whole journal",
+                )
+            for key in path_keys:
+                rel = rec.get(key)
+                if rel is not None:
+                    try:
+                        resolve_inside(store, str(rel), key)
+                    except InputDataError as err:
+                        err.what = f"journal line {lineno} cannot be trusted: {err.what}"
+                        err.where = str(p)
+                        raise
+
+
 # --------------------------------------------------------------------------------------------
 # Output-folder faults
 

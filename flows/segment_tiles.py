@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from deepsolar.config import load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
+from deepsolar.manifest import check_journal_paths
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.pipeline import (
     JOURNAL_NAME,
@@ -105,6 +106,8 @@ def segment_tiles_flow(job: SegmentTilesJob, scale: ScaleOutConfig | None = None
     scale = validate_config(ScaleOutConfig, scale if scale is not None else {}, where="scale")
     log = get_run_logger()
     store, _ = store_paths(job.manifest)
+    # Paths read from the store's files must stay inside it (plan_shards checks the manifest).
+    check_journal_paths(store, store / JOURNAL_NAME)
     shards = plan_shards(job.manifest, scale.shard_size_tiles)
     cached_segmenter(job)  # checkpoints load (clear errors) before any shard starts
     key = run_key(job)
