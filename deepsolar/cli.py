@@ -100,14 +100,21 @@ COMMANDS = [
         [
             Opt("--checkpoint", "the classifier checkpoint (best.pt)",
                 {"required": True, "metavar": "CKPT"}),
+            Opt("--source", "labelled chips: a folder with images/ (+ masks/, same names; "
+                "positive = any mask pixel), a folder with pos/ + neg/, or a manifest.csv; "
+                "repeatable; no config needed", {"action": "append", "metavar": "PATH"}),
+            Opt("--split", "with a manifest source: keep the rows of this split (e.g. valid)",
+                {"metavar": "NAME"}),
             Opt("--config", "YAML whose data.test lists the sets (default: the checkpoint's own "
                 "test sets)", {"metavar": "YAML"}),
             Opt("--out", "output folder (default out/classifier-eval)", {"metavar": "DIR"}),
             Opt("--threshold", "decision threshold on p(positive) (default: the checkpoint's)",
                 {"metavar": "P"}),
             Opt("--device", "auto, cpu, cuda, cuda:1 or mps (default auto)", {"metavar": "DEV"}),
+            Opt("--bootstrap-reps", "bootstrap resamples for the 95%% intervals (default 1000)",
+                {"metavar": "N"}),
         ],
-        "deepsolar evaluate-classifier --checkpoint out/clf/best.pt",
+        "deepsolar evaluate-classifier --checkpoint out/clf/best.pt --source my-chips/",
     ),
     Command(
         "train-segmenter", "flows.train_segmenter",
@@ -118,6 +125,33 @@ COMMANDS = [
             Opt("--out", "output folder (default out/segmenter)", {"metavar": "DIR"}),
         ],
         "deepsolar train-segmenter --config configs/segmenter-real-chips.yaml",
+    ),
+    Command(
+        "evaluate-segmenter", "flows.evaluate_segmenter",
+        "CAM mask IoU and area errors on chips with truth masks, per set and overall, beside the "
+        "whole-tile and mean-panel-fraction baselines, with bootstrap intervals",
+        [
+            Opt("--classifier", "the classifier checkpoint (best.pt)", {"metavar": "CKPT"}),
+            Opt("--segmenter", "the segmenter checkpoint (segmenter.pt); without it, plain CAM "
+                "only", {"metavar": "CKPT"}),
+            Opt("--source", "chips with masks: a folder with images/ + masks/ (same file names) "
+                "or a manifest.csv with a mask column; repeatable; no config needed",
+                {"action": "append", "metavar": "PATH"}),
+            Opt("--split", "with a manifest source: keep the rows of this split (e.g. valid)",
+                {"metavar": "NAME"}),
+            Opt("--config", "YAML with an EvaluateSegmentationConfig (see "
+                "configs/segmenter-eval-real-chips.yaml); the options above override it",
+                {"metavar": "YAML"}),
+            Opt("--out", "output folder (default out/segmenter-eval)", {"metavar": "DIR"}),
+            Opt("--cam-threshold", "threshold on the min-max normalised CAM (default 0.37)",
+                {"metavar": "T"}),
+            Opt("--device", "auto, cpu, cuda, cuda:1 or mps (default auto)", {"metavar": "DEV"}),
+            Opt("--bootstrap-reps", "bootstrap resamples for the 95%% intervals (default 1000)",
+                {"metavar": "N"}),
+            Opt("--overlays", "comparison PNGs per set (default 6)", {"metavar": "N"}),
+        ],
+        "deepsolar evaluate-segmenter --classifier out/clf/best.pt --segmenter "
+        "out/seg/segmenter.pt --source my-chips/",
     ),
     Command(
         "segment-tiles", "flows.segment_tiles",

@@ -2,9 +2,15 @@
 
 For each source (and all together): ``metrics.json`` (precision, recall, F1, ROC-AUC, PR-AUC,
 confusion matrix, threshold sweep), ``roc.png``, ``pr.png`` and ``predictions.csv``; plus
-``summary.json``. Sources default to the ``data.test`` list of ``--config`` (or, failing that, of
-the checkpoint's own config).
+``summary.json``; and ``report.{json,csv,md}``: one row per source and one overall, the model
+beside the all-positive baseline, with 95% bootstrap intervals on precision / recall / F1 (also
+printed). Sources: ``--source PATH`` (repeatable; no config needed), else the ``data.test`` list
+of ``--config``, else that of the checkpoint's own config. A PATH is a folder with ``images/``
+(+ optional ``masks/``, same file names; positive = any non-zero mask pixel), a folder with
+``pos/`` + ``neg/``, or a ``manifest.csv`` (with ``--split`` to keep one split).
 
+    python -m flows.evaluate_classifier --checkpoint out/classifier-real/best.pt \\
+        --source my-chips/ --source ../shared/data/pv_chips/skylight_roof/valid
     python -m flows.evaluate_classifier --checkpoint out/classifier-real/best.pt \\
         --config configs/classifier-real-chips.yaml --out out/classifier-real/eval
 """
@@ -21,7 +27,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from deepsolar.classifier.config import ChipSource, load_train_config
-from deepsolar.classifier.predict import evaluate_checkpoint
+from deepsolar.classifier.data import source_from_path
+from deepsolar.classifier.predict import evaluate_checkpoint, format_report_table
 from deepsolar.classifier.train import config_from_checkpoint, load_checkpoint
 from deepsolar.config import StrictModel, validate_config
 from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
@@ -38,6 +45,8 @@ class EvaluateClassifierParams(StrictModel):
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
     device: str = "auto"
+    bootstrap_reps: int = Field(1000, ge=1, description="bootstrap replicates for the intervals")
+    seed: int = Field(0, description="seed of the bootstrap resamples")
 
 
 def resolve_sources(p: EvaluateClassifierParams) -> list[ChipSource]:
@@ -67,6 +76,8 @@ def evaluate_task(p: EvaluateClassifierParams, sources: list[ChipSource]) -> dic
         batch_size=p.batch_size,
         num_workers=p.num_workers,
         device=p.device,
+        seed=p.seed,
+        bootstrap_reps=p.bootstrap_reps,
     )
 
 
@@ -92,14 +103,26 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--checkpoint", required=True, type=Path)
+    ap.add_argument(
+        "--source",
+        action="append",
+        metavar="PATH",
+        help="a labelled chip folder (images/ + masks/, or pos/ + neg/) or a manifest.csv; "
+        "repeatable; replaces --config",
+    )
+    ap.add_argument("--split", help="with a manifest source: keep rows of this split")
     ap.add_argument("--config", type=Path, help="YAML whose data.test lists the sets")
     ap.add_argument("--out", type=Path, default=Path("out/classifier-eval"))
     ap.add_argument("--threshold", type=float)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--bootstrap-reps", type=int, default=1000, help="replicates (default 1000)")
     args = ap.parse_args(argv)
     try:
+        sources = [source_from_path(s, split=args.split) for s in args.source or []]
         p = EvaluateClassifierParams(
             checkpoint=args.checkpoint,
+            sources=sources,
+            bootstrap_reps=args.bootstrap_reps,
             config_path=args.config,
             out_dir=args.out,
             threshold=args.threshold,
@@ -110,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate-classifier failed: {err}", file=sys.stderr)
         return 1
     print(f"threshold {res['threshold']}, input {res['input_size_px']} px")
-    rows = list(res["sources"].items()) + ([("all", res["all"])] if "all" in res else [])
-    print(f"{'set':<28} {'n':>5} {'pos':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'ROC-AUC':>7}")
-    for name, m in rows:
-        vals = [m["precision"], m["recall"], m["f1"], m["roc_auc"]]
-        cells = ["  n/a" if v is None else f"{v:.3f}" for v in vals]
-        print(f"{name:<28} {m['n']:>5} {m['n_positive']:>5} " + " ".join(f"{c:>6}" for c in cells))
-    print(f"written to {args.out}")
+    print(format_report_table(res))
+    print(
+        f"[lo, hi]: 95% bootstrap intervals ({p.bootstrap_reps} resamples of the chips); "
+        "all-positive = the trivial classifier that calls every chip solar; ROC-AUC n/a when "
+        "a class has fewer than 5 chips"
+    )
+    print(f"written to {args.out} (report.md, report.csv, report.json, summary.json)")
     return 0
 
 

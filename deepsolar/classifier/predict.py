@@ -16,7 +16,14 @@ from torch.utils.data import Dataset
 
 from deepsolar.classifier.config import ChipSource, TrainClassifierConfig
 from deepsolar.classifier.data import Chip, ChipDataset, array_to_rgb, load_source, read_chip
-from deepsolar.classifier.metrics import write_json, write_metrics
+from deepsolar.classifier.metrics import (
+    MIN_CLASS_FOR_AUC,
+    REPORT_COLUMNS,
+    report_notes,
+    report_rows,
+    write_json,
+    write_metrics,
+)
 from deepsolar.classifier.model import preprocess
 from deepsolar.classifier.train import (
     config_from_checkpoint,
@@ -28,6 +35,7 @@ from deepsolar.classifier.train import (
     resolve_device,
 )
 from deepsolar.errors import InputDataError
+from deepsolar.report_table import format_text, write_report
 
 ImageLike = str | Path | np.ndarray | Image.Image
 
@@ -220,8 +228,15 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     device: str = "auto",
     seed: int = 0,
+    bootstrap_reps: int = 1000,
+    level: float = 0.95,
 ) -> dict[str, Any]:
-    """Evaluate on each source separately and on all together; write ``summary.json``."""
+    """Evaluate on each source separately and on all together; write ``summary.json``.
+
+    Also a table with one row per source and one overall, the model beside the all-positive
+    baseline, with bootstrap intervals on precision / recall / F1: ``report.json``,
+    ``report.csv``, ``report.md`` (and ``summary["table"]``, its rows).
+    """
     clf = load_classifier(checkpoint, device)
     t = clf.threshold if threshold is None else threshold
     out = Path(out_dir)
@@ -231,6 +246,15 @@ def evaluate_checkpoint(
     per_source: dict[str, Any] = {}
     chips_all: list[Chip] = []
     labels_all, probs_all = [], []
+    table: list[dict[str, Any]] = []
+    names = [src.display_name for src in sources]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise InputDataError(
+            f"two sources share the name {sorted(dupes)[0]!r}",
+            where="sources",
+            fix="give each source its own name",
+        )
     for i, src in enumerate(sources):
         chips = load_source(src, seed=seed + i)
         labels, probs = infer_chips(clf, chips, batch_size=batch_size, num_workers=num_workers)
@@ -239,6 +263,7 @@ def evaluate_checkpoint(
             chips, labels, probs, out / _safe(name), name=name, threshold=t, extra=extra
         )
         per_source[name] = {k: m[k] for k in keys}
+        table += report_rows(name, labels, probs, t, reps=bootstrap_reps, seed=seed, level=level)
         chips_all += chips
         labels_all.append(labels)
         probs_all.append(probs)
@@ -254,8 +279,26 @@ def evaluate_checkpoint(
             name="all", threshold=t, extra=extra,
         )  # fmt: skip
         summary["all"] = {k: m[k] for k in keys}
+    labels_cat, probs_cat = np.concatenate(labels_all), np.concatenate(probs_all)
+    table += report_rows(
+        "overall", labels_cat, probs_cat, t, reps=bootstrap_reps, seed=seed, level=level
+    )
+    summary["table"] = table
+    write_report(
+        table,
+        REPORT_COLUMNS,
+        out,
+        title="Classifier evaluation",
+        meta={"checkpoint": str(checkpoint), "threshold": t, "input_size_px": clf.input_size_px},
+        notes=report_notes(bootstrap_reps, level, MIN_CLASS_FOR_AUC),
+    )
     write_json(out / "summary.json", summary)
     return summary
+
+
+def format_report_table(summary: dict[str, Any]) -> str:
+    """The compact per-source + overall table of :func:`evaluate_checkpoint`'s summary."""
+    return format_text(summary["table"], REPORT_COLUMNS)
 
 
 def _safe(name: str) -> str:

@@ -17,6 +17,7 @@ from deepsolar.cli import COMMANDS, EXIT_FAILED, EXIT_USAGE, build_parser, main
 
 FLOWS = {
     "demo", "download-tiles", "train-classifier", "evaluate-classifier", "train-segmenter",
+    "evaluate-segmenter",
     "segment-tiles", "map-region", "solarforest",
 }  # fmt: skip
 
