@@ -40,7 +40,7 @@ class DownloadTilesJob(StrictModel):
 
 def plan_tiles(region: Region, grid: TileGrid, max_tiles: int) -> int:
     """Count the tiles covering ``region``; refuse empty regions and ones above ``max_tiles``."""
-    n = grid.count_tiles(region.geometry)
+    n = grid.count_tiles(region.geometry, limit=max_tiles)  # stops counting past max_tiles
     if n == 0:
         raise RegionError(
             f"{region.name} covers no tile of the zoom-{grid.zoom} grid",
@@ -48,7 +48,8 @@ def plan_tiles(region: Region, grid: TileGrid, max_tiles: int) -> int:
         )
     if n > max_tiles:
         raise RegionError(
-            f"{region.name} needs {n:,} tiles at zoom {grid.zoom}, above max_tiles={max_tiles:,}",
+            f"{region.name[:200]} needs more than {max_tiles:,} tiles at zoom {grid.zoom} (at "
+            f"least {n:,}), above max_tiles={max_tiles:,}",
             fix="choose a smaller region (county or tract), or raise max_tiles deliberately",
         )
     return n

@@ -16,6 +16,7 @@ from shapely.geometry.base import BaseGeometry
 from deepsolar.boundaries import BoundarySourcesConfig, Level, load_units, read_boundary_file
 from deepsolar.config import StrictModel
 from deepsolar.errors import RegionError
+from deepsolar.tiling import MAX_LAT_DEG
 
 
 class RegionConfig(StrictModel):
@@ -57,6 +58,11 @@ class RegionConfig(StrictModel):
             if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
                 raise ValueError(
                     f"bbox must be west < east, south < north in degrees, got {self.bbox}"
+                )
+            if s >= MAX_LAT_DEG or n <= -MAX_LAT_DEG:
+                raise ValueError(
+                    f"bbox lies beyond latitude +/-{MAX_LAT_DEG:.4f}, where the Web-Mercator tile "
+                    f"grid ends (got south {s}, north {n}); choose latitudes between -85.05 and 85.05"
                 )
         return self
 

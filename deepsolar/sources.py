@@ -153,6 +153,7 @@ class LocalRasterSource(ImagerySource):
             ) from None
         try:
             self._validate(src, ColorInterp, MaskFlags)
+            self._check_complete(src)
             self._crs = src.crs
             b = transform_bounds(src.crs, LONLAT, *src.bounds, densify_pts=21)
             self._bounds_3857 = transform_bounds(src.crs, WEB_MERCATOR, *src.bounds, densify_pts=21)
@@ -221,6 +222,31 @@ class LocalRasterSource(ImagerySource):
         # the warp adds an alpha band to tell "outside the raster" from "black pixels".
         flags = src.mask_flag_enums[0]
         self._add_alpha = flags == [MaskFlags.all_valid]
+
+    def _check_complete(self, src: Any) -> None:
+        """Refuse a truncated TIFF before any tile is written: every data block the file's
+        index lists must lie inside the file (a cut-off download or copy opens fine when the
+        index comes first, as in a COG, and fails only when the missing blocks are read)."""
+        if src.driver != "GTiff":
+            return
+        size = self.path.stat().st_size
+        n_blocks = 0
+        for bidx in range(1, src.count + 1):
+            for (row, col), _ in src.block_windows(bidx):
+                n_blocks += 1
+                if n_blocks > 500_000:  # ~7 s; a huge raster: its first 500,000 blocks are checked
+                    return
+                off = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=bidx)
+                length = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=bidx)
+                if off and length and int(off) + int(length) > size:
+                    raise InputDataError(
+                        f"the raster file is truncated: block ({row}, {col}) of band {bidx} ends "
+                        f"at byte {int(off) + int(length):,} but the file has {size:,} bytes",
+                        where=str(self.path),
+                        fix="download or copy the file again (check it with 'gdalinfo -checksum')",
+                    )
+            if src.interleaving is not None and src.interleaving.name == "PIXEL":
+                return  # one block holds every band: band 1's blocks are all of them
 
     def _dataset(self) -> Any:
         # rasterio datasets are not thread-safe: one handle per thread, closed in close().
