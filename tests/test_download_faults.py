@@ -178,3 +178,21 @@ def test_part_covered_tiles_have_their_own_status(tmp_path: Path) -> None:
     assert (s.n_partial, s.n_ok, s.n_failed) == (len(touching), len(tiles) - len(touching), 0)
     for tid in touching:  # the PNG is kept (black where the gap is), but flagged
         assert (tmp_path / "s" / gdf.loc[tid, "path"]).is_file()
+
+
+def test_a_source_refusing_every_connection_stops_after_a_few_tiles(tmp_path: Path) -> None:
+    with TileServer() as srv:
+        template = srv.xyz_template
+    # The server is stopped: every connection to its port is refused.
+    tiles = _tiles(10, 10)
+    src = XYZSourceConfig(url_template=template).build()
+    cfg = FAST.model_copy(update={"max_retries": 2, "max_concurrency": 2})
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError) as e:
+        download_tiles(tiles, src, tmp_path / "s", cfg, progress=False)
+    assert time.monotonic() - t0 < 10
+    msg = str(e.value)
+    assert msg.startswith("cannot reach 127.0.0.1:") and "failed to connect" in msg
+    assert "check the URL template's host and port" in msg
+    gdf = read_manifest(tmp_path / "s")
+    assert len(gdf) <= 6 and (gdf.status == "failed").all()  # stopped after a few of 100 tiles
