@@ -40,8 +40,22 @@ log = logging.getLogger(__name__)
 
 #: Published address of the national tract database (Stanford DeepSolar project page).
 DEEPSOLAR_TRACT_URL = "https://web.stanford.edu/group/deepsolar/deepsolar_tract.csv"
-#: Default target: residential panel area per tract area, m² per square mile.
-DEFAULT_TARGET = "solar_panel_area_divided_by_area"
+#: The paper's SolarForest target: solar deployment density, residential systems per household
+#: (shown per thousand households, as in the paper's figures).
+PER_HOUSEHOLD_TARGET = "number_of_solar_system_per_household"
+#: Default target: the paper's deployment density.
+DEFAULT_TARGET = PER_HOUSEHOLD_TARGET
+#: Targets the evaluation report compares by default: the paper's deployment density, panel area
+#: per square mile (the density DeepSolar's maps show) and the tract's system count.
+STANDARD_TARGETS: tuple[str, ...] = (
+    PER_HOUSEHOLD_TARGET,
+    "solar_panel_area_divided_by_area",
+    "solar_system_count",
+)
+#: Households per tract (ACS): the denominator of the deployment density.
+HOUSEHOLD_COLUMN = "household_count"
+#: Residential system count: the numerator of the deployment density.
+RESIDENTIAL_SYSTEMS_COLUMN = "solar_system_count_residential"
 FIPS_LEN = 11
 COUNTY_FIPS_LEN = 5
 LEXICON_NAME = "deepsolar_lexicon.csv"
@@ -138,6 +152,28 @@ class TractDB:
             )
         wanted = {c for g in chosen for c in self.groups.get(g, [])}
         return [c for c in self.table.columns if c in wanted]
+
+
+def target_units(target: str) -> tuple[float, str]:
+    """``(scale, unit)``: multiply the column by ``scale`` to show it in ``unit``.
+
+    Per-household densities are shown per thousand households (the paper's figures); everything
+    else in its own units. The log1p target transform acts on the scaled value, where it matters:
+    log1p of systems per household (median 0.0006) would be the identity.
+    """
+    if target.endswith("per_household"):
+        return 1000.0, "systems per 1000 households"
+    if target == "solar_panel_area_divided_by_area" or target.endswith("_per_mi2"):
+        return 1.0, "m² per mi²"
+    if target.endswith("per_capita"):
+        return 1.0, "m² per person"
+    if target.startswith("solar_system_count"):
+        return 1.0, "systems"
+    if target.startswith("total_panel_area"):
+        return 1.0, "m²"
+    if target.startswith("tile_count"):
+        return 1.0, "tiles"
+    return 1.0, ""
 
 
 def is_target_column(name: str) -> bool:
@@ -410,18 +446,40 @@ def get_tract_db(
     return dest
 
 
+def _as_list(targets: str | list[str] | tuple[str, ...]) -> list[str]:
+    return [targets] if isinstance(targets, str) else list(dict.fromkeys(targets))
+
+
+def deployment_density(systems: pd.Series, households: pd.Series) -> pd.Series:
+    """Residential systems per household; NaN where households are 0 or unknown (DeepSolar: inf)."""
+    s = pd.to_numeric(systems, errors="coerce").astype(float)
+    h = pd.to_numeric(households, errors="coerce").astype(float)
+    return (s / h.where(h > 0)).astype(float)
+
+
 def read_target_table(
     path: str | Path,
-    target: str = DEFAULT_TARGET,
+    target: str | list[str] | tuple[str, ...] = DEFAULT_TARGET,
     *,
     layer: str = "tracts",
     geoid_column: str = "GEOID",
+    households: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Read a per-tract target table (GeoPackage layer, CSV or Parquet) with a GEOID column.
+    """Read per-tract targets (GeoPackage layer, CSV or Parquet) with a GEOID column.
 
-    Returns a frame with ``GEOID`` (11-char string), ``target`` (float) and, for a GeoPackage with
-    geometry, a ``geometry`` column (a GeoDataFrame).
+    ``target``: one column name or several. Returns a frame with ``GEOID`` (11-char string), one
+    float column per target and, for a GeoPackage with geometry, a ``geometry`` column.
+
+    The paper's deployment density (``number_of_solar_system_per_household``) is computed as our
+    residential system count (``solar_system_count_residential``) over the tract's households when
+    the table does not already hold it (our mapping flow writes it only when its tract layer had
+    household counts): the households come from the table's ``household_count`` column, else from
+    ``households`` (a Series indexed by 11-char GEOID, e.g. the DeepSolar feature table's ACS
+    ``household_count``). ``result.attrs["derived"]`` names the targets computed here and
+    ``result.attrs["partially_scanned_tracts"]`` counts tracts whose ``scanned_fraction`` < 1 (their
+    systems are an undercount of the tract's).
     """
+    targets = _as_list(target)
     p = Path(path)
     where = f"{p}" + (f" (layer {layer})" if p.suffix.lower() == ".gpkg" else "")
     if not p.is_file():
@@ -457,13 +515,12 @@ def read_target_table(
         raise InputDataError(
             f"cannot read the target table: {err}", where=where, fix="check the file is not corrupt"
         ) from None
-    for col in (geoid_column, target):
-        if col not in df.columns:
-            raise InputDataError(
-                f"the target table has no column '{col}' (columns: {list(df.columns)[:20]})",
-                where=where,
-                fix=f"write the tract GEOID as '{geoid_column}' and the target as '{target}'",
-            )
+    if geoid_column not in df.columns:
+        raise InputDataError(
+            f"the target table has no column '{geoid_column}' (columns: {list(df.columns)[:20]})",
+            where=where,
+            fix=f"write the tract GEOID as '{geoid_column}'",
+        )
     geoid = normalize_fips(df[geoid_column], where=where, column=geoid_column)
     if geoid.duplicated().any():
         raise InputDataError(
@@ -471,31 +528,79 @@ def read_target_table(
             where=where,
             fix="keep one row per census tract",
         )
-    y = pd.to_numeric(df[target], errors="coerce")
-    bad = y.isna() & df[target].notna()
-    if bad.any():
-        raise InputDataError(
-            f"{int(bad.sum())} non-numeric value(s) in target column '{target}'",
-            where=where,
-            fix="store the target as numbers",
-        )
     out = df.copy()
     out["GEOID"] = geoid
-    out[target] = y.replace([np.inf, -np.inf], np.nan).astype(float)
-    keep = ["GEOID", target] + (["geometry"] if "geometry" in out.columns else [])
-    return out[keep]
+    derived: list[str] = []
+    for t in targets:
+        have = t in df.columns and pd.to_numeric(df[t], errors="coerce").notna().any()
+        if have or t != PER_HOUSEHOLD_TARGET or RESIDENTIAL_SYSTEMS_COLUMN not in df.columns:
+            continue
+        if HOUSEHOLD_COLUMN in df.columns:
+            hh = df[HOUSEHOLD_COLUMN]
+        elif households is not None:
+            hh = households.reindex(geoid.to_numpy())
+            hh.index = df.index
+        else:
+            raise InputDataError(
+                f"cannot compute '{t}': the target table has no '{HOUSEHOLD_COLUMN}' and no "
+                "household counts were given",
+                where=where,
+                fix=f"add '{HOUSEHOLD_COLUMN}' to the tract layer, or use a feature table that "
+                "has it (the DeepSolar tract table does)",
+            )
+        out[t] = deployment_density(df[RESIDENTIAL_SYSTEMS_COLUMN], hh)
+        derived.append(t)
+    for t in targets:
+        if t not in out.columns:
+            extra = (
+                f" (or '{RESIDENTIAL_SYSTEMS_COLUMN}' to compute it from)"
+                if t == PER_HOUSEHOLD_TARGET
+                else ""
+            )
+            raise InputDataError(
+                f"the target table has no column '{t}'{extra} (columns: {list(df.columns)[:20]})",
+                where=where,
+                fix=f"write the target as '{t}' or choose another model.target",
+            )
+        y = pd.to_numeric(out[t], errors="coerce")
+        bad = y.isna() & out[t].notna()
+        if bad.any():
+            raise InputDataError(
+                f"{int(bad.sum())} non-numeric value(s) in target column '{t}'",
+                where=where,
+                fix="store the target as numbers",
+            )
+        out[t] = y.replace([np.inf, -np.inf], np.nan).astype(float)
+    partial = 0
+    if "scanned_fraction" in out.columns:
+        frac = pd.to_numeric(out["scanned_fraction"], errors="coerce")
+        partial = int((frac < 0.999).sum())
+        if partial:
+            log.warning(
+                "%d of %d tract(s) were only partly scanned: their targets undercount the tract",
+                partial, len(out),
+            )  # fmt: skip
+    keep = ["GEOID", *targets] + (["geometry"] if "geometry" in out.columns else [])
+    result = out[keep]
+    result.attrs.update({"derived": derived, "partially_scanned_tracts": partial})
+    if derived:
+        log.info("computed %s from our residential systems and household counts", derived)
+    return result
 
 
 def join_target(
-    db: TractDB, target_table: pd.DataFrame, target: str = DEFAULT_TARGET
+    db: TractDB,
+    target_table: pd.DataFrame,
+    target: str | list[str] | tuple[str, ...] = DEFAULT_TARGET,
 ) -> pd.DataFrame:
     """Feature table rows joined to an external target table on ``fips == GEOID`` (inner join).
 
-    Any column of the feature table with the target's name (and every other detector-derived
-    column) is dropped first, so the target always comes from ``target_table``.
+    Any column of the feature table with a target's name (and every other detector-derived
+    column) is dropped first, so the targets always come from ``target_table``.
     """
-    feats = db.table.drop(columns=[c for c in db.table.columns if c in db.targets or c == target])
-    tt = pd.DataFrame(target_table[["GEOID", target]])
+    targets = _as_list(target)
+    feats = db.table.drop(columns=[c for c in db.table.columns if c in db.targets or c in targets])
+    tt = pd.DataFrame(target_table[["GEOID", *targets]])
     joined = feats.merge(tt, left_on="fips", right_on="GEOID", how="inner").drop(columns="GEOID")
     if joined.empty:
         raise InputDataError(
@@ -508,6 +613,7 @@ def join_target(
     n_unmatched = len(tt) - len(joined)
     if n_unmatched:
         log.warning("%d target tract(s) have no features and are left out", n_unmatched)
+    joined.attrs.update(getattr(target_table, "attrs", {}))
     return joined
 
 

@@ -14,9 +14,11 @@ import pytest
 
 from deepsolar.errors import DownloadError, InputDataError, OfflineError
 from deepsolar.tractdb import (
+    DEFAULT_TARGET,
     FEATURE_GROUPS,
     TARGET_COLUMNS,
     county_of,
+    deployment_density,
     file_sha256,
     get_tract_db,
     group_columns,
@@ -26,9 +28,12 @@ from deepsolar.tractdb import (
     read_target_table,
     read_tract_db,
     read_tract_polygons,
+    target_units,
 )
 
 VA = "tables/deepsolar_tract_va/deepsolar_tract_VA.csv"
+AREA = "solar_panel_area_divided_by_area"
+PH = "number_of_solar_system_per_household"
 LEX = "tables/deepsolar_tract_va/deepsolar_lexicon.csv"
 
 
@@ -238,10 +243,10 @@ def test_target_table_formats_join_on_geoid(tmp_path, raw, db, fmt) -> None:
         # geometry: SYNTHETIC unit boxes (only the attribute table matters here)
         geo = gpd.GeoDataFrame(tf, geometry=[box(i, 0, i + 1, 1) for i in range(len(tf))], crs=4326)
         geo.to_file(path, layer="tracts", driver="GPKG")
-    tt = read_target_table(path)
+    tt = read_target_table(path, AREA)
     assert tt["GEOID"].map(type).eq(str).all()
     assert ("geometry" in tt.columns) == (fmt == "gpkg")
-    joined = join_target(db, tt)
+    joined = join_target(db, tt, AREA)
     assert len(joined) == len(tf)
     expected = tf.set_index("GEOID")["solar_panel_area_divided_by_area"]
     got = joined.set_index("fips")["solar_panel_area_divided_by_area"]
@@ -255,20 +260,20 @@ def test_target_table_errors(tmp_path, raw, db) -> None:
     p = tmp_path / "t.csv"
     tf.drop(columns="GEOID").to_csv(p, index=False)
     with pytest.raises(InputDataError, match="no column 'GEOID'"):
-        read_target_table(p)
+        read_target_table(p, AREA)
     tf.to_csv(p, index=False)
     with pytest.raises(InputDataError, match="no column 'tile_count'"):
         read_target_table(p, "tile_count")
     tf.assign(solar_panel_area_divided_by_area="lots").to_csv(p, index=False)
     with pytest.raises(InputDataError, match="non-numeric"):
-        read_target_table(p)
+        read_target_table(p, AREA)
     x = tmp_path / "t.xlsx"
     x.write_bytes(b"")
     with pytest.raises(InputDataError, match="unsupported"):
-        read_target_table(x)
+        read_target_table(x, AREA)
     tf.assign(GEOID=[f"06{i:09d}" for i in range(10)]).to_csv(p, index=False)  # California ids
     with pytest.raises(InputDataError, match="no tract of the target table matches"):
-        join_target(db, read_target_table(p))
+        join_target(db, read_target_table(p, AREA), AREA)
 
 
 def test_gpkg_without_the_layer(tmp_path, raw) -> None:
@@ -280,7 +285,83 @@ def test_gpkg_without_the_layer(tmp_path, raw) -> None:
         path, layer="panels"
     )
     with pytest.raises(InputDataError, match="no layer 'tracts'"):
-        read_target_table(path)
+        read_target_table(path, AREA)
+
+
+def test_default_target_is_the_papers_deployment_density_shown_per_thousand_households() -> None:
+    assert DEFAULT_TARGET == PH
+    assert target_units(PH) == (1000.0, "systems per 1000 households")
+    assert target_units(AREA) == (1.0, "m² per mi²")
+    assert target_units("solar_system_count") == (1.0, "systems")
+
+
+def test_deepsolar_deployment_density_is_residential_systems_over_households(raw) -> None:
+    """The definition we reproduce on our own map output, checked on every real VA tract."""
+    ours = deployment_density(raw["solar_system_count_residential"], raw["household_count"])
+    theirs = raw[PH].replace([np.inf, -np.inf], np.nan)
+    assert ours.notna().sum() > 1800
+    np.testing.assert_allclose(ours.dropna(), theirs[ours.notna()], rtol=1e-9)
+    assert ours[raw["household_count"] == 0].isna().all()  # DeepSolar: inf (or NaN)
+
+
+def _our_map_tracts(raw: pd.DataFrame, n: int = 200, **extra) -> pd.DataFrame:
+    """A tract table shaped like map-region's: our system counts (the real VA counts, x3 so the
+    source is recognisable), area density, no households unless given."""
+    t = raw.head(n)
+    return pd.DataFrame(
+        {
+            "GEOID": t["fips"].to_numpy(),
+            "solar_system_count": 3 * t["solar_system_count"].to_numpy(),
+            "solar_system_count_residential": 3 * t["solar_system_count_residential"].to_numpy(),
+            AREA: 3 * t[AREA].to_numpy(),
+            **extra,
+        }
+    )
+
+
+def test_map_output_gets_the_deployment_density_from_our_systems_and_feature_households(
+    tmp_path, raw, db
+) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    tf = _our_map_tracts(raw, scanned_fraction=np.r_[np.full(150, 1.0), np.full(50, 0.4)])
+    geo = gpd.GeoDataFrame(tf, geometry=[box(i, 0, i + 1, 1) for i in range(len(tf))], crs=4326)
+    path = tmp_path / "region.gpkg"
+    geo.to_file(path, layer="tracts", driver="GPKG")
+    households = db.table.set_index("fips")["household_count"]
+    tt = read_target_table(path, [PH, AREA, "solar_system_count"], households=households)
+    assert tt.attrs["derived"] == [PH] and tt.attrs["partially_scanned_tracts"] == 50
+    hh = raw.head(200)["household_count"].to_numpy(float)
+    expected = np.where(
+        hh > 0, tf["solar_system_count_residential"] / np.where(hh > 0, hh, 1), np.nan
+    )
+    np.testing.assert_allclose(tt[PH].to_numpy(), expected)
+    # three times DeepSolar's own density, since our counts are the real ones x3
+    real = raw.head(200)[PH].replace([np.inf, -np.inf], np.nan).to_numpy()
+    ok = np.isfinite(real) & (hh > 0)
+    np.testing.assert_allclose(tt[PH].to_numpy()[ok], 3 * real[ok], rtol=1e-9)
+    joined = join_target(db, tt, [PH, AREA, "solar_system_count"])
+    assert len(joined) == 200
+    np.testing.assert_allclose(joined.set_index("fips").loc[tf["GEOID"], PH], tt[PH].to_numpy())
+
+
+def test_map_output_households_and_existing_density_take_precedence(tmp_path, raw, db) -> None:
+    households = db.table.set_index("fips")["household_count"]
+    p = tmp_path / "t.csv"
+    tf = _our_map_tracts(raw, 20, household_count=np.full(20, 100.0))
+    tf.to_csv(p, index=False)
+    tt = read_target_table(p, PH, households=households)  # the layer's own households win
+    np.testing.assert_allclose(tt[PH], tf["solar_system_count_residential"] / 100.0)
+    tf.assign(**{PH: 0.5}).to_csv(p, index=False)  # map-region already wrote the density
+    tt = read_target_table(p, PH, households=households)
+    assert tt.attrs["derived"] == [] and (tt[PH] == 0.5).all()
+    _our_map_tracts(raw, 20).to_csv(p, index=False)
+    with pytest.raises(InputDataError, match="no 'household_count'"):
+        read_target_table(p, PH)
+    _our_map_tracts(raw, 20).drop(columns="solar_system_count_residential").to_csv(p, index=False)
+    with pytest.raises(InputDataError, match="or 'solar_system_count_residential'"):
+        read_target_table(p, PH, households=households)
 
 
 def test_tract_polygons_from_real_tiger_file(shared_data) -> None:
