@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepsolar.errors import DeepSolarError
+from deepsolar.errors import ConfigError, DeepSolarError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -255,10 +255,34 @@ def _one_line(err: BaseException) -> str:
     return text if isinstance(err, DeepSolarError) else f"{type(err).__name__}: {text}"
 
 
+# Options naming an input that must exist: checked before the flow module (Prefect, torch) is
+# imported and before any Prefect server starts, so a typo answers in well under a second.
+INPUT_FLAGS = ("--config", "--checkpoint", "--classifier", "--segmenter", "--resume", "--manifest")
+
+
+def _looks_like_path(value: str) -> bool:
+    """A file path, not a keyword a flow understands (e.g. ``--checkpoint builtin``)."""
+    return os.sep in value or "/" in value or bool(os.path.splitext(value)[1])
+
+
+def check_inputs(cmd: Command, args: argparse.Namespace) -> None:
+    for opt in cmd.opts:
+        if opt.flag not in INPUT_FLAGS:
+            continue
+        value = getattr(args, opt.flag.lstrip("-").replace("-", "_"), None)
+        if isinstance(value, str) and _looks_like_path(value) and not os.path.exists(value):
+            raise ConfigError(
+                f"{opt.flag.lstrip('-')} file not found ({opt.flag} {value[:200]!r})",
+                where=os.getcwd(),
+                fix=f"check the path given to {opt.flag} (relative paths start in this folder)",
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cmd: Command = args._command
     try:
+        check_inputs(cmd, args)
         flow_main = importlib.import_module(cmd.module).main
         return int(flow_main(flow_argv(cmd, args)) or 0)
     except DeepSolarError as err:

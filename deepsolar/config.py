@@ -7,6 +7,7 @@ into :class:`~deepsolar.errors.ConfigError` naming the file and the field.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,20 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+ECHO_LIMIT = 200
+
+
+def short_repr(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, without building the full repr first (a
+    YAML alias bomb expands to megabytes; a pasted 10 MB string must not be echoed whole)."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 8
+    r.maxlevel = 3
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def format_validation_error(err: ValidationError) -> str:
     """One line per problem: ``field.path: message (got value)``."""
     lines = []
@@ -32,8 +47,11 @@ def format_validation_error(err: ValidationError) -> str:
         got = e.get("input")
         # never echo the value of an unknown key: it may be a secret pasted in the wrong place
         echo = got is not None and not isinstance(got, dict) and e["type"] != "extra_forbidden"
-        got_s = f" (got {got!r})" if echo else ""
-        lines.append(f"{loc}: {e['msg']}{got_s}")
+        got_s = f" (got {short_repr(got)})" if echo else ""
+        lines.append(f"{loc[:ECHO_LIMIT]}: {str(e['msg'])[:ECHO_LIMIT]}{got_s}")
+        if len(lines) == 10:  # a config with thousands of bad entries: the first ten say enough
+            lines.append(f"... and {len(err.errors()) - 10} more")
+            break
     return "; ".join(lines)
 
 
@@ -62,7 +80,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(
-            f"not valid YAML: {err}", where=str(p), fix="fix the YAML syntax"
+            f"not valid YAML: {' '.join(str(err).split())[:ECHO_LIMIT]}",
+            where=str(p),
+            fix="fix the YAML syntax",
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"cannot read the config file ({type(err).__name__}: {str(err)[:ECHO_LIMIT]})",
+            where=str(p),
+            fix="pass a readable UTF-8 YAML file",
         ) from None
     if data is None:
         data = {}

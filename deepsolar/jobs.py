@@ -6,97 +6,23 @@ call the functions here (or the stage modules directly); nothing here needs a Pr
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, model_validator
 
 from deepsolar.config import StrictModel
-from deepsolar.download import DownloadConfig, DownloadSummary, download_tiles
-from deepsolar.errors import RegionError
 from deepsolar.mapping import MapOutputsConfig
-from deepsolar.region import Region, RegionConfig, resolve_region
 from deepsolar.segmentation.config import CamConfig
-from deepsolar.sources import ImagerySource, SourceConfig
-from deepsolar.tiling import TileGrid, TileGridConfig
 
-
-class DownloadTilesJob(StrictModel):
-    """Parameters of the ``download-tiles`` flow: region + source + grid -> tiles and manifest."""
-
-    region: RegionConfig
-    source: SourceConfig
-    grid: TileGridConfig = Field(default_factory=TileGridConfig)
-    download: DownloadConfig = Field(default_factory=DownloadConfig)
-    out_dir: Path = Path("out/tiles")
-    max_tiles: int = Field(
-        1_000_000,
-        ge=1,
-        description="refuse regions with more tiles than this (a state at zoom 21 has ~1e8-1e9)",
-    )
-
-
-def plan_tiles(region: Region, grid: TileGrid, max_tiles: int) -> int:
-    """Count the tiles covering ``region``; refuse empty regions and ones above ``max_tiles``."""
-    n = grid.count_tiles(region.geometry, limit=max_tiles)  # stops counting past max_tiles
-    if n == 0:
-        raise RegionError(
-            f"{region.name} covers no tile of the zoom-{grid.zoom} grid",
-            fix="check the region's coordinates (longitude first) and extent",
-        )
-    if n > max_tiles:
-        raise RegionError(
-            f"{region.name[:200]} needs more than {max_tiles:,} tiles at zoom {grid.zoom} (at "
-            f"least {n:,}), above max_tiles={max_tiles:,}",
-            fix="choose a smaller region (county or tract), or raise max_tiles deliberately",
-        )
-    return n
-
-
-def check_coverage(region: Region, source: ImagerySource) -> None:
-    """Refuse a region that the source has no imagery for (known only for some sources)."""
-    coverage = source.coverage_lonlat()
-    if coverage is not None and not coverage.intersects(region.geometry):
-        w, s, e, n = coverage.bounds
-        raise RegionError(
-            f"{region.name} does not overlap the imagery of source {source.name!r} "
-            f"(which covers lon {w:.5f}..{e:.5f}, lat {s:.5f}..{n:.5f})",
-            fix="choose a region inside the source's extent, or another source",
-        )
-
-
-def run_download_tiles(job: DownloadTilesJob, *, progress: bool = True) -> DownloadSummary:
-    """Resolve the region, plan its tiles and download them into ``job.out_dir`` (resumable)."""
-    region = resolve_region(job.region)
-    grid = job.grid.build()
-    source = job.source.build()
-    check_coverage(region, source)
-    n = plan_tiles(region, grid, job.max_tiles)
-    tiles = grid.tiles_for_geometry(region.geometry)
-    return download_tiles(
-        SizedIterable(tiles, n), source, job.out_dir, job.download, progress=progress
-    )
-
-
-def summary_dict(summary: DownloadSummary) -> dict[str, Any]:
-    """A DownloadSummary as plain JSON-able values (for flow results and logs)."""
-    d = dataclasses.asdict(summary)
-    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
-
-
-class SizedIterable:
-    """An iterator that knows its length, so progress bars show a total without a list in memory."""
-
-    def __init__(self, it: Iterable[Any], n: int) -> None:
-        self._it, self._n = it, n
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._it)
-
-    def __len__(self) -> int:
-        return self._n
+# The download-tiles job lives in deepsolar.tilejobs (no torch import); re-exported here.
+from deepsolar.tilejobs import (  # noqa: F401
+    DownloadTilesJob,
+    SizedIterable,
+    check_coverage,
+    plan_tiles,
+    run_download_tiles,
+    summary_dict,
+)
 
 
 class MapRegionJob(StrictModel):

@@ -14,7 +14,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from deepsolar.boundaries import BoundarySourcesConfig, Level, load_units, read_boundary_file
-from deepsolar.config import StrictModel
+from deepsolar.config import StrictModel, short_repr
 from deepsolar.errors import RegionError
 from deepsolar.tiling import MAX_LAT_DEG
 
@@ -143,7 +143,7 @@ def _lookup(level: Level, key: str | list[str], sources: BoundarySourcesConfig) 
         hit = units[m]
         if hit.empty:
             raise RegionError(
-                f"unknown {level} {k!r}{_suggest(k, units)}",
+                f"unknown {level} {short_repr(k)}{_suggest(k, units)}",
                 where=where,
                 fix=f"give a {level} GEOID ({_geoid_hint(level)}) or name from that layer, "
                 f"or point boundaries.{_PATH_FIELD[level]} at a file that has it",
@@ -162,6 +162,8 @@ def _geoid_hint(level: Level) -> str:
 
 
 def _suggest(key: str, units: gpd.GeoDataFrame) -> str:
+    if len(key) > 100:  # no name is that long; difflib on megabytes would take minutes
+        return ""
     choices = list(units["NAME"].astype(str)) + list(units["GEOID"].astype(str))
     close = difflib.get_close_matches(key, choices, n=3, cutoff=0.6)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

@@ -31,7 +31,7 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from deepsolar.config import StrictModel
+from deepsolar.config import StrictModel, short_repr
 from deepsolar.download import REDACTED, HttpFetcher, register_secret
 from deepsolar.errors import ConfigError, DownloadError, InputDataError, SourceError
 from deepsolar.tiling import LONLAT, WEB_MERCATOR, Tile
@@ -646,8 +646,9 @@ def _describe(err: ValidationError) -> str:
             lines.append(f"{loc}: unknown option (keys belong in environment variables)")
         else:
             got = e.get("input")
-            got_s = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
-            lines.append(f"{loc}: {e['msg']}{got_s}")
+            echo = got is not None and not isinstance(got, dict)
+            got_s = f" (got {short_repr(got)})" if echo else ""
+            lines.append(f"{loc[:200]}: {str(e['msg'])[:200]}{got_s}")
     return "; ".join(lines)
 
 

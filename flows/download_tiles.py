@@ -17,8 +17,14 @@ from prefect import flow, get_run_logger, task
 from deepsolar.config import load_yaml, validate_config
 from deepsolar.download import download_tiles
 from deepsolar.errors import DeepSolarError
-from deepsolar.jobs import DownloadTilesJob, SizedIterable, check_coverage, plan_tiles, summary_dict
 from deepsolar.region import resolve_region
+from deepsolar.tilejobs import (
+    DownloadTilesJob,
+    SizedIterable,
+    check_coverage,
+    plan_tiles,
+    summary_dict,
+)
 
 
 @task(name="plan-tiles")
@@ -55,6 +61,16 @@ def download_tiles_flow(job: DownloadTilesJob) -> dict[str, Any]:
     return summary
 
 
+def preflight(job: DownloadTilesJob) -> int:
+    """Every check that needs no Prefect server, run before one starts: the region resolves, the
+    source opens (a raster is read and checked), the region overlaps it, the tile count is under
+    max_tiles. A bad input is then one line in about a second, not after the server's start-up."""
+    region = resolve_region(job.region)
+    with job.source.build() as source:
+        check_coverage(region, source)
+    return plan_tiles(region, job.grid.build(), job.max_tiles)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         job = validate_config(DownloadTilesJob, load_yaml(args.config), where=str(args.config))
+        preflight(job)
         summary = download_tiles_flow(job)
     except DeepSolarError as err:
         print(f"download-tiles failed: {err}", file=sys.stderr)

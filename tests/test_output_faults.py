@@ -22,7 +22,7 @@ from tileserver import TileServer
 from deepsolar.config import validate_config
 from deepsolar.download import DownloadConfig, download_tiles
 from deepsolar.errors import ConfigError, InputDataError, OutputError, RegionError
-from deepsolar.jobs import DownloadTilesJob, plan_tiles
+from deepsolar.tilejobs import DownloadTilesJob, plan_tiles
 from deepsolar.manifest import MANIFEST_NAME, read_manifest
 from deepsolar.region import Region, RegionConfig
 from deepsolar.sources import LocalRasterSourceConfig, XYZSourceConfig

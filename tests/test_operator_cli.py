@@ -1,0 +1,114 @@
+"""Issue 12, item 2: bad inputs answer fast and in one line; Prefect settings that a loaded,
+offline machine needs hold however a flow starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deepsolar.cli import main
+from deepsolar.config import short_repr, validate_config
+from deepsolar.errors import ConfigError
+from deepsolar.tilejobs import DownloadTilesJob
+
+ROOT = Path(__file__).resolve().parents[1]
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k
+    not in (
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+        "DO_NOT_TRACK",
+    )
+}
+DEEPSOLAR = [sys.executable, "-m", "deepsolar.cli"]
+
+
+def test_prefect_settings_hold_however_a_flow_starts() -> None:
+    probe = (
+        "import flows.download_tiles; from prefect.settings import get_current_settings as g; "
+        "s = g(); print(s.server.ephemeral.startup_timeout_seconds, s.server.analytics_enabled)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=CLEAN_ENV, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.stdout.split() == ["120", "False"], out.stderr[-2000:]
+    # A value the operator set wins.
+    env = {**CLEAN_ENV, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.stdout.split()[0] == "300"
+
+
+def test_a_missing_input_file_answers_at_once(tmp_path: Path, capsys) -> None:
+    t0 = time.perf_counter()
+    rc = main(["download-tiles", "--config", str(tmp_path / "nope.yaml")])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert rc == 1 and elapsed < 0.5, elapsed  # no flow module (Prefect, torch) imported
+    assert err.count("\n") == 1 and "--config" in err and "config file not found" in err
+    rc = main(["evaluate-classifier", "--checkpoint", str(tmp_path / "best.pt")])
+    assert rc == 1 and "--checkpoint" in capsys.readouterr().err
+
+
+def test_echoed_values_are_cut(tmp_path: Path) -> None:
+    assert len(short_repr("x" * 10_000_000)) <= 200
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    bomb.write_text(
+        "\n".join(lines) + "\nregion: {state: *i}\nsource: {kind: local, path: x.tif}\n"
+    )
+    import yaml
+
+    data = yaml.safe_load(bomb.read_text())
+    with pytest.raises(ConfigError) as e:
+        validate_config(DownloadTilesJob, data, where=str(bomb))
+    assert len(str(e.value)) < 2000 and "region.state" in str(e.value)
+    data = {"region": {"state": ["y" * 10_000_000]}, "source": {"kind": "local", "path": "x"}}
+    with pytest.raises(ConfigError) as e:
+        validate_config(DownloadTilesJob, data)
+    assert len(str(e.value)) < 1000
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_refused_before_any_prefect_server(tmp_path: Path) -> None:
+    cases = {
+        "north": "region: {bbox: [0, 85.06, 1, 86]}\nsource: {kind: local, path: x.tif}\n",
+        "no_raster": "region: {bbox: [-106.7, 35.0, -106.6, 35.1]}\n"
+        f"source: {{kind: local, path: {tmp_path / 'none.tif'}}}\n",
+        "world_z23": "region: {bbox: [-180, -85, 180, 85]}\ngrid: {zoom: 23}\n"
+        "source: {kind: xyz, url_template: 'http://127.0.0.1:9/{z}/{x}/{y}.png'}\n",
+    }
+    expected = {
+        "north": "beyond latitude",
+        "no_raster": "raster file not found",
+        "world_z23": "needs more than 1,000,000 tiles",
+    }
+    for name, text in cases.items():
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(text)
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [*DEEPSOLAR, "download-tiles", "--config", str(cfg)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        elapsed = time.monotonic() - t0
+        assert r.returncode == 1, (name, r.stderr[-2000:])
+        assert expected[name] in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+        assert "temporary server" not in r.stderr  # refused before Prefect started one
+        assert elapsed < 15, (name, elapsed)  # ~2.3 s measured under load; a server start is 10+ s
+        assert not (tmp_path / "out").exists()
