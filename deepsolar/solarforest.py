@@ -1,14 +1,20 @@
 """SolarForest: random-forest regression of tract solar deployment from its environment and society.
 
 A reproduction of the SolarForest model of DeepSolar (Yu et al., Joule 2018): a random forest
-predicts a tract's solar deployment density (``solar_panel_area_divided_by_area``, m² of residential
-panel per square mile, by default) from climate, socio-economic, electricity-price, policy and voting
-features of the DeepSolar tract database. A two-stage variant first classifies zero vs non-zero
+predicts a tract's solar deployment density - by default the paper's target, residential systems per
+household (``number_of_solar_system_per_household``, shown per thousand households) - from climate,
+socio-economic, electricity-price, policy and voting features of the DeepSolar tract database. Panel
+area per square mile, system counts or any other DeepSolar target can be chosen instead, and the
+target can be modelled on a log1p scale (predictions and R² are always reported on the original
+scale too). A two-stage variant first classifies zero vs non-zero
 tracts, then regresses on the non-zero ones; its prediction is ``P(non-zero) x E[y | non-zero]``
 (``combine="expected"``) or the regression where ``P >= threshold`` and 0 elsewhere (``"hard"``).
 
 Out-of-sample skill is measured with random K-fold and with spatially grouped K-fold (whole counties
 held out: neighbouring tracts share climate, prices and policy, so random folds flatter the model).
+:func:`evaluate` cross-validates every target x transform x model (one-/two-stage forest, and the
+plain baselines: the training mean and a ridge regression on the same features) x CV scheme, with a
+bootstrap interval of each pooled out-of-fold R².
 
 Persistence: the fitted forests go to a ``.skops`` file (no pickle: loading executes no code) and
 everything needed to trust and reuse them - feature list, target, config, data hash, library versions,
@@ -36,6 +42,7 @@ from pydantic import Field, field_validator
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
+from sklearn.linear_model import RidgeCV
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -45,6 +52,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from deepsolar.config import StrictModel
@@ -52,12 +60,15 @@ from deepsolar.errors import ConfigError, InputDataError
 from deepsolar.tractdb import (
     DEFAULT_TARGET,
     FEATURE_GROUPS,
+    HOUSEHOLD_COLUMN,
     ID_COLUMNS,
+    STANDARD_TARGETS,
     TractDB,
     atomic_replace,
     county_of,
     file_sha256,
     is_target_column,
+    target_units,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +85,17 @@ FeatureGroup = Literal[
 ]
 CVScheme = Literal["random", "spatial"]
 Variant = Literal["one_stage", "two_stage"]
+Baseline = Literal["mean", "linear"]
+Transform = Literal["none", "log1p"]
+#: Every model the evaluation can compare, in table order.
+MODEL_ORDER: tuple[str, ...] = ("mean", "linear", "one_stage", "two_stage")
+MODEL_LABELS = {
+    "mean": "baseline: training mean",
+    "linear": "baseline: ridge regression",
+    "one_stage": "SolarForest one-stage",
+    "two_stage": "SolarForest two-stage",
+}
+SCHEME_LABELS = {"random": "random CV", "spatial": "county CV"}
 MODEL_FORMAT_VERSION = 1
 # The only non-default types a SolarForest .skops file may hold: numpy dtypes and sklearn's tree
 # node storage. Anything else in a file is refused before it is loaded.
@@ -83,7 +105,11 @@ _SKOPS_TRUSTED = ("numpy.dtype", "sklearn.tree._tree.Tree")
 class SolarForestConfig(StrictModel):
     """Model and evaluation settings (the ``model:`` section of configs/solarforest.yaml)."""
 
-    target: str = Field(DEFAULT_TARGET, description="column to predict (any DeepSolar target)")
+    target: str = Field(
+        DEFAULT_TARGET,
+        description="column to predict: the paper's number_of_solar_system_per_household by "
+        "default, or any DeepSolar target (solar_panel_area_divided_by_area, solar_system_count...)",
+    )
     feature_groups: list[FeatureGroup] = Field(
         default_factory=lambda: ["environment", "socioeconomic", "electricity", "policy", "voting"],
         description="lexicon groups used as features ('location' = lat/lon, off by default)",
@@ -96,10 +122,26 @@ class SolarForestConfig(StrictModel):
     combine: Literal["expected", "hard"] = "expected"
     classifier_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     zero_threshold: float = Field(0.0, ge=0.0, description="y <= this counts as 'no solar'")
-    target_transform: Literal["none", "log1p"] = "none"
-    n_estimators: int = Field(300, ge=1, le=10_000)
+    min_households: int = Field(
+        0,
+        ge=0,
+        description="leave out tracts with fewer households (ACS household_count): a per-household "
+        "density of a tract with 10 households is one system away from an extreme value",
+    )
+    target_transform: Transform = Field(
+        "none", description="none | log1p: the forest is fitted to log(1 + target_scale x y)"
+    )
+    target_scale: float | None = Field(
+        None,
+        gt=0.0,
+        description="units the target is shown and log1p-transformed in, as a multiplier of the "
+        "column (None: 1000 for per-household targets = per thousand households, else 1)",
+    )
+    n_estimators: int = Field(100, ge=1, le=10_000)
     max_features: float | Literal["sqrt", "log2"] = Field(
-        0.33, description="fraction of features tried per split (p/3 is the regression default)"
+        "sqrt",
+        description="features tried per split: sqrt(p) (fast: the full evaluation table in minutes "
+        "on 2 cores), or a fraction such as 0.33 (p/3)",
     )
     min_samples_leaf: int = Field(1, ge=1)
     n_jobs: int = Field(-1, description="cores for the forests (-1 = all)")
@@ -110,6 +152,10 @@ class SolarForestConfig(StrictModel):
     pdp_features: list[str] = Field(default_factory=lambda: list(HEADLINE_FACTORS))
     pdp_grid_resolution: int = Field(30, ge=2)
     calibration_bins: int = Field(10, ge=2)
+
+    @property
+    def resolved_target_scale(self) -> float:
+        return self.target_scale if self.target_scale is not None else target_units(self.target)[0]
 
     @field_validator("max_features")
     @classmethod
@@ -134,6 +180,7 @@ class TrainingData:
     features: list[str]
     n_dropped_missing_target: int = 0
     source_sha256: str | None = None
+    n_dropped_min_households: int = 0
 
     @property
     def counties(self) -> pd.Series:
@@ -232,6 +279,19 @@ def prepare_data(
     n_drop = int((~keep).sum())
     if n_drop:
         log.info("left out %d tract(s) without a value of %s", n_drop, target)
+    n_few = 0
+    if config.min_households > 0:
+        if HOUSEHOLD_COLUMN not in table.columns:
+            raise InputDataError(
+                f"model.min_households needs the '{HOUSEHOLD_COLUMN}' column",
+                where=db.source,
+                fix="use the DeepSolar tract table as features, or set min_households: 0",
+            )
+        hh = pd.to_numeric(table[HOUSEHOLD_COLUMN], errors="coerce").to_numpy(dtype=float)
+        enough = hh >= config.min_households  # NaN households: not enough
+        n_few = int((keep & ~enough).sum())
+        keep = keep & enough
+        log.info("left out %d tract(s) with < %d households", n_few, config.min_households)
     y = y_all[keep].to_numpy(dtype=float)
     if (config.two_stage or config.target_transform == "log1p") and (y < 0).any():
         raise InputDataError(
@@ -249,11 +309,24 @@ def prepare_data(
         features=feats,
         n_dropped_missing_target=n_drop,
         source_sha256=db.sha256,
+        n_dropped_min_households=n_few,
     )
 
 
 # --------------------------------------------------------------------------------------------------
 # Estimator
+
+
+def forward_transform(y: np.ndarray, transform: str, scale: float = 1.0) -> np.ndarray:
+    """The scale a model is fitted on: ``y`` itself, or ``log1p(scale * y)``."""
+    y = np.asarray(y, dtype=float)
+    return np.log1p(scale * y) if transform == "log1p" else y
+
+
+def inverse_transform(z: np.ndarray, transform: str, scale: float = 1.0) -> np.ndarray:
+    """Back to the target's own units (the inverse of :func:`forward_transform`)."""
+    z = np.asarray(z, dtype=float)
+    return np.expm1(z) / scale if transform == "log1p" else z
 
 
 def _forest_pipeline(forest: BaseEstimator) -> Pipeline:
@@ -278,8 +351,9 @@ class SolarForestEstimator(RegressorMixin, BaseEstimator):
         classifier_threshold: float = 0.5,
         zero_threshold: float = 0.0,
         target_transform: str = "none",
-        n_estimators: int = 300,
-        max_features: float | str = 0.33,
+        target_scale: float = 1.0,
+        n_estimators: int = 100,
+        max_features: float | str = "sqrt",
         min_samples_leaf: int = 1,
         n_jobs: int | None = -1,
         random_state: int | None = 0,
@@ -289,6 +363,7 @@ class SolarForestEstimator(RegressorMixin, BaseEstimator):
         self.classifier_threshold = classifier_threshold
         self.zero_threshold = zero_threshold
         self.target_transform = target_transform
+        self.target_scale = target_scale
         self.n_estimators = n_estimators
         self.max_features = max_features
         self.min_samples_leaf = min_samples_leaf
@@ -303,6 +378,7 @@ class SolarForestEstimator(RegressorMixin, BaseEstimator):
             classifier_threshold=config.classifier_threshold,
             zero_threshold=config.zero_threshold,
             target_transform=config.target_transform,
+            target_scale=config.resolved_target_scale,
             n_estimators=config.n_estimators,
             max_features=config.max_features,
             min_samples_leaf=config.min_samples_leaf,
@@ -320,12 +396,16 @@ class SolarForestEstimator(RegressorMixin, BaseEstimator):
         )
 
     def _fwd(self, y: np.ndarray) -> np.ndarray:
-        return np.log1p(y) if self.target_transform == "log1p" else y
+        return forward_transform(y, self.target_transform, self.target_scale)
 
-    def _inv(self, y: np.ndarray) -> np.ndarray:
-        return np.expm1(y) if self.target_transform == "log1p" else y
+    def _inv(self, z: np.ndarray) -> np.ndarray:
+        return inverse_transform(z, self.target_transform, self.target_scale)
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> SolarForestEstimator:
+    def fit(
+        self, X: pd.DataFrame, y: np.ndarray, *, classifier: Pipeline | None = None
+    ) -> SolarForestEstimator:
+        """Fit; ``classifier``: an already fitted zero/non-zero stage for these very rows and
+        labels (cross-validation reuses it across target transforms, which do not change it)."""
         X = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
         y = np.asarray(y, dtype=float)
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
@@ -344,8 +424,11 @@ class SolarForestEstimator(RegressorMixin, BaseEstimator):
                 where="two-stage SolarForest fit",
                 fix="use the one-stage model (two_stage: false) or a larger region",
             )
-        self.classifier_ = _forest_pipeline(RandomForestClassifier(**self._forest_kwargs()))
-        self.classifier_.fit(X, nonzero)
+        if classifier is not None:
+            self.classifier_ = classifier
+        else:
+            self.classifier_ = _forest_pipeline(RandomForestClassifier(**self._forest_kwargs()))
+            self.classifier_.fit(X, nonzero)
         self.regressor_ = _forest_pipeline(RandomForestRegressor(**self._forest_kwargs()))
         self.regressor_.fit(X.loc[nonzero], self._fwd(y[nonzero]))
         return self
@@ -371,6 +454,60 @@ class SolarForestEstimator(RegressorMixin, BaseEstimator):
         if self.combine == "hard":
             return np.where(p >= self.classifier_threshold, reg, 0.0)
         return p * reg
+
+
+class BaselineRegressor(RegressorMixin, BaseEstimator):
+    """The plain baselines SolarForest is compared with, on the same features and target scale.
+
+    ``kind="mean"``: the training mean (of the transformed target, back-transformed).
+    ``kind="linear"``: median imputation, standardisation and ridge regression (penalty chosen by
+    efficient leave-one-out over ``alphas``). Predictions are clipped to the training target's range:
+    a linear model extrapolates wildly on heavy-tailed features (population density), and one such
+    tract would otherwise decide the R² alone.
+    """
+
+    def __init__(
+        self,
+        kind: str = "linear",
+        target_transform: str = "none",
+        target_scale: float = 1.0,
+        alphas: tuple[float, ...] = tuple(np.logspace(-2, 4, 13)),
+    ) -> None:
+        self.kind = kind
+        self.target_transform = target_transform
+        self.target_scale = target_scale
+        self.alphas = alphas
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> BaselineRegressor:
+        X = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+        z = forward_transform(y, self.target_transform, self.target_scale)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.range_ = (float(np.min(z)), float(np.max(z)))
+        if self.kind == "mean":
+            self.mean_ = float(np.mean(z))
+            self.model_ = None
+        elif self.kind == "linear":
+            self.model_ = Pipeline(
+                [
+                    ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                    ("scale", StandardScaler()),
+                    ("ridge", RidgeCV(alphas=list(self.alphas))),
+                ]
+            ).fit(X, z)
+        else:
+            raise ConfigError(
+                f"unknown baseline '{self.kind}'", where="BaselineRegressor", fix="mean | linear"
+            )
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "range_")
+        if self.model_ is None:
+            z = np.full(len(X), self.mean_)
+        else:
+            z = np.clip(self.model_.predict(X), *self.range_)
+        return inverse_transform(z, self.target_transform, self.target_scale)
 
 
 @dataclass
@@ -503,43 +640,132 @@ def make_folds(
 
 @dataclass
 class CVResult:
+    """Out-of-fold predictions of one (target, transform, model, CV scheme)."""
+
+    target: str
+    transform: str
+    model: str  # mean | linear | one_stage | two_stage
     scheme: str
-    variant: str
+    fips: pd.Series
+    y: np.ndarray
     oof: np.ndarray
     fold: np.ndarray
     p_nonzero: np.ndarray | None
     metrics: dict[str, Any]
 
+    @property
+    def variant(self) -> str:
+        return self.model
 
-def _regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    return {"r2": float(r2_score(y, pred)), "mae": float(mean_absolute_error(y, pred))}
+
+class EvaluationConfig(StrictModel):
+    """What :func:`evaluate` compares (the ``evaluation:`` section of configs/solarforest.yaml)."""
+
+    targets: list[str] | None = Field(
+        None,
+        description="targets to evaluate; None: model.target, then the paper's deployment density, "
+        "panel area per square mile and the system count",
+    )
+    transforms: list[Transform] = Field(default_factory=lambda: ["none", "log1p"], min_length=1)
+    variants: list[Variant] = Field(
+        default_factory=lambda: ["one_stage", "two_stage"], min_length=1
+    )
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: ["mean", "linear"],
+        description="plain models on the same features and folds: what the forest adds",
+    )
+    bootstrap_samples: int = Field(
+        1000, ge=0, le=100_000, description="resamples for the R² interval (0: none)"
+    )
+    bootstrap_by: Literal["county", "tract"] = Field(
+        "county", description="resample whole counties (tracts in a county are not independent)"
+    )
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+    def resolved_targets(self, primary: str) -> list[str]:
+        wanted = self.targets if self.targets is not None else [primary, *STANDARD_TARGETS]
+        return list(dict.fromkeys(wanted))
+
+    def models(self) -> list[str]:
+        chosen = set(self.baselines) | set(self.variants)
+        return [m for m in MODEL_ORDER if m in chosen]
 
 
-def cross_validate(data: TrainingData, config: SolarForestConfig, scheme: CVScheme) -> CVResult:
-    """Out-of-fold predictions and metrics for one CV scheme (the variant follows ``config``)."""
-    folds = make_folds(data, scheme, config.cv_folds, config.random_state)
+def _regression_metrics(y: np.ndarray, pred: np.ndarray, scale: float = 1.0) -> dict[str, float]:
+    """R² and MAE on the original scale (MAE in display units: column x ``scale``) and the R² of
+    the same predictions on the log1p(scale x y) scale."""
+    y = np.asarray(y, dtype=float)
+    pred = np.asarray(pred, dtype=float)
+    out = {"r2": float(r2_score(y, pred)), "mae": float(mean_absolute_error(y, pred) * scale)}
+    if (y >= 0).all():
+        out["r2_log1p"] = float(
+            r2_score(np.log1p(scale * y), np.log1p(scale * np.clip(pred, 0.0, None)))
+        )
+    return out
+
+
+def cross_validate(
+    data: TrainingData,
+    config: SolarForestConfig,
+    scheme: CVScheme,
+    *,
+    model: str | None = None,
+    folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    classifier_cache: dict[int, Pipeline] | None = None,
+) -> CVResult:
+    """Out-of-fold predictions and metrics for one CV scheme.
+
+    ``model``: ``one_stage`` / ``two_stage`` (default: as ``config.two_stage``) or a baseline,
+    ``mean`` / ``linear``. ``classifier_cache``: fold -> fitted zero/non-zero stage, shared by
+    two-stage runs on the same rows and folds (a target transform does not change the stage).
+    """
+    model = model or ("two_stage" if config.two_stage else "one_stage")
+    if model not in MODEL_ORDER:
+        raise ConfigError(
+            f"unknown model '{model}'", where="cross_validate", fix=f"one of {list(MODEL_ORDER)}"
+        )
+    folds = (
+        folds
+        if folds is not None
+        else make_folds(data, scheme, config.cv_folds, config.random_state)
+    )
+    scale = config.resolved_target_scale
     n = len(data.y)
     oof = np.full(n, np.nan)
     fold_id = np.full(n, -1)
-    p_oof = np.full(n, np.nan) if config.two_stage else None
+    two = model == "two_stage"
+    p_oof = np.full(n, np.nan) if two else None
     per_fold = []
-    base = SolarForestEstimator.from_config(config)
+    if model in ("mean", "linear"):
+        base: BaseEstimator = BaselineRegressor(model, config.target_transform, scale)
+    else:
+        base = SolarForestEstimator.from_config(config).set_params(two_stage=two)
     for k, (tr, te) in enumerate(folds):
-        est = clone(base).fit(data.X.iloc[tr], data.y[tr])
+        est = clone(base)
+        cached = classifier_cache.get(k) if (two and classifier_cache is not None) else None
+        if two:
+            est.fit(data.X.iloc[tr], data.y[tr], classifier=cached)
+            if classifier_cache is not None:
+                classifier_cache[k] = est.classifier_
+        else:
+            est.fit(data.X.iloc[tr], data.y[tr])
         Xte = data.X.iloc[te]
         oof[te] = est.predict(Xte)
         fold_id[te] = k
         if p_oof is not None:
             p_oof[te] = est.predict_proba_nonzero(Xte)
-        m = _regression_metrics(data.y[te], oof[te])
+        m = _regression_metrics(data.y[te], oof[te], scale)
         m["n_test"] = len(te)
         per_fold.append(m)
     r2s = [m["r2"] for m in per_fold]
     metrics: dict[str, Any] = {
+        "target": data.target,
+        "transform": config.target_transform,
+        "model": model,
         "scheme": scheme,
-        "variant": "two_stage" if config.two_stage else "one_stage",
+        "variant": model,
         "n_folds": len(folds),
-        "pooled": _regression_metrics(data.y, oof),
+        "pooled": _regression_metrics(data.y, oof, scale),
         "r2_fold_mean": float(np.mean(r2s)),
         "r2_fold_std": float(np.std(r2s)),
         "mae_fold_mean": float(np.mean([m["mae"] for m in per_fold])),
@@ -547,12 +773,270 @@ def cross_validate(data: TrainingData, config: SolarForestConfig, scheme: CVSche
     }
     nonzero = data.y > config.zero_threshold
     if nonzero.sum() >= 2:
-        metrics["nonzero_tracts"] = _regression_metrics(data.y[nonzero], oof[nonzero])
+        metrics["nonzero_tracts"] = _regression_metrics(data.y[nonzero], oof[nonzero], scale)
     if p_oof is not None:
         metrics["classifier"] = classifier_metrics(
             nonzero, p_oof, config.classifier_threshold, config.calibration_bins
         )
-    return CVResult(scheme, metrics["variant"], oof, fold_id, p_oof, metrics)
+    return CVResult(
+        data.target, config.target_transform, model, scheme, data.fips, data.y, oof, fold_id,
+        p_oof, metrics,
+    )  # fmt: skip
+
+
+def top_variance_share(y: np.ndarray, k: int = 10) -> float:
+    """Share of the total sum of squares (the R² denominator) held by the ``k`` tracts farthest
+    from the mean: near 1, a handful of tracts decide the R²."""
+    d2 = (np.asarray(y, dtype=float) - np.mean(y)) ** 2
+    total = d2.sum()
+    return float(np.sort(d2)[-k:].sum() / total) if total > 0 else float("nan")
+
+
+def bootstrap_weights(groups: np.ndarray, n_samples: int, seed: int = 0) -> np.ndarray:
+    """``(n_samples, n_rows)`` resampling weights: whole groups drawn with replacement.
+
+    Row ``i`` of a resample is counted as often as its group was drawn; with one group per row
+    this is the ordinary bootstrap. The same weights serve every model of a comparison (paired).
+    """
+    codes, uniques = pd.factorize(np.asarray(groups))
+    g = len(uniques)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(g, np.full(g, 1.0 / g), size=n_samples)
+    return counts[:, codes].astype(float)
+
+
+def weighted_r2(weights: np.ndarray, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """R² of ``pred`` under each row of ``weights`` (one value per bootstrap resample)."""
+    y = np.asarray(y, dtype=float)
+    c = y - y.mean()  # centred once: the sums of squares below lose no precision
+    sw = weights.sum(axis=1)
+    sse = weights @ (y - np.asarray(pred, dtype=float)) ** 2
+    mc = (weights @ c) / sw
+    sst = weights @ c**2 - sw * mc**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sst > 0, 1.0 - sse / sst, np.nan)
+
+
+def bootstrap_interval(
+    weights: np.ndarray, y: np.ndarray, pred: np.ndarray, confidence: float = 0.95
+) -> list[float]:
+    """Percentile interval of the R² over the resamples in ``weights``."""
+    r2 = weighted_r2(weights, y, pred)
+    a = (1.0 - confidence) / 2.0
+    lo, hi = np.nanquantile(r2, [a, 1.0 - a])
+    return [float(lo), float(hi)]
+
+
+def _add_intervals(res: CVResult, weights: np.ndarray, scale: float, confidence: float) -> None:
+    m = res.metrics["pooled"]
+    m["r2_ci"] = bootstrap_interval(weights, res.y, res.oof, confidence)
+    if "r2_log1p" in m:
+        m["r2_log1p_ci"] = bootstrap_interval(
+            weights,
+            np.log1p(scale * res.y),
+            np.log1p(scale * np.clip(res.oof, 0.0, None)),
+            confidence,
+        )
+
+
+def evaluate(
+    db: TractDB,
+    config: SolarForestConfig,
+    evaluation: EvaluationConfig | None = None,
+    table: pd.DataFrame | None = None,
+) -> tuple[dict[str, Any], dict[tuple[str, str, str, str], CVResult]]:
+    """Cross-validate every target x transform x model x CV scheme on the same folds.
+
+    Returns the metrics (JSON-ready) and the raw results keyed ``(target, transform, model,
+    scheme)``. Models: the plain baselines and the one-/two-stage forest (``evaluation``); every
+    pooled out-of-fold R² gets a bootstrap interval (whole counties resampled by default, the same
+    resamples for every model of a target and scheme). ``metrics["variants"]`` repeats the forest
+    runs of ``config.target`` / ``config.target_transform`` (the primary model).
+    """
+    ev = evaluation or EvaluationConfig()
+    targets = ev.resolved_targets(config.target)
+    models = ev.models()
+    results: dict[tuple[str, str, str, str], CVResult] = {}
+    out: dict[str, Any] = {
+        "primary_target": config.target,
+        "primary_transform": config.target_transform,
+        "source_sha256": db.sha256,
+        "config": config.model_dump(mode="json"),
+        "evaluation": ev.model_dump(mode="json"),
+        "versions": library_versions(),
+        "targets": {},
+    }
+    for target in targets:
+        cfg_t = config.model_copy(
+            update={
+                "target": target,
+                "target_scale": config.target_scale if target == config.target else None,
+            }
+        )
+        check = cfg_t.model_copy(
+            update={
+                "two_stage": "two_stage" in models,
+                "target_transform": "log1p" if "log1p" in ev.transforms else "none",
+            }
+        )
+        data = prepare_data(db, check, table)
+        scale = cfg_t.resolved_target_scale
+        default_scale, unit = target_units(target)
+        if scale != default_scale or not unit:
+            unit = f"{target} x {scale:g}"
+        entry: dict[str, Any] = {
+            "unit": unit,
+            "scale": scale,
+            "n_tracts": len(data.y),
+            "n_counties": int(data.counties.nunique()),
+            "n_features": len(data.features),
+            "n_dropped_missing_target": data.n_dropped_missing_target,
+            "n_dropped_min_households": data.n_dropped_min_households,
+            "zero_fraction": float(np.mean(data.y <= config.zero_threshold)),
+            "top10_variance_share": top_variance_share(data.y, 10),
+            "data_sha256": data.sha256(),
+            "runs": {},
+        }
+        groups = data.counties.to_numpy() if ev.bootstrap_by == "county" else np.arange(len(data.y))
+        for scheme in config.cv_schemes:
+            folds = make_folds(data, scheme, config.cv_folds, config.random_state)
+            weights = (
+                bootstrap_weights(groups, ev.bootstrap_samples, config.random_state)
+                if ev.bootstrap_samples
+                else None
+            )
+            cache: dict[int, Pipeline] = {}
+            for transform in ev.transforms:
+                cfg = cfg_t.model_copy(update={"target_transform": transform})
+                for model in models:
+                    res = cross_validate(
+                        data, cfg, scheme, model=model, folds=folds, classifier_cache=cache
+                    )
+                    if weights is not None:
+                        _add_intervals(res, weights, scale, ev.confidence)
+                    results[(target, transform, model, scheme)] = res
+                    runs = entry["runs"].setdefault(transform, {}).setdefault(model, {})
+                    runs[scheme] = res.metrics
+                    log.info(
+                        "%s / %s / %s / %s CV: R2 %.3f %s, MAE %.3g", target, transform, model,
+                        scheme, res.metrics["pooled"]["r2"], res.metrics["pooled"].get("r2_ci"),
+                        res.metrics["pooled"]["mae"],
+                    )  # fmt: skip
+        # keep the table's order: transforms, then models, as configured
+        entry["runs"] = {t: {m: entry["runs"][t][m] for m in models} for t in ev.transforms}
+        out["targets"][target] = entry
+    primary = config.target if config.target in out["targets"] else targets[0]
+    prim = out["targets"][primary]
+    ptrans = (
+        config.target_transform if config.target_transform in ev.transforms else ev.transforms[0]
+    )
+    out.update(
+        {
+            "target": primary,
+            "unit": prim["unit"],
+            "n_tracts": prim["n_tracts"],
+            "n_counties": prim["n_counties"],
+            "n_features": prim["n_features"],
+            "zero_fraction": prim["zero_fraction"],
+            "data_sha256": prim["data_sha256"],
+            "variants": {
+                v: prim["runs"][ptrans][v] for v in ("one_stage", "two_stage") if v in models
+            },
+        }
+    )
+    return out, results
+
+
+def oof_table(results: dict[tuple[str, str, str, str], CVResult]) -> pd.DataFrame:
+    """Per-tract out-of-fold predictions, one row per tract and (target, transform, model, scheme)."""
+    frames = []
+    for r in results.values():
+        frames.append(
+            pd.DataFrame(
+                {
+                    "fips": r.fips.to_numpy(),
+                    "target": r.target,
+                    "transform": r.transform,
+                    "model": r.model,
+                    "scheme": r.scheme,
+                    "fold": r.fold,
+                    "observed": r.y,
+                    "predicted": r.oof,
+                    "p_nonzero": r.p_nonzero if r.p_nonzero is not None else np.nan,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+TARGET_LABELS = {
+    "number_of_solar_system_per_household": "deployment density (paper)",
+    "solar_panel_area_divided_by_area": "panel area density",
+    "solar_system_count": "system count",
+}
+
+
+def _fmt_r2(m: dict[str, Any], key: str = "r2") -> str:
+    v = m.get(key)
+    if v is None:
+        return "-"
+    ci = m.get(f"{key}_ci")
+    return f"{v:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.3f}"
+
+
+def r2_table(metrics: dict[str, Any]) -> str:
+    """Markdown table: every target x transform x model, pooled out-of-fold R² per CV scheme with
+    its bootstrap interval, the R² of the same predictions on the log1p scale, and the MAE."""
+    schemes = list(metrics["config"]["cv_schemes"])
+    conf = round(100 * metrics.get("evaluation", {}).get("confidence", 0.95))
+    by = metrics.get("evaluation", {}).get("bootstrap_by", "county")
+    head = ["target (unit)", "transform", "model"]
+    head += [f"R² {SCHEME_LABELS[s]} [{conf}% CI]" for s in schemes]
+    head += [f"R² log1p scale ({' / '.join(SCHEME_LABELS[s].split()[0] for s in schemes)})"]
+    head += [f"MAE ({' / '.join(SCHEME_LABELS[s].split()[0] for s in schemes)})"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for target, entry in metrics["targets"].items():
+        label = TARGET_LABELS.get(target, target)
+        for transform, by_model in entry["runs"].items():
+            for model, by_scheme in by_model.items():
+                ms = [by_scheme[s]["pooled"] for s in schemes]
+                row = [f"{label} ({entry['unit']})", transform, MODEL_LABELS[model]]
+                row += [_fmt_r2(m) for m in ms]
+                row += [" / ".join(f"{m['r2_log1p']:.3f}" if "r2_log1p" in m else "-" for m in ms)]
+                row += [" / ".join(f"{m['mae']:.3g}" for m in ms)]
+                lines.append("| " + " | ".join(row) + " |")
+    n_boot = metrics.get("evaluation", {}).get("bootstrap_samples", 0)
+    lines.append("")
+    lines.append(
+        f"R²: pooled out-of-fold, original units (log1p rows back-transformed); [CI]: "
+        f"{n_boot} bootstrap resamples of whole {'counties' if by == 'county' else 'tracts'} "
+        "(test-set sampling only, no refit); "
+        "log1p scale: R² of log(1 + y) for the same predictions; MAE in the target's unit."
+    )
+    return "\n".join(lines)
+
+
+def classifier_table(metrics: dict[str, Any]) -> str:
+    """Markdown table of the two-stage model's zero/non-zero stage per target and CV scheme."""
+    lines = [
+        "| target | CV | share with solar | AUC | Brier | accuracy | calibration error (ECE) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    found = False
+    for target, entry in metrics["targets"].items():
+        first = next(iter(entry["runs"].values()))
+        for scheme, m in first.get("two_stage", {}).items():
+            c = m.get("classifier")
+            if not c:
+                continue
+            found = True
+            auc = f"{c['auc']:.3f}" if c["auc"] is not None else "-"
+            lines.append(
+                f"| {TARGET_LABELS.get(target, target)} | {SCHEME_LABELS[scheme]} | "
+                f"{c['nonzero_fraction']:.2f} | {auc} | {c['brier']:.3f} | {c['accuracy']:.3f} | "
+                f"{c['ece']:.3f} |"
+            )
+    return "\n".join(lines) if found else ""
 
 
 def classifier_metrics(
@@ -581,71 +1065,6 @@ def _ece(y: np.ndarray, p: np.ndarray, n_bins: int) -> float:
         m = bins == b
         err += m.mean() * abs(float(np.mean(y[m])) - float(np.mean(p[m])))
     return float(err)
-
-
-def evaluate(
-    data: TrainingData,
-    config: SolarForestConfig,
-    variants: list[Variant] | tuple[Variant, ...] = ("one_stage", "two_stage"),
-) -> tuple[dict[str, Any], dict[tuple[str, str], CVResult]]:
-    """Cross-validate every (variant, scheme); returns metrics JSON and the raw CV results."""
-    results: dict[tuple[str, str], CVResult] = {}
-    out: dict[str, Any] = {
-        "target": data.target,
-        "n_tracts": len(data.y),
-        "n_counties": int(data.counties.nunique()),
-        "n_features": len(data.features),
-        "zero_fraction": float(np.mean(data.y <= config.zero_threshold)),
-        "data_sha256": data.sha256(),
-        "source_sha256": data.source_sha256,
-        "config": config.model_dump(mode="json"),
-        "versions": library_versions(),
-        "variants": {},
-    }
-    for variant in variants:
-        cfg = config.model_copy(update={"two_stage": variant == "two_stage"})
-        out["variants"][variant] = {}
-        for scheme in config.cv_schemes:
-            res = cross_validate(data, cfg, scheme)
-            results[(variant, scheme)] = res
-            out["variants"][variant][scheme] = res.metrics
-            log.info(
-                "%s / %s CV: R2 %.3f (folds %.3f +- %.3f), MAE %.2f",
-                variant, scheme, res.metrics["pooled"]["r2"], res.metrics["r2_fold_mean"],
-                res.metrics["r2_fold_std"], res.metrics["pooled"]["mae"],
-            )  # fmt: skip
-    return out, results
-
-
-def oof_table(data: TrainingData, results: dict[tuple[str, str], CVResult]) -> pd.DataFrame:
-    """Per-tract out-of-fold predictions, one column per (variant, scheme)."""
-    df = pd.DataFrame({"fips": data.fips, f"observed_{data.target}": data.y})
-    for (variant, scheme), r in results.items():
-        df[f"oof_{variant}_{scheme}"] = r.oof
-        df[f"fold_{variant}_{scheme}"] = r.fold
-        if r.p_nonzero is not None:
-            df[f"p_nonzero_{variant}_{scheme}"] = r.p_nonzero
-    return df
-
-
-def r2_table(metrics: dict[str, Any]) -> str:
-    """Markdown table of out-of-sample R² / MAE per variant and CV scheme."""
-    lines = [
-        "| model | CV | R² (pooled out-of-fold) | R² per fold (mean ± sd) | MAE | P(non-zero) AUC / Brier |",
-        "|---|---|---|---|---|---|",
-    ]
-    for variant, by_scheme in metrics["variants"].items():
-        for scheme, m in by_scheme.items():
-            cls = m.get("classifier")
-            cls_s = (
-                f"{cls['auc']:.3f} / {cls['brier']:.3f}" if cls and cls["auc"] is not None else "-"
-            )
-            cv = "random K-fold" if scheme == "random" else "spatial (county) K-fold"
-            lines.append(
-                f"| {variant.replace('_', '-')} | {cv} | {m['pooled']['r2']:.3f} | "
-                f"{m['r2_fold_mean']:.3f} ± {m['r2_fold_std']:.3f} | {m['pooled']['mae']:.3g} | {cls_s} |"
-            )
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -797,20 +1216,38 @@ def plot_calibration(metrics: dict[str, Any], path: str | Path) -> Path | None:
 
 
 def plot_observed_vs_predicted(
-    data: TrainingData, results: dict[tuple[str, str], CVResult], path: str | Path
+    results: dict[tuple[str, str, str, str], CVResult],
+    path: str | Path,
+    target: str | None = None,
+    transform: str | None = None,
 ) -> Path:
+    """Observed vs out-of-fold predicted, one panel per forest model and CV scheme (one target and
+    transform: by default the first evaluated)."""
     plt = _pyplot()
-    keys = list(results)
+    first = next(iter(results.values()))
+    target = target or first.target
+    transform = transform or first.transform
+    keys = [
+        k
+        for k in results
+        if k[0] == target and k[1] == transform and k[2] in ("one_stage", "two_stage")
+    ] or [k for k in results if k[0] == target and k[1] == transform]
+    scale = target_units(target)[0]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2), squeeze=False)
-    hi = float(np.nanpercentile(data.y, 99.5)) * 1.05 or 1.0
+    y = results[keys[0]].y * scale
+    hi = float(np.nanpercentile(y, 99.5)) * 1.05 or 1.0
     for ax, key in zip(axes.ravel(), keys, strict=True):
         r = results[key]
-        ax.scatter(data.y, r.oof, s=4, alpha=0.4)
+        ax.scatter(y, r.oof * scale, s=4, alpha=0.4)
         ax.plot([0, hi], [0, hi], "k:")
         ax.set_xlim(0, hi)
         ax.set_ylim(0, hi)
-        ax.set_title(f"{key[0]} / {key[1]} CV: R² {r.metrics['pooled']['r2']:.2f}", fontsize=9)
-        ax.set_xlabel(f"observed {data.target}", fontsize=8)
+        ax.set_title(
+            f"{MODEL_LABELS[r.model]}, {transform}\n{SCHEME_LABELS[r.scheme]}: "
+            f"R² {r.metrics['pooled']['r2']:.2f}",
+            fontsize=9,
+        )
+        ax.set_xlabel(f"observed {target} (x{scale:g})", fontsize=8)
         ax.set_ylabel("out-of-fold prediction", fontsize=8)
     return _save_fig(fig, Path(path))
 
@@ -981,15 +1418,26 @@ def load_training_table(
     lexicon_path: str | Path | None = None,
     target_path: str | Path | None = None,
     target_layer: str = "tracts",
+    targets: list[str] | None = None,
 ) -> tuple[TractDB, pd.DataFrame]:
-    """The feature table, joined to an external per-tract target table when one is given."""
+    """The feature table, joined to an external per-tract target table when one is given.
+
+    ``targets``: every target column to take from ``target_path`` (default: ``config.target``).
+    The paper's deployment density is computed from our residential systems and the tract's
+    households when our table lacks it; the households then come from the feature table's ACS
+    ``household_count`` (see :func:`deepsolar.tractdb.read_target_table`).
+    """
     from deepsolar.tractdb import join_target, read_target_table, read_tract_db
 
     db = read_tract_db(features_path, lexicon=lexicon_path)
     if target_path is None:
         return db, db.table
-    tt = read_target_table(target_path, config.target, layer=target_layer)
-    return db, join_target(db, tt, config.target)
+    wanted = list(dict.fromkeys(targets or [config.target]))
+    households = (
+        db.table.set_index("fips")[HOUSEHOLD_COLUMN] if HOUSEHOLD_COLUMN in db.table else None
+    )
+    tt = read_target_table(target_path, wanted, layer=target_layer, households=households)
+    return db, join_target(db, tt, wanted)
 
 
 def write_predictions_gpkg(
@@ -1041,23 +1489,28 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
 def write_evaluation(
     out_dir: str | Path,
     metrics: dict[str, Any],
-    data: TrainingData,
-    results: dict[tuple[str, str], CVResult],
+    results: dict[tuple[str, str, str, str], CVResult],
     permutation: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """metrics.json, r2_table.md, oof_predictions.csv and the evaluation plots; returns the paths."""
     out = Path(out_dir)
     paths = {
         "metrics_json": write_json_atomic(out / "metrics.json", metrics),
-        "oof_predictions": write_csv_atomic(oof_table(data, results), out / "oof_predictions.csv"),
+        "oof_predictions": write_csv_atomic(oof_table(results), out / "oof_predictions.csv"),
         "observed_vs_predicted": plot_observed_vs_predicted(
-            data, results, out / "observed_vs_predicted.png"
+            results,
+            out / "observed_vs_predicted.png",
+            metrics.get("target"),
+            metrics.get("primary_transform"),
         ),
     }
     table = out / "r2_table.md"
     fd, tmp = tempfile.mkstemp(prefix=".r2_table.", suffix=".tmp", dir=out)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(r2_table(metrics) + "\n")
+        cls = classifier_table(metrics)
+        if cls:
+            f.write("\nTwo-stage SolarForest, zero/non-zero stage:\n\n" + cls + "\n")
     atomic_replace(tmp, table)
     paths["r2_table"] = table
     cal = plot_calibration(metrics, out / "calibration.png")

@@ -1,14 +1,16 @@
 """Flow ``solarforest``: train / evaluate / predict the tract-level solar deployment regression.
 
 - ``train``: fit on every tract, save the model (``.skops`` + ``.json`` sidecar), importances, PDPs.
-- ``evaluate``: random and spatial (county) K-fold CV of the one- and two-stage models: metrics.json,
-  r2_table.md, out-of-fold predictions, calibration, permutation importances, PDPs.
+- ``evaluate``: random and spatial (county) K-fold CV of every target x transform x model (plain
+  baselines, one- and two-stage forest) with bootstrap R² intervals: metrics.json, r2_table.md,
+  out-of-fold predictions, calibration, permutation importances, PDPs of the primary model.
 - ``predict``: apply a saved model to a feature table: predictions.csv, and a GeoPackage ``tracts``
   layer with the predictions when tract polygons are known.
 
 Run from a YAML config (Prefect starts a temporary API when no server is configured)::
 
     python -m flows.solarforest --config configs/solarforest.yaml            # prints the R² table
+    python -m flows.solarforest --config configs/solarforest.yaml --quick    # smaller, ~1 min
     python -m flows.solarforest --config configs/solarforest.yaml --mode train
 """
 
@@ -59,8 +61,9 @@ class SolarForestFlowParams(StrictModel):
         description="GeoPackage whose 'tracts' layer receives the predictions (may be the mapping "
         "flow's own GeoPackage); default: <output_dir>/solarforest_predictions.gpkg",
     )
-    variants: list[sf.Variant] = Field(
-        default_factory=lambda: ["one_stage", "two_stage"], min_length=1
+    evaluation: sf.EvaluationConfig = Field(
+        default_factory=sf.EvaluationConfig,
+        description="evaluate mode: targets, transforms, models and bootstrap of the R² table",
     )
     permutation_importance: bool = True
     model: sf.SolarForestConfig = Field(default_factory=sf.SolarForestConfig)
@@ -70,6 +73,13 @@ class SolarForestFlowParams(StrictModel):
         if (self.features_path is None) == (self.features_url is None):
             raise ValueError("give exactly one of features_path or features_url")
         return self
+
+    @property
+    def targets(self) -> list[str]:
+        """Target columns this run needs (every evaluated target in evaluate mode)."""
+        if self.mode == "evaluate":
+            return self.evaluation.resolved_targets(self.model.target)
+        return [self.model.target]
 
     @property
     def resolved_model_path(self) -> Path:
@@ -118,13 +128,14 @@ def load_task(p: SolarForestFlowParams, features_path: Path) -> tuple[Any, Any, 
         lexicon_path=p.lexicon_path,
         target_path=p.target_path,
         target_layer=p.target_layer,
+        targets=p.targets,
     )
     return db, table, sf.prepare_data(db, p.model, table)
 
 
 @task(name="cross-validate", cache_policy=NO_CACHE)
-def cv_task(data: sf.TrainingData, p: SolarForestFlowParams) -> tuple[dict, dict]:
-    return sf.evaluate(data, p.model, p.variants)
+def cv_task(db: Any, table: Any, p: SolarForestFlowParams) -> tuple[dict, dict]:
+    return sf.evaluate(db, p.model, p.evaluation, table)
 
 
 @task(name="permutation-importance", cache_policy=NO_CACHE)
@@ -143,8 +154,8 @@ def diagnostics_task(model: sf.SolarForestModel, data: sf.TrainingData, out_dir:
 
 
 @task(name="write-evaluation", cache_policy=NO_CACHE)
-def write_eval_task(out_dir: Path, metrics: dict, data: Any, results: dict, perm: Any) -> dict:
-    return sf.write_evaluation(out_dir, metrics, data, results, perm)
+def write_eval_task(out_dir: Path, metrics: dict, results: dict, perm: Any) -> dict:
+    return sf.write_evaluation(out_dir, metrics, results, perm)
 
 
 @task(name="save-model", cache_policy=NO_CACHE)
@@ -203,12 +214,44 @@ def solarforest(params: SolarForestFlowParams) -> dict[str, Any]:
         diag = diagnostics_task(model, data, out_dir)
         logger.info("model saved to %s", saved["model"])
         return {"mode": p.mode, **saved, **diag, "in_sample": model.metadata["in_sample"]}
-    metrics, results = cv_task(data, p)
+    metrics, results = cv_task(db, table, p)
     perm = permutation_task(data, p) if p.permutation_importance else None
-    paths = write_eval_task(out_dir, metrics, data, results, perm)
+    paths = write_eval_task(out_dir, metrics, results, perm)
     diag = diagnostics_task(fit_task(data, p), data, out_dir)
     logger.info("R² table:\n%s", sf.r2_table(metrics))
     return {"mode": p.mode, **paths, **diag, "metrics": metrics}
+
+
+#: ``--quick``: the same table with fewer trees and resamples (for a first look).
+QUICK = {
+    "model.n_estimators": 30,
+    "evaluation.bootstrap_samples": 200,
+    "permutation_importance": "false",
+}
+
+
+def summary(m: dict[str, Any]) -> str:
+    """One line per evaluated target: tracts, counties, features, share of zero tracts."""
+    c = m["config"]
+    lines = [
+        f"SolarForest out-of-sample skill ({c['n_estimators']} trees, max_features "
+        f"{c['max_features']}, {c['cv_folds']} folds, seed {c['random_state']}); primary model: "
+        f"{m['target']} / {m['primary_transform']}"
+    ]
+    for target, e in m["targets"].items():
+        lines.append(
+            f"  {target} [{e['unit']}]: {e['n_tracts']} tracts ({e['n_dropped_missing_target']} "
+            f"without a value left out"
+            + (
+                f", {e['n_dropped_min_households']} with < {c['min_households']} households"
+                if c["min_households"]
+                else ""
+            )
+            + f") in {e['n_counties']} counties, {e['n_features']} features, "
+            f"{100 * e['zero_fraction']:.0f}% zero tracts; the 10 most extreme tracts hold "
+            f"{100 * e['top10_variance_share']:.0f}% of its variance"
+        )
+    return "\n".join(lines)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -235,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=["train", "evaluate", "predict"], help="overrides the config")
     ap.add_argument("--output-dir", type=Path, help="overrides output_dir")
     ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"evaluate with smaller settings ({', '.join(f'{k}={v}' for k, v in QUICK.items())})",
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -250,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             data["mode"] = args.mode
         if args.output_dir:
             data["output_dir"] = str(args.output_dir)
+        if args.quick:
+            for item, value in QUICK.items():
+                apply_override(data, f"{item}={value}")
         p = validate_config(SolarForestFlowParams, data, where=str(args.config))
         check_inputs(p)
         result = solarforest(p)
@@ -258,12 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if result["mode"] == "evaluate":
         m = result["metrics"]
-        print(
-            f"SolarForest out-of-sample skill: target {m['target']}, {m['n_tracts']} tracts in "
-            f"{m['n_counties']} counties, {m['n_features']} features, "
-            f"{100 * m['zero_fraction']:.0f}% zero tracts"
-        )
+        print(summary(m))
         print(sf.r2_table(m))
+        cls = sf.classifier_table(m)
+        if cls:
+            print("\nTwo-stage SolarForest, zero/non-zero stage:\n" + cls)
     for k, v in result.items():
         if k not in ("metrics", "mode") and isinstance(v, str):
             print(f"{k}: {v}")

@@ -20,8 +20,11 @@ from flows.solarforest import SolarForestFlowParams, main, solarforest
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 VA = "tables/deepsolar_tract_va/deepsolar_tract_VA.csv"
+PH = "number_of_solar_system_per_household"
+AREA = "solar_panel_area_divided_by_area"
 FAST_MODEL = {"n_estimators": 20, "max_features": "sqrt", "n_jobs": 1, "cv_folds": 3,
               "permutation_repeats": 1, "pdp_grid_resolution": 5}  # fmt: skip
+FAST_EVAL = {"targets": [PH, AREA], "bootstrap_samples": 100}
 
 
 def _params(shared_data: Path, out: Path, **kw) -> SolarForestFlowParams:
@@ -33,16 +36,17 @@ def _params(shared_data: Path, out: Path, **kw) -> SolarForestFlowParams:
 @pytest.mark.slow
 def test_evaluate_writes_metrics_consistent_with_predictions(shared_data, tmp_path) -> None:
     out = tmp_path / "eval"
-    res = solarforest(_params(shared_data, out, mode="evaluate"))
+    res = solarforest(_params(shared_data, out, mode="evaluate", evaluation=FAST_EVAL))
     m = json.loads((out / "metrics.json").read_text())
     assert m == json.loads(json.dumps(res["metrics"]))
     oof = pd.read_csv(out / "oof_predictions.csv", dtype={"fips": str})
-    y = oof["observed_solar_panel_area_divided_by_area"]
-    for variant in ("one_stage", "two_stage"):
-        for scheme in ("random", "spatial"):
-            r2 = r2_score(y, oof[f"oof_{variant}_{scheme}"])
-            assert r2 == pytest.approx(m["variants"][variant][scheme]["pooled"]["r2"])
-    assert m["variants"]["one_stage"]["random"]["pooled"]["r2"] > 0.1
+    groups = oof.groupby(["target", "transform", "model", "scheme"])
+    assert len(groups) == 2 * 2 * 4 * 2  # every target x transform x model x CV scheme
+    for (target, transform, model, scheme), g in groups:
+        run = m["targets"][target]["runs"][transform][model][scheme]["pooled"]
+        assert r2_score(g["observed"], g["predicted"]) == pytest.approx(run["r2"])
+    assert m["target"] == PH
+    assert m["variants"]["one_stage"]["random"]["pooled"]["r2"] > 0.3
     for name in ("r2_table.md", "calibration.png", "partial_dependence.png",
                  "permutation_importances.csv", "impurity_importances.png"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name
@@ -53,14 +57,19 @@ def _mapping_gpkg(shared_data: Path, path: Path) -> pd.DataFrame:
     another layer that must survive. Targets and GEOIDs are real VA values; the polygons are
     SYNTHETIC 0.01-degree squares around the DeepSolar tract centroids."""
     raw = pd.read_csv(shared_data / VA, dtype={"fips": str})
-    t = raw.dropna(subset=["lat", "lon", "solar_panel_area_divided_by_area"]).head(250)
+    t = raw.dropna(subset=["lat", "lon", AREA]).head(250)
     geoms = [
         box(lo - 0.005, la - 0.005, lo + 0.005, la + 0.005)
         for lo, la in zip(t.lon, t.lat, strict=True)
     ]
+    # no household counts in the layer (our built-in tracts have none): the deployment density
+    # comes from our residential systems and the feature table's households
     tracts = gpd.GeoDataFrame(
-        {"GEOID": t["fips"].to_numpy(), "solar_panel_area_divided_by_area":
-         t["solar_panel_area_divided_by_area"].to_numpy(), "n_panels": np.arange(len(t))},
+        {"GEOID": t["fips"].to_numpy(), AREA: t[AREA].to_numpy(),
+         "solar_system_count": t["solar_system_count"].to_numpy(),
+         "solar_system_count_residential": t["solar_system_count_residential"].to_numpy(),
+         "household_count_in_features": t["household_count"].to_numpy(),
+         "n_panels": np.arange(len(t))},
         geometry=geoms, crs=4326,
     )  # fmt: skip
     tracts.to_file(path, layer="tracts", driver="GPKG")
@@ -77,7 +86,9 @@ def test_train_then_predict_into_the_mapping_geopackage(shared_data, tmp_path) -
     model_cfg = {**FAST_MODEL, "two_stage": True}
     res = solarforest(_params(shared_data, out, mode="train", model=model_cfg, **common))
     side = json.loads(Path(res["sidecar"]).read_text())
-    assert side["n_train_tracts"] == len(tracts)  # trained on our tracts only, our target
+    # trained on our tracts only, the paper's target computed from them (tracts with households)
+    with_households = int((tracts["household_count_in_features"] > 0).sum())
+    assert side["target"] == PH and side["n_train_tracts"] == with_households
     assert side["config"]["two_stage"] is True
     assert Path(res["partial_dependence"]).is_file()
 
@@ -87,13 +98,15 @@ def test_train_then_predict_into_the_mapping_geopackage(shared_data, tmp_path) -
     assert layers == {"tracts", "panels"}  # the other layer survived
     got = gpd.read_file(gpkg, layer="tracts")
     assert len(got) == len(tracts) and (got["n_panels"] == tracts["n_panels"]).all()
-    pred = got["predicted_solar_panel_area_divided_by_area"]
+    pred = got[f"predicted_{PH}"]
     assert pred.notna().all() and (pred >= 0).all()
     assert got["p_nonzero"].between(0, 1).all()
+    obs = got[f"observed_{PH}"]
+    expected = tracts["solar_system_count_residential"] / tracts["household_count_in_features"]
+    ok = tracts["household_count_in_features"].to_numpy() > 0
+    np.testing.assert_allclose(obs[ok], expected[ok])
     csv = pd.read_csv(out / "predictions.csv", dtype={"fips": str})
-    np.testing.assert_allclose(
-        csv.set_index("fips").loc[got["GEOID"], "predicted_solar_panel_area_divided_by_area"], pred
-    )
+    np.testing.assert_allclose(csv.set_index("fips").loc[got["GEOID"], f"predicted_{PH}"], pred)
     # running predict again replaces the prediction columns instead of duplicating them
     solarforest(_params(shared_data, out, mode="predict", **common))
     again = gpd.read_file(gpkg, layer="tracts")
@@ -126,7 +139,20 @@ def test_example_config_is_valid() -> None:
     repo = Path(__file__).resolve().parent.parent
     p = load_config(SolarForestFlowParams, repo / "configs/solarforest.yaml")
     assert p.mode == "evaluate" and p.features_path.name == "deepsolar_tract_VA.csv"
-    assert p.model.target == "solar_panel_area_divided_by_area"
+    assert p.model.target == PH  # the paper's deployment density
+    assert p.targets == [PH, AREA, "solar_system_count"]
+    assert p.evaluation.transforms == ["none", "log1p"]
+    assert p.evaluation.models() == ["mean", "linear", "one_stage", "two_stage"]
+
+
+def test_quick_overrides_are_valid_parameters() -> None:
+    from flows.solarforest import QUICK, apply_override
+
+    data = {"features_path": "x.csv"}
+    for k, v in QUICK.items():
+        apply_override(data, f"{k}={v}")
+    p = validate_config(SolarForestFlowParams, data)
+    assert p.model.n_estimators < 100 and p.permutation_importance is False
 
 
 def test_cli_overrides() -> None:
