@@ -28,6 +28,28 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return p
 
 
+BUILTIN = "builtin"
+# The reference model the project ships (data/models/, see its MODEL_CARD.md); DEEPSOLAR_MODELS_DIR
+# points elsewhere (e.g. when the package is installed without the repository).
+BUILTIN_FILES = {
+    "classifier": "builtin-classifier.pt",
+    "segmenter": "builtin-segmenter.pt",
+}
+
+
+def builtin_models_dir() -> Path:
+    """Folder of the shipped reference model: ``$DEEPSOLAR_MODELS_DIR`` or ``<repo>/data/models``."""
+    env = os.environ.get("DEEPSOLAR_MODELS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "models"
+
+
+def resolve_checkpoint(path: str | Path, kind: str) -> Path:
+    """``builtin`` -> the shipped reference model's file of ``kind``; anything else unchanged."""
+    if str(path) == BUILTIN and kind in BUILTIN_FILES:
+        return builtin_models_dir() / BUILTIN_FILES[kind]
+    return Path(path)
+
+
 def load_checkpoint_safely(
     path: str | Path, *, fmt: str, kind: str, producer: str
 ) -> dict[str, Any]:
@@ -36,7 +58,7 @@ def load_checkpoint_safely(
     ``fmt`` is the ``format`` field the file must carry; ``kind`` and ``producer`` name the file
     and the flow that writes it in the error messages.
     """
-    p = Path(path)
+    p = resolve_checkpoint(path, kind)
     fix = f"use a checkpoint written by deepsolar's {producer}"
     if not p.is_file():
         raise InputDataError(

@@ -113,8 +113,12 @@ COMMANDS = [
             Opt("--device", "auto, cpu, cuda, cuda:1 or mps (default auto)", {"metavar": "DEV"}),
             Opt("--bootstrap-reps", "bootstrap resamples for the 95%% intervals (default 1000)",
                 {"metavar": "N"}),
+            Opt("--ground-m-per-px", "metres per pixel of chips whose metadata does not say "
+                "(chips wider than a tile are cut into tile-sized sub-tiles)", {"metavar": "M"}),
+            Opt("--whole-chips", "resize whole chips into the network (DeepSolar's way) instead "
+                "of cutting them into tile-sized sub-tiles", {"action": "store_true"}),
         ],
-        "deepsolar evaluate-classifier --checkpoint out/clf/best.pt --source my-chips/",
+        "deepsolar evaluate-classifier --checkpoint builtin --source my-chips/",
     ),
     Command(
         "train-segmenter", "flows.train_segmenter",

@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
+from deepsolar.checkpoints import resolve_checkpoint
 from deepsolar.classifier.config import ChipSource, load_train_config
 from deepsolar.classifier.data import source_from_path
 from deepsolar.classifier.predict import evaluate_checkpoint, format_report_table
@@ -47,6 +48,14 @@ class EvaluateClassifierParams(StrictModel):
     device: str = "auto"
     bootstrap_reps: int = Field(1000, ge=1, description="bootstrap replicates for the intervals")
     seed: int = Field(0, description="seed of the bootstrap resamples")
+    subtiles: bool = Field(
+        True,
+        description="cut chips larger than a tile into tile-sized sub-tiles as the checkpoint "
+        "was trained to (false: resize whole chips, DeepSolar's way)",
+    )
+    ground_m_per_px: float | None = Field(
+        None, gt=0.0, le=100.0, description="metres per pixel of chips whose metadata lacks it"
+    )
 
 
 def resolve_sources(p: EvaluateClassifierParams) -> list[ChipSource]:
@@ -78,6 +87,8 @@ def evaluate_task(p: EvaluateClassifierParams, sources: list[ChipSource]) -> dic
         device=p.device,
         seed=p.seed,
         bootstrap_reps=p.bootstrap_reps,
+        subtiles=p.subtiles,
+        ground_m_per_px=p.ground_m_per_px,
     )
 
 
@@ -85,8 +96,10 @@ def evaluate_task(p: EvaluateClassifierParams, sources: list[ChipSource]) -> dic
 @flow(name="evaluate-classifier", validate_parameters=False)
 def evaluate_classifier_flow(params: EvaluateClassifierParams) -> dict[str, Any]:
     p = validate_config(EvaluateClassifierParams, params)
-    if not p.checkpoint.is_file():
-        raise InputDataError("checkpoint not found", where=str(p.checkpoint), fix="check the path")
+    if not resolve_checkpoint(p.checkpoint, "classifier").is_file():
+        raise InputDataError(
+            "checkpoint not found", where=str(p.checkpoint), fix="check the path or use 'builtin'"
+        )
     sources = resolve_sources(p)
     summary = evaluate_task(p, sources)
     logger = get_run_logger()
@@ -116,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--bootstrap-reps", type=int, default=1000, help="replicates (default 1000)")
+    ap.add_argument(
+        "--ground-m-per-px", type=float, help="metres per pixel of chips that do not say"
+    )
+    ap.add_argument(
+        "--whole-chips", action="store_true", help="resize whole chips instead of sub-tiling"
+    )
     args = ap.parse_args(argv)
     try:
         sources = [source_from_path(s, split=args.split) for s in args.source or []]
@@ -123,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=args.checkpoint,
             sources=sources,
             bootstrap_reps=args.bootstrap_reps,
+            ground_m_per_px=args.ground_m_per_px,
+            subtiles=not args.whole_chips,
             config_path=args.config,
             out_dir=args.out,
             threshold=args.threshold,

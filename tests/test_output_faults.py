@@ -22,10 +22,10 @@ from tileserver import TileServer
 from deepsolar.config import validate_config
 from deepsolar.download import DownloadConfig, download_tiles
 from deepsolar.errors import ConfigError, InputDataError, OutputError, RegionError
-from deepsolar.tilejobs import DownloadTilesJob, plan_tiles
 from deepsolar.manifest import MANIFEST_NAME, read_manifest
 from deepsolar.region import Region, RegionConfig
 from deepsolar.sources import LocalRasterSourceConfig, XYZSourceConfig
+from deepsolar.tilejobs import DownloadTilesJob, plan_tiles
 from deepsolar.tiling import TileGrid
 
 LON, LAT = -77.0365, 38.8977

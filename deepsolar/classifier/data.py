@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -44,6 +44,10 @@ class Chip:
     label: int
     source: str
     mask: Path | None = None
+    # Sub-tiles (deepsolar.classifier.subtiles): the pixel window (left, top, right, bottom)
+    # of the chip this sample covers, None for the whole chip; the chip's ground resolution.
+    window: tuple[int, int, int, int] | None = None
+    ground_m_per_px: float | None = None
 
 
 # ---------------------------------------------------------------- reading one image
@@ -291,15 +295,29 @@ def chips_from_manifest(src: ManifestSource) -> list[Chip]:
     root = src.path.parent
     splits = df["split"].astype(str) if "split" in df.columns else pd.Series(None, index=df.index)
     masks = df["mask"] if "mask" in df.columns else pd.Series(None, index=df.index)
+    gsd = _manifest_gsd(df, src.path)
     return [
         Chip(
             _manifest_image_path(root, s, str(img)),
             int(y),
             src.display_name,
             _manifest_mask_path(root, s, m),
+            ground_m_per_px=g,
         )
-        for img, s, y, m in zip(df["image"], splits, labels, masks, strict=True)
+        for img, s, y, m, g in zip(df["image"], splits, labels, masks, gsd, strict=True)
     ]
+
+
+def _manifest_gsd(df: pd.DataFrame, where: Path) -> list[float | None]:
+    """The optional ``ground_m_per_px`` column (metres per pixel), None where blank."""
+    if "ground_m_per_px" not in df.columns:
+        return [None] * len(df)
+    values = pd.to_numeric(df["ground_m_per_px"], errors="coerce")
+    if (values <= 0).any():
+        raise InputDataError(
+            "ground_m_per_px must be positive", where=str(where), fix="fix or blank the cells"
+        )
+    return [None if np.isnan(v) else float(v) for v in values]
 
 
 def _manifest_mask_path(root: Path, split: str | None, mask: object) -> Path | None:
@@ -415,6 +433,11 @@ def load_source(src: ChipSource, *, seed: int = 0) -> list[Chip]:
             where=str(src.path),
             fix="fix the paths or remove the rows",
         )
+    if src.ground_m_per_px is not None:
+        chips = [
+            c if c.ground_m_per_px else replace(c, ground_m_per_px=src.ground_m_per_px)
+            for c in chips
+        ]
     return _cap_per_class(chips, src.max_per_class, seed)
 
 
@@ -485,11 +508,10 @@ class ChipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         chip = self.chips[index]
         try:
-            image = preprocess(
-                read_chip(chip.path, min_side_px=self.min_side_px),
-                self.input_size_px,
-                self.normalize,
-            )
+            im = read_chip(chip.path, min_side_px=self.min_side_px)
+            if chip.window is not None:
+                im = im.crop(chip.window)
+            image = preprocess(im, self.input_size_px, self.normalize)
             error = ("", "", "")
         except InputDataError as err:
             image = torch.zeros(3, self.input_size_px, self.input_size_px)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from deepsolar.classifier.config import ChipSource, TrainClassifierConfig
+from deepsolar.classifier.config import ChipSource, SubtileConfig, TrainClassifierConfig
 from deepsolar.classifier.data import Chip, ChipDataset, array_to_rgb, load_source, read_chip
 from deepsolar.classifier.metrics import (
     MIN_CLASS_FOR_AUC,
@@ -25,11 +25,13 @@ from deepsolar.classifier.metrics import (
     write_metrics,
 )
 from deepsolar.classifier.model import preprocess
+from deepsolar.classifier.subtiles import expand_chips
 from deepsolar.classifier.train import (
     config_from_checkpoint,
     load_checkpoint,
     make_loader,
     model_from_checkpoint,
+    per_chip,
     positive_probs,
     predict_logits,
     resolve_device,
@@ -181,11 +183,21 @@ def predict_tiles(
 
 
 def infer_chips(
-    clf: LoadedClassifier, chips: Sequence[Chip], *, batch_size: int = 64, num_workers: int = 0
+    clf: LoadedClassifier,
+    chips: Sequence[Chip],
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    subtiles: SubtileConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, positive-class probabilities) for labelled chips."""
+    """(labels, positive-class probabilities) for labelled chips, one per chip.
+
+    With ``subtiles``, chips much larger on the ground than a tile are cut into tile-sized cells
+    (:mod:`deepsolar.classifier.subtiles`) and a chip's probability is the highest of its cells'.
+    """
+    cells = expand_chips(chips, subtiles, training=False)
     ds = ChipDataset(
-        chips,
+        cells,
         clf.input_size_px,
         min_side_px=clf.config.data.min_side_px,
         normalize=clf.normalize,
@@ -195,7 +207,7 @@ def infer_chips(
     logits, labels = predict_logits(
         clf.model, loader, clf.device, amp_bf16=amp, channels_last=clf.on_gpu
     )
-    return labels, positive_probs(logits)
+    return per_chip(cells, labels, positive_probs(logits), subtiles)
 
 
 def write_evaluation(
@@ -230,8 +242,14 @@ def evaluate_checkpoint(
     seed: int = 0,
     bootstrap_reps: int = 1000,
     level: float = 0.95,
+    subtiles: bool = True,
+    ground_m_per_px: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate on each source separately and on all together; write ``summary.json``.
+
+    ``subtiles``: cut chips larger than a tile as the checkpoint was trained to (its
+    ``data.subtiles``; False: resize whole chips, DeepSolar's way). ``ground_m_per_px``: metres
+    per pixel for chips whose source and metadata do not say.
 
     Also a table with one row per source and one overall, the model beside the all-positive
     baseline, with bootstrap intervals on precision / recall / F1: ``report.json``,
@@ -239,6 +257,7 @@ def evaluate_checkpoint(
     """
     clf = load_classifier(checkpoint, device)
     t = clf.threshold if threshold is None else threshold
+    cut = clf.config.data.subtiles if subtiles else None
     out = Path(out_dir)
     extra = {"checkpoint": str(checkpoint)}
     keys = ("n", "n_positive", "n_negative", "precision", "recall", "f1", "roc_auc", "pr_auc",
@@ -257,7 +276,12 @@ def evaluate_checkpoint(
         )
     for i, src in enumerate(sources):
         chips = load_source(src, seed=seed + i)
-        labels, probs = infer_chips(clf, chips, batch_size=batch_size, num_workers=num_workers)
+        if ground_m_per_px is not None:
+            chips = [c if c.ground_m_per_px else replace(c, ground_m_per_px=ground_m_per_px)
+                     for c in chips]  # fmt: skip
+        labels, probs = infer_chips(
+            clf, chips, batch_size=batch_size, num_workers=num_workers, subtiles=cut
+        )
         name = src.display_name
         m = write_evaluation(
             chips, labels, probs, out / _safe(name), name=name, threshold=t, extra=extra
@@ -271,6 +295,7 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint),
         "threshold": t,
         "input_size_px": clf.input_size_px,
+        "subtiles": None if cut is None else cut.model_dump(mode="json"),
         "sources": per_source,
     }
     if len(sources) > 1:

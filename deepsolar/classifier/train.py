@@ -36,6 +36,7 @@ from deepsolar.classifier.data import (
     raise_batch_errors,
     stratified_split,
 )
+from deepsolar.classifier.frozen import cache_features, split_model
 from deepsolar.classifier.loss import DeepSolarLoss
 from deepsolar.classifier.metrics import (
     classification_metrics,
@@ -50,6 +51,7 @@ from deepsolar.classifier.recipe import (
     build_scheduler,
     set_train_mode,
 )
+from deepsolar.classifier.subtiles import chip_level, expand_chips
 from deepsolar.config import changed_fields, validate_config
 from deepsolar.errors import ConfigError, InputDataError
 
@@ -210,6 +212,16 @@ def positive_probs(logits: torch.Tensor) -> np.ndarray:
     return torch.softmax(logits, dim=1)[:, 1].numpy()
 
 
+def per_chip(
+    cells: list[Chip], labels: np.ndarray, probs: np.ndarray, subtiles: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) per whole chip: the highest of its sub-tiles' (if cut)."""
+    if subtiles is None:
+        return labels, probs
+    _, chip_labels, chip_probs = chip_level(cells, probs)
+    return chip_labels, chip_probs
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -247,7 +259,8 @@ def _headline(m: dict[str, Any] | None) -> dict[str, Any] | None:
 
 # Keys that may change when resuming (they do not alter what the next epoch computes).
 _RESUME_FREE = {"train.epochs", "train.device", "train.progress", "train.num_threads",
-                "train.keep_every_epoch", "data.num_workers", "data.eval_batch_size"}  # fmt: skip
+                "train.keep_every_epoch", "data.num_workers", "data.eval_batch_size",
+                "train.cache_frozen_features"}  # fmt: skip
 
 
 def _check_resume_config(saved: dict[str, Any], cfg: TrainClassifierConfig, where: str) -> None:
@@ -343,11 +356,24 @@ def fit(
         best_score = -math.inf if saved_best is None else float(saved_best)
         log.info("resumed from %s after epoch %d", resume, start_epoch)
 
+    train_cells = expand_chips(train_chips, dc.subtiles, training=True, seed=tc.seed)
+    val_cells = expand_chips(val_chips, dc.subtiles, training=False)
+    if dc.subtiles is not None:
+        log.info("sub-tiles: train %s, val %s", class_counts(train_cells), class_counts(val_cells))
+    cache = tc.cache_frozen_features
     train_ds = ChipDataset(
-        train_chips, model_cfg.input_size_px, rot90=dc.rot90, hflip=dc.hflip,
+        train_cells, model_cfg.input_size_px, rot90=dc.rot90 and not cache, hflip=dc.hflip,
         min_side_px=dc.min_side_px,
     )  # fmt: skip
-    val_ds = ChipDataset(val_chips, model_cfg.input_size_px, min_side_px=dc.min_side_px)
+    val_ds = ChipDataset(val_cells, model_cfg.input_size_px, min_side_px=dc.min_side_px)
+    net, train_src, val_src = model, train_ds, val_ds
+    if cache:
+        head, net = split_model(model, str(cfg.optim.unfreeze_from))
+        rots = 4 if dc.rot90 else 1
+        train_src = cache_features(head, train_ds, rotations=rots, device=device,
+                                   batch_size=dc.eval_batch_size, progress=tc.progress)  # fmt: skip
+        val_src = cache_features(head, val_ds, rotations=1, device=device,
+                                 batch_size=dc.eval_batch_size, progress=tc.progress)  # fmt: skip
     # A last batch of one sample breaks BatchNorm in training mode.
     drop_last = len(train_ds) > dc.batch_size and len(train_ds) % dc.batch_size == 1
     n_epochs = math.ceil(tc.epochs)
@@ -358,7 +384,8 @@ def fit(
         es = _epoch_seed(tc.seed, epoch)
         torch.manual_seed(es)  # dropout and (with num_workers=0) augmentation
         loader = make_loader(
-            train_ds, batch_size=dc.batch_size, shuffle=True, num_workers=dc.num_workers,
+            train_src, batch_size=dc.batch_size, shuffle=True,
+            num_workers=0 if cache else dc.num_workers,
             seed=es, drop_last=drop_last, pin_memory=on_gpu,
         )  # fmt: skip
         steps = len(loader)
@@ -380,7 +407,7 @@ def fit(
                 x = x.contiguous(memory_format=torch.channels_last)
             y = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, aux = model_outputs(model(x))
+                logits, aux = model_outputs(net(x))
             loss = criterion(logits, y, aux)  # computed in float32
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -394,15 +421,17 @@ def fit(
         scheduler.step()
 
         val_loader = make_loader(
-            val_ds, batch_size=dc.eval_batch_size, shuffle=False, num_workers=dc.num_workers
-        )
+            val_src, batch_size=dc.eval_batch_size, shuffle=False,
+            num_workers=0 if cache else dc.num_workers,
+        )  # fmt: skip
         logits, labels = predict_logits(
-            model, val_loader, device, amp_bf16=amp, channels_last=ch_last
+            net, val_loader, device, amp_bf16=amp, channels_last=ch_last
         )
         val_loss = (
             float(criterion(logits, torch.as_tensor(labels))) if len(labels) else float("nan")
         )
-        m = classification_metrics(labels, positive_probs(logits), model_cfg.threshold)
+        labels, probs = per_chip(val_cells, labels, positive_probs(logits), dc.subtiles)
+        m = classification_metrics(labels, probs, model_cfg.threshold)
         m["val_loss"] = val_loss
         row = {
             "epoch": epoch + 1,
@@ -458,27 +487,30 @@ def fit(
     threshold = model_cfg.threshold
     if tc.calibrate_threshold and len(val_ds):
         loader = make_loader(
-            val_ds, batch_size=dc.eval_batch_size, shuffle=False, num_workers=dc.num_workers
-        )
-        logits, labels = predict_logits(model, loader, device, amp_bf16=amp, channels_last=ch_last)
-        threshold = calibrated_threshold(labels, positive_probs(logits), model_cfg.threshold)
+            val_src, batch_size=dc.eval_batch_size, shuffle=False,
+            num_workers=0 if cache else dc.num_workers,
+        )  # fmt: skip
+        logits, labels = predict_logits(net, loader, device, amp_bf16=amp, channels_last=ch_last)
+        labels, probs = per_chip(val_cells, labels, positive_probs(logits), dc.subtiles)
+        threshold = calibrated_threshold(labels, probs, model_cfg.threshold)
         best["threshold"] = threshold
         save_checkpoint(best_path, best)
         log.info("decision threshold calibrated on validation: %.2f", threshold)
     reports: dict[str, dict[str, Any]] = {}
-    final_sets = [("val", val_ds)]
+    held_cells = expand_chips(held_out, dc.subtiles, training=False)
+    final_sets = [("val", val_cells)]
     if held_out:
-        final_sets.append(
-            ("held_out", ChipDataset(held_out, model_cfg.input_size_px, min_side_px=dc.min_side_px))
-        )
-    for name, ds in final_sets:
+        final_sets.append(("held_out", held_cells))
+    for name, cells in final_sets:
+        ds = ChipDataset(cells, model_cfg.input_size_px, min_side_px=dc.min_side_px)
         loader = make_loader(
             ds, batch_size=dc.eval_batch_size, shuffle=False, num_workers=dc.num_workers
         )
         logits, labels = predict_logits(model, loader, device, amp_bf16=amp, channels_last=ch_last)
+        labels, probs = per_chip(cells, labels, positive_probs(logits), dc.subtiles)
         reports[name] = write_metrics(
             labels,
-            positive_probs(logits),
+            probs,
             out / name,
             threshold=threshold,
             name="validation" if name == "val" else "held-out split",

@@ -200,7 +200,9 @@ def fit_segmenter(
         tap = resolve_tap(cfg.branch.tap, clf.config.model.arch)
         fingerprint = backbone_fingerprint(clf.model, tap)
     except ValueError as err:
-        raise ConfigError(str(err), where="branch.tap", fix="name a module of the classifier") from None
+        raise ConfigError(
+            str(err), where="branch.tap", fix="name a module of the classifier"
+        ) from None
 
     if chips is None:
         chips = load_sources(dc.train, seed=tc.seed)
