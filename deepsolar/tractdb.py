@@ -16,9 +16,14 @@ location (lat/lon). Every column produced by the detector itself (tile and syste
 areas and their ratios) is a *target*: it is never a feature, because a model fed
 ``total_panel_area`` would "predict" solar density from solar density.
 
+The default target is the paper's SolarForest target, the deployment density
+``number_of_solar_system_per_household`` (residential systems / households; shown per thousand
+households, :func:`target_units`).
+
 A target table from our own mapping flow (GeoPackage layer ``tracts``, CSV or Parquet with a
-string ``GEOID`` column) is read by :func:`read_target_table` and joined to the features' ``fips``
-by :func:`join_target`.
+string ``GEOID`` column) is read by :func:`read_target_table` - which computes the deployment density
+from our residential system counts and the tract's households when the table lacks it - and joined
+to the features' ``fips`` by :func:`join_target`.
 """
 
 from __future__ import annotations
