@@ -107,6 +107,20 @@ def test_train_then_predict_into_the_mapping_geopackage(shared_data, tmp_path) -
     np.testing.assert_allclose(obs[ok], expected[ok])
     csv = pd.read_csv(out / "predictions.csv", dtype={"fips": str})
     np.testing.assert_allclose(csv.set_index("fips").loc[got["GEOID"], f"predicted_{PH}"], pred)
+    # evaluate on our map output: the same deployment density, every target from our layer
+    ev = {"targets": [PH, "solar_system_count"], "transforms": ["none"], "bootstrap_samples": 50}
+    res = solarforest(
+        _params(shared_data, tmp_path / "ev", mode="evaluate", evaluation=ev,
+                permutation_importance=False, target_path=str(gpkg))
+    )  # fmt: skip
+    m = res["metrics"]
+    assert m["targets"][PH]["n_tracts"] == with_households
+    assert m["targets"]["solar_system_count"]["n_tracts"] == len(tracts)
+    oof = pd.read_csv(tmp_path / "ev" / "oof_predictions.csv", dtype={"fips": str})
+    sel = oof[(oof["target"] == PH) & (oof["model"] == "mean") & (oof["scheme"] == "random")]
+    np.testing.assert_allclose(
+        sel.set_index("fips").loc[tracts["GEOID"][ok], "observed"], expected[ok].to_numpy()
+    )
     # running predict again replaces the prediction columns instead of duplicating them
     solarforest(_params(shared_data, out, mode="predict", **common))
     again = gpd.read_file(gpkg, layer="tracts")
