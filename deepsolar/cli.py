@@ -10,7 +10,8 @@ local API for the run), validating its YAML config first::
 
 Exit codes: 0 success; 1 the job was refused or failed (one line on stderr says why and what to
 do); 2 bad command line; 3 an unexpected error (one line; ``--debug`` shows the traceback);
-130 interrupted.
+130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM: one signal stops the run within seconds,
+keeps what finished (a re-run resumes) and ends every process the command started.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepsolar.errors import ConfigError, DeepSolarError
+from deepsolar.runtime import StopOnSignals, stop_exit_code, stop_requested
 
-EXIT_FAILED, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 
 
 @dataclass
@@ -285,19 +287,42 @@ def check_inputs(cmd: Command, args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cmd: Command = args._command
+    # One Ctrl-C / SIGTERM stops the run within seconds; no child process outlives it.
+    with StopOnSignals():
+        return run_command(cmd, args)
+
+
+def _interrupted(cmd: Command) -> int:
+    code = stop_exit_code() or EXIT_INTERRUPTED
+    how = {EXIT_INTERRUPTED: "Ctrl-C (SIGINT)", EXIT_TERMINATED: "SIGTERM"}.get(code, "a signal")
+    print(
+        f"deepsolar {cmd.name}: interrupted by {how}; what finished is kept (a re-run resumes)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return code
+
+
+def run_command(cmd: Command, args: argparse.Namespace) -> int:
     try:
         check_inputs(cmd, args)
         flow_main = importlib.import_module(cmd.module).main
-        return int(flow_main(flow_argv(cmd, args)) or 0)
+        rc = int(flow_main(flow_argv(cmd, args)) or 0)
+        return _interrupted(cmd) if stop_requested() else rc
+    except KeyboardInterrupt:
+        return _interrupted(cmd)
     except DeepSolarError as err:
+        if stop_requested():  # an error caused by the stop itself
+            return _interrupted(cmd)
         print(f"deepsolar {cmd.name} failed: {_one_line(err)}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"deepsolar {cmd.name}: interrupted (a re-run resumes)", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except SystemExit as exc:  # the flow's own parser refused a value (already printed)
+        if stop_requested():
+            return _interrupted(cmd)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     except Exception as err:  # noqa: BLE001 - the CLI's last line of defence: one line, no trace
+        if stop_requested():
+            return _interrupted(cmd)
         if args.debug or os.environ.get("DEEPSOLAR_DEBUG"):
             raise
         print(

@@ -958,6 +958,7 @@ def _download_tiles(
         bar = tqdm(total=total, unit="tile", desc=f"tiles from {source.name}", disable=not progress)
         pool = ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="tiles")
         pending: set[Future[TileRecord]] = set()
+        interrupted = False
 
         def record(rec: TileRecord, *, skipped: bool, new: bool) -> None:
             if new:
@@ -1002,13 +1003,17 @@ def _download_tiles(
                 drain(2 * cfg.max_concurrency)
             drain(0)
         except BaseException:
+            interrupted = True
             for fut in pending:
                 fut.cancel()
             if fetcher is not None:
                 fetcher.cancel()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # Interrupted (Ctrl-C, SIGTERM, an error): do not wait for requests in flight (a
+            # hanging server would hold the stop for timeout_s); a tile they still write is
+            # adopted by the next run, as after a kill.
+            pool.shutdown(wait=not interrupted, cancel_futures=True)
             bar.close()
             journal.close()
             if fetcher is not None:
