@@ -51,21 +51,10 @@ clean:
 	rm -rf out .pytest_cache .ruff_cache
 
 # A local Prefect server + the deepsolar process pool + every deployment + a worker, in one
-# terminal. Ctrl-C stops the worker (SIGTERM: it ignores a lone SIGINT), then the server, which
-# runs in its own session so that it outlives the worker's shutdown. UI: http://127.0.0.1:$(PORT)
+# terminal (deepsolar/serve.py). One Ctrl-C or SIGTERM stops all of it within seconds (exit 130 /
+# 143): the worker's flow runs, then the worker, then the server. UI: http://127.0.0.1:$(PORT)
 # See docs/orchestration.md "Running with Prefect".
 PORT ?= 4200
 .PHONY: serve
 serve: $(VENV)/.installed
-	@export PREFECT_API_URL=http://127.0.0.1:$(PORT)/api; \
-	$(BIN)/python -c "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])" \
-		$(BIN)/prefect server start --host 127.0.0.1 --port $(PORT) & server=$$!; \
-	worker=; trap 'kill $$server 2>/dev/null; wait $$server' EXIT; \
-	trap '[ -n "$$worker" ] && kill -TERM $$worker 2>/dev/null && wait $$worker; exit 130' INT TERM; \
-	until $(BIN)/python -c "import urllib.request as u; u.urlopen('$$PREFECT_API_URL/health', timeout=2)" 2>/dev/null; do \
-		kill -0 $$server 2>/dev/null || exit 1; sleep 1; done; \
-	$(BIN)/prefect work-pool inspect deepsolar >/dev/null 2>&1 || \
-		$(BIN)/prefect work-pool create deepsolar --type process; \
-	$(BIN)/prefect --no-prompt deploy --all || exit 1; \
-	$(BIN)/prefect worker start --pool deepsolar --type process & worker=$$!; \
-	wait $$worker
+	@exec $(BIN)/python -m deepsolar.cli serve --port $(PORT)

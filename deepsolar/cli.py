@@ -211,6 +211,16 @@ COMMANDS = [
         ],
         "deepsolar solarforest --config configs/solarforest.yaml --mode evaluate",
     ),
+    Command(
+        "serve", "deepsolar.serve",
+        "a local Prefect server (UI), the deepsolar work pool, every deployment of prefect.yaml "
+        "and a worker, in one terminal (make serve); one Ctrl-C stops them all",
+        [
+            Opt("--port", "the server's port (default 4200)", {"metavar": "PORT"}),
+            Opt("--host", "the server's address (default 127.0.0.1)", {"metavar": "HOST"}),
+        ],
+        "deepsolar serve --port 4200",
+    ),
 ]  # fmt: skip
 
 

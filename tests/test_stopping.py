@@ -137,6 +137,7 @@ def test_download_stops_on_one_signal(
             except subprocess.TimeoutExpired:
                 pytest.fail(f"still running 60 s after {sig.name}")
             elapsed = time.monotonic() - t0
+            print(f"download-tiles: {sig.name} -> exit {proc.returncode} in {elapsed:.2f} s")
             assert proc.returncode == code, (proc.returncode, err[-3000:])
             assert elapsed < STOP_LIMIT_S, (elapsed, err[-3000:])
             assert "interrupted" in err and "Traceback" not in err, err[-3000:]
@@ -188,7 +189,9 @@ def _free_port() -> int:
     ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
 )
 def test_make_serve_stops_on_one_signal(tmp_path: Path, sig: signal.Signals, code: int) -> None:
-    """``make serve`` (server + deploy + worker) on a free port with its own PREFECT_HOME."""
+    """``make serve`` (server + deploy + worker) on a free port with its own PREFECT_HOME; the
+    server and the worker run in sessions of their own, so the group's signal reaches only make
+    and ``deepsolar serve``, which stops them."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "MAKEFLAGS"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
@@ -221,8 +224,11 @@ def test_make_serve_stops_on_one_signal(tmp_path: Path, sig: signal.Signals, cod
         except subprocess.TimeoutExpired:
             pytest.fail(f"make serve still running 60 s after {sig.name}")
         elapsed = time.monotonic() - t0
+        print(f"make serve: {sig.name} -> exit {proc.returncode} in {elapsed:.2f} s")
         text = log.read_text()
-        assert proc.returncode == code, (proc.returncode, text[-3000:])
+        # make ends itself by the signal once its recipe has ended (a shell shows 130 / 143)
+        assert proc.returncode in (code, -sig), (proc.returncode, text[-3000:])
+        assert "interrupted by" in text, text[-3000:]  # deepsolar serve's own exit
         assert elapsed < STOP_LIMIT_S, (elapsed, text[-3000:])
         deadline = time.monotonic() + 1.0
         while _alive(family) and time.monotonic() < deadline:
