@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 # Seconds Prefect's temporary ("ephemeral") API server may take to start: its default, 20 s, is
@@ -205,6 +206,43 @@ class StopOnSignals:
             sys.stderr.flush()
             sys.stdout.flush()
         os._exit(code)
+
+
+def run_entry(main: Callable[[], int | None], name: str) -> int:
+    """Run a flow module's ``main`` as ``python -m flows.<name>`` does: under
+    :class:`StopOnSignals`, an interrupt ending in one line and exit 130 / 143."""
+    with StopOnSignals():
+        try:
+            rc = int(main() or 0)
+            if not stop_requested():
+                return rc
+        except Exception:
+            if not stop_requested():
+                raise
+        except KeyboardInterrupt:
+            pass
+        print(
+            f"{name}: interrupted; what finished is kept (a re-run resumes)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return stop_exit_code() or 130
+
+
+def check_input_paths(paths: dict[str, Any], where: str) -> None:
+    """Every named input path (None and 'builtin' skipped) exists, else one ConfigError naming
+    the field: checked before a flow (and Prefect's temporary server) starts."""
+    from deepsolar.errors import ConfigError
+
+    for field, value in paths.items():
+        if value is None or str(value) == "builtin":
+            continue
+        if not os.path.exists(value):
+            raise ConfigError(
+                f"{field}: file or folder not found ({str(value)[:200]!r})",
+                where=where,
+                fix=f"check {field} (relative paths start in {os.getcwd()})",
+            )
 
 
 # --------------------------------------------------------------------------------------------

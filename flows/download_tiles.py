@@ -89,4 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from deepsolar.runtime import run_entry
+
+    sys.exit(run_entry(main, "download-tiles"))

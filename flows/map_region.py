@@ -22,9 +22,11 @@ from deepsolar.config import load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
 from deepsolar.jobs import MapRegionJob
 from deepsolar.mapping import MapOutputsConfig, write_region_maps
+from deepsolar.runtime import check_input_paths
 from deepsolar.segmentation.pipeline import SegmentTilesJob
 from deepsolar.segmentation.shards import ScaleOutConfig
 from flows.download_tiles import download_tiles_flow
+from flows.download_tiles import preflight as download_preflight
 from flows.segment_tiles import segment_tiles_flow
 
 
@@ -60,6 +62,21 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
         maps["paths"].get("geopackage"),
     )
     return {"download": downloaded, "segmentation": seg, "maps": maps}
+
+
+def preflight(job: MapRegionJob, where: str) -> None:
+    """Checks that need no Prefect server, run before one starts (a bad input is one line in a
+    second or two): the input paths exist, and a download part passes download-tiles' own."""
+    check_input_paths(
+        {
+            "store_dir": job.store_dir,
+            "classifier_checkpoint": job.classifier_checkpoint,
+            "segmenter_checkpoint": job.segmenter_checkpoint,
+        },
+        where,
+    )
+    if job.tiles is not None:
+        download_preflight(job.tiles)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner["n_workers" if args.runner == "dask" else "max_workers"] = args.workers
             scale_data["task_runner"] = runner
         scale = validate_config(ScaleOutConfig, scale_data, where=f"{args.config}: scale")
+        preflight(job, str(args.config))
         res = map_region_flow(job, scale)
     except DeepSolarError as err:
         print(f"map-region failed: {err}", file=sys.stderr)
@@ -112,4 +130,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from deepsolar.runtime import run_entry
+
+    sys.exit(run_entry(main, "map-region"))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from deepsolar.config import load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
 from deepsolar.manifest import check_journal_paths
+from deepsolar.runtime import check_input_paths
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.pipeline import (
     JOURNAL_NAME,
@@ -213,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
                 "results_dir": args.results_dir,
             }
         scale = validate_config(ScaleOutConfig, scale_data, where="scale")
+        check_input_paths(  # before Prefect's temporary server starts: one line at once
+            {
+                "manifest": job.manifest,
+                "classifier_checkpoint": job.classifier_checkpoint,
+                "segmenter_checkpoint": job.segmenter_checkpoint,
+            },
+            str(args.config or "command line"),
+        )
         summary = segment_tiles_flow(job, scale)
     except DeepSolarError as err:
         print(f"segment-tiles failed: {err}", file=sys.stderr)
@@ -224,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Run the imported module's main, not __main__'s: the shard tasks' cache keys include their
     # qualified names, which must be the same however the flow is started.
+    from deepsolar.runtime import run_entry
     from flows.segment_tiles import main as _main
 
-    sys.exit(_main())
+    sys.exit(run_entry(_main, "segment-tiles"))

@@ -112,3 +112,18 @@ def test_bad_inputs_are_refused_before_any_prefect_server(tmp_path: Path) -> Non
         assert "temporary server" not in r.stderr  # refused before Prefect started one
         assert elapsed < 15, (name, elapsed)  # ~2.3 s measured under load; a server start is 10+ s
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # imports torch (~7 s on a busy 2-core machine)
+def test_map_region_and_segment_tiles_check_input_paths_before_prefect(tmp_path: Path, capsys):
+    cfg = tmp_path / "region.yaml"
+    cfg.write_text(f"store_dir: {tmp_path / 'no-store'}\nout_dir: {tmp_path / 'out'}\n")
+    assert main(["map-region", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "store_dir: file or folder not found" in err and len(err.strip().splitlines()) == 1
+    assert "temporary server" not in err and not (tmp_path / "out").exists()
+    # "nope" does not look like a path to the CLI's own check; the flow's preflight finds it
+    rc = main(["segment-tiles", "--manifest", str(tmp_path), "--classifier", "nope"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "classifier_checkpoint: file or folder not found" in err, err
+    assert len(err.strip().splitlines()) == 1 and "temporary server" not in err
