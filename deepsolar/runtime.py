@@ -48,6 +48,9 @@ STOP_GRACE_S = 4.0
 # Seconds a child (the temporary server, pool workers) gets to end after SIGTERM before SIGKILL.
 CHILD_GRACE_S = 1.5
 
+# A signal this soon after the first is the same stop delivered twice (make forwards SIGTERM to
+# its child, which the group's SIGTERM reached already), not an operator's second Ctrl-C.
+DUPLICATE_SIGNAL_S = 1.0
 # Seconds Prefect's log / event workers get to send what they hold before the server stops.
 DRAIN_S, DRAIN_INTERRUPTED_S = 30.0, 1.0
 
@@ -125,8 +128,8 @@ class StopOnSignals:
     - The first SIGINT or SIGTERM raises :class:`Interrupted` in the main thread (the downloader
       then cancels what is in flight and writes the manifest of what finished) and arms a
       watchdog: if the process has not ended ``DEEPSOLAR_STOP_GRACE_S`` (4 s) later, the
-      children are killed and the process exits 128 + signal anyway. A second signal does that at
-      once.
+      children are killed and the process exits 128 + signal anyway. A second signal (more than
+      1 s after the first: closer ones are the same stop delivered twice) does that at once.
     - Prefect's temporary API server is started in a session of its own (a terminal's Ctrl-C
       reaches only this process, which then stops the server in order, instead of killing the
       server under a running flow), and it ends itself when this process dies, kill -9 included.
@@ -143,6 +146,7 @@ class StopOnSignals:
         self._previous: dict[int, Any] = {}
         self._known: set[int] = set()
         self._watchdog: threading.Thread | None = None
+        self._first_at = 0.0
 
     def __enter__(self) -> StopOnSignals:
         _stop_event.clear()  # a new command (tests run several in one process)
@@ -169,8 +173,11 @@ class StopOnSignals:
             self._hard_exit(stop_exit_code() or 130)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if _stop_event.is_set():  # a second signal: stop now
-            self._hard_exit(128 + _stop_signum[0])
+        if _stop_event.is_set():
+            if time.monotonic() - self._first_at < DUPLICATE_SIGNAL_S:
+                return  # the same stop delivered twice (to the group and by make to its child)
+            self._hard_exit(128 + _stop_signum[0])  # a second signal: stop now
+        self._first_at = time.monotonic()
         _stop_signum.append(signum)
         _stop_event.set()
         self._watchdog = threading.Thread(
@@ -273,6 +280,11 @@ def _guarded_subprocess_module() -> types.ModuleType:
                 *args[3:],
             ]
             kw["start_new_session"] = True
+            # deepsolar importable there however this process found it
+            env = dict(kw.get("env") or os.environ)
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+            kw["env"] = env
         return subprocess.Popen(args, *a, **kw)
 
     mod.Popen = popen  # type: ignore[attr-defined]
