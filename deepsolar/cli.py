@@ -145,6 +145,10 @@ COMMANDS = [
                 {"action": "append", "metavar": "PATH"}),
             Opt("--split", "with a manifest source: keep the rows of this split (e.g. valid)",
                 {"metavar": "NAME"}),
+            Opt("--ground-m-per-px", "metres per pixel of the --source chips (chips wider than "
+                "a tile are cut into tile-sized sub-tiles)", {"metavar": "M"}),
+            Opt("--whole-chips", "resize whole chips instead of cutting them into sub-tiles",
+                {"action": "store_true"}),
             Opt("--config", "YAML with an EvaluateSegmentationConfig (see "
                 "configs/segmenter-eval-real-chips.yaml); the options above override it",
                 {"metavar": "YAML"}),
@@ -208,6 +212,8 @@ COMMANDS = [
             Opt("--output-dir", "overrides output_dir", {"metavar": "DIR"}),
             Opt("--set", "override one parameter, dotted for nesting, value in YAML (e.g. "
                 "model.two_stage=true); repeatable", {"action": "append", "metavar": "KEY=VALUE"}),
+            Opt("--quick", "the same table with 30 trees, 200 bootstrap resamples and no "
+                "permutation importances (about a minute)", {"action": "store_true"}),
         ],
         "deepsolar solarforest --config configs/solarforest.yaml --mode evaluate",
     ),

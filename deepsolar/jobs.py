@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from deepsolar.config import StrictModel
 from deepsolar.mapping import MapOutputsConfig
-from deepsolar.segmentation.config import CamConfig
+from deepsolar.segmentation.config import CamConfig, default_segmenter
 
 # The download-tiles job lives in deepsolar.tilejobs (no torch import); re-exported here.
 from deepsolar.tilejobs import (  # noqa: F401
@@ -34,14 +34,27 @@ class MapRegionJob(StrictModel):
 
     tiles: DownloadTilesJob | None = None
     store_dir: Path | None = None
-    classifier_checkpoint: Path
-    segmenter_checkpoint: Path | None = None
+    classifier_checkpoint: Path = Field(
+        Path("builtin"), description="a train-classifier best.pt; 'builtin': the shipped model"
+    )
+    segmenter_checkpoint: Path | None = Field(
+        None, description="needed for cam.method greedy; with the builtin classifier: builtin"
+    )
     cam: CamConfig = Field(default_factory=CamConfig)
     batch_size: int = Field(16, ge=1)
     device: str = "auto"
     overlays: int = Field(0, ge=0, description="PNG overlays of CAM + mask for this many tiles")
     outputs: MapOutputsConfig = Field(default_factory=MapOutputsConfig)
     out_dir: Path = Path("out/map")
+
+    @model_validator(mode="after")
+    def _builtin_pair(self) -> MapRegionJob:
+        seg = default_segmenter(
+            self.classifier_checkpoint, self.segmenter_checkpoint, self.cam.method
+        )
+        if seg != self.segmenter_checkpoint:  # assignment re-validates: only once
+            self.segmenter_checkpoint = seg
+        return self
 
     @model_validator(mode="after")
     def _one_store(self) -> MapRegionJob:

@@ -59,9 +59,13 @@ def build_config(args: argparse.Namespace) -> EvaluateSegmentationConfig:
     """The YAML of ``--config`` (if any) with the command line's values over it."""
     data: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if args.source:
+        extra = {"ground_m_per_px": args.ground_m_per_px} if args.ground_m_per_px else {}
         data["sets"] = [
-            source_from_path(s, split=args.split).model_dump(exclude_none=True) for s in args.source
+            {**source_from_path(s, split=args.split).model_dump(exclude_none=True), **extra}
+            for s in args.source
         ]
+    if args.whole_chips:
+        data["subtiles"] = False
     for key, value in (
         ("classifier_checkpoint", args.classifier),
         ("segmenter_checkpoint", args.segmenter),
@@ -104,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="auto, cpu, cuda, cuda:1 or mps")
     ap.add_argument("--bootstrap-reps", type=int, help="bootstrap resamples (default 1000)")
     ap.add_argument("--overlays", type=int, help="comparison PNGs per set (default 6)")
+    ap.add_argument("--ground-m-per-px", type=float, help="metres per pixel of the --source chips")
+    ap.add_argument(
+        "--whole-chips", action="store_true", help="resize whole chips instead of sub-tiling"
+    )
     args = ap.parse_args(argv)
     try:
         cfg = build_config(args)

@@ -21,11 +21,13 @@ import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from deepsolar.errors import ConfigError, InputDataError, OfflineError
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded: configs validate without it
+    import torch
+    from torch import nn
 
 TIMM_PREFIX = "timm:"
 
@@ -218,6 +220,8 @@ def load_lite_imagenet(spec: BackboneSpec, model: nn.Module) -> dict[str, torch.
     Raises InputDataError when a tensor is missing, unexpected or of the wrong shape (the
     1000-class head's shape is not checked: a 2-class model replaces it).
     """
+    import torch
+
     path = lite_weights_file(spec)
     raw = torch.load(path, map_location="cpu", weights_only=True)
     repeats = [len(stage) for stage in model.blocks]

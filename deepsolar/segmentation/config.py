@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from deepsolar.classifier.config import ChipSource, _resolve_path
+from deepsolar.classifier.config import ChipSource, SubtileConfig, _resolve_path
 from deepsolar.config import StrictModel
 
 # DeepSolar taps Inception-v3's Mixed_5d (35x35x288 at 299 px); other backbones: see backbones.
@@ -63,6 +63,9 @@ class SegDataConfig(StrictModel):
     """Image-level labelled chips (the same source kinds as the classifier)."""
 
     train: list[ChipSource] = Field(min_length=1)
+    subtiles: SubtileConfig | None = Field(
+        None, description="cut chips wider than a tile into tile-sized cells (as the classifier)"
+    )
     rot90: bool = Field(False, description="random 90-degree rotations (disables feature cache)")
     num_workers: int = Field(0, ge=0)
     min_side_px: int = Field(16, ge=1)
@@ -94,3 +97,10 @@ class TrainSegmenterConfig(StrictModel):
     @classmethod
     def _expand(cls, value: object) -> object:
         return _resolve_path(value)
+
+
+def default_segmenter(classifier: Path, segmenter: Path | None, method: str) -> Path | None:
+    """The builtin classifier comes with its builtin greedy CAM branch (``segmenter`` unset)."""
+    if segmenter is None and method == "greedy" and str(classifier) == "builtin":
+        return Path("builtin")
+    return segmenter

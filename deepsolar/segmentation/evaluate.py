@@ -47,8 +47,9 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from deepsolar.bootstrap import mean_ci
-from deepsolar.classifier.config import ImagesSource, ManifestSource, _resolve_path
+from deepsolar.classifier.config import ImagesSource, ManifestSource, SubtileConfig, _resolve_path
 from deepsolar.classifier.data import load_source, read_chip, read_mask
+from deepsolar.classifier.subtiles import Window, cells_per_side, grid_windows
 from deepsolar.config import StrictModel, load_yaml, validate_config
 from deepsolar.errors import DeepSolarError, InputDataError
 from deepsolar.report_table import Column, ci_cells, format_text, write_report
@@ -280,6 +281,7 @@ class EvalItem:
     image: Image.Image
     truth: np.ndarray  # bool, image size
     pixel_area: np.ndarray | float  # per-row (H,) or scalar
+    ground_m_per_px: float | None = None  # for sub-tiling chips wider than a tile
 
 
 def iter_chip_set(s: ChipMaskSet) -> Iterator[EvalItem]:
@@ -305,7 +307,7 @@ def iter_chip_set(s: ChipMaskSet) -> Iterator[EvalItem]:
                 f"mask {truth.shape} and image {image.size} differ", where=str(mp),
                 fix="regenerate the mask",
             )  # fmt: skip
-        yield EvalItem(str(img), image, truth, (s.m_per_px or 1.0) ** 2)
+        yield EvalItem(str(img), image, truth, (s.m_per_px or 1.0) ** 2, s.m_per_px)
 
 
 def iter_scene_set(s: SceneMaskSet) -> Iterator[EvalItem]:
@@ -366,7 +368,7 @@ def iter_source(s: ImagesSource | ManifestSource) -> Iterator[EvalItem]:
                     f"mask {truth.shape[1]}x{truth.shape[0]} and image {w}x{h} differ",
                     where=str(chip.mask), fix="give the mask the image's size",
                 )  # fmt: skip
-        yield EvalItem(chip.path.name, image, truth, 1.0)
+        yield EvalItem(chip.path.name, image, truth, 1.0, chip.ground_m_per_px)
 
 
 def iter_set(s: AnySet) -> Iterator[EvalItem]:
@@ -394,6 +396,11 @@ class EvaluateSegmentationConfig(StrictModel):
     overlays: int = Field(6, ge=0, description="comparison PNGs per set (truth-positive tiles)")
     bootstrap_reps: int = Field(1000, ge=1, description="resamples for the IoU intervals")
     seed: int = Field(0, description="seed of the bootstrap resamples")
+    subtiles: bool = Field(
+        True,
+        description="cut chips wider than a tile into tile-sized cells as the classifier was "
+        "trained to (its data.subtiles); false: resize whole chips (DeepSolar's way)",
+    )
 
     @field_validator("classifier_checkpoint", "segmenter_checkpoint", mode="before")
     @classmethod
@@ -418,6 +425,52 @@ def _batched(it: Iterator[EvalItem], n: int) -> Iterator[list[EvalItem]]:
         yield batch
 
 
+@dataclass
+class ItemMasks:
+    """One chip's CAM masks per method: ``oracle`` ignores the classifier, ``pipe`` keeps only
+    what the pipeline keeps (tiles - or sub-tiles - called positive)."""
+
+    prob: float
+    is_positive: bool
+    norm: dict[str, np.ndarray]
+    oracle: dict[str, np.ndarray]
+    pipe: dict[str, np.ndarray]
+
+
+def _masks_of_cells(
+    segmenter: Segmenter, images: list[Image.Image], windows: list[Window], shape: tuple[int, int],
+    cam_threshold: float,
+) -> ItemMasks:  # fmt: skip
+    """CAMs of each cell (tile-sized crop, min-max per cell as per tile), stitched into the chip."""
+    probs, cams = segmenter.native_cams(segmenter.preprocess(images))
+    probs = probs.float().cpu().numpy()
+    pos = probs >= segmenter.threshold
+    norm, oracle, pipe = {}, {}, {}
+    for method, cam in cams.items():
+        n_full, o_full = np.zeros(shape, np.float32), np.zeros(shape, bool)
+        p_full = np.zeros(shape, bool)
+        for j, (left, top, right, bottom) in enumerate(windows):
+            nm = minmax_per_tile(upsample(cam[j : j + 1], (bottom - top, right - left)))
+            m = threshold_mask(nm, cam_threshold)[0].cpu().numpy()
+            n_full[top:bottom, left:right] = nm[0].cpu().numpy()
+            o_full[top:bottom, left:right] = m
+            p_full[top:bottom, left:right] = m & bool(pos[j])
+        norm[method], oracle[method], pipe[method] = n_full, o_full, p_full
+    return ItemMasks(float(probs.max()), bool(pos.any()), norm, oracle, pipe)
+
+
+def item_masks(
+    segmenter: Segmenter, item: EvalItem, cam_threshold: float, subtiles: SubtileConfig | None
+) -> ItemMasks:
+    """The chip's masks: whole (resized into the network) or, when it is wider on the ground
+    than a tile and ``subtiles`` is set, cell by cell."""
+    h, w = item.truth.shape
+    n = cells_per_side(w, item.ground_m_per_px, subtiles) if subtiles is not None else 1
+    windows = grid_windows(w, h, n)
+    images = [item.image.crop(win) if n > 1 else item.image for win in windows]
+    return _masks_of_cells(segmenter, images, windows, (h, w), cam_threshold)
+
+
 def evaluate_set(
     segmenter: Segmenter,
     s: AnySet,
@@ -426,25 +479,26 @@ def evaluate_set(
     batch_size: int = 16,
     overlay_dir: Path | None = None,
     overlays: int = 0,
+    subtiles: SubtileConfig | None = None,
 ) -> pd.DataFrame:
-    """One row per (tile, method) with pixel counts and areas for pipeline and oracle masks."""
+    """One row per (tile, method) with pixel counts and areas for pipeline and oracle masks.
+
+    ``subtiles``: cut chips wider than a tile into tile-sized cells (the classifier
+    checkpoint's ``data.subtiles``); None resizes whole chips (DeepSolar's way).
+    """
     rows: list[dict[str, Any]] = []
     n_overlays = 0
     for batch in _batched(iter_set(s), batch_size):
-        x = segmenter.preprocess([b.image for b in batch])
-        probs, cams = segmenter.native_cams(x)
-        for j, item in enumerate(batch):
+        for item in batch:
             h, w = item.truth.shape
-            prob = float(probs[j])
-            is_pos = prob >= segmenter.threshold
+            res = item_masks(segmenter, item, cam_threshold, subtiles)
+            prob, is_pos = res.prob, res.is_positive
             true_area = _area(item.truth, item.pixel_area)
             chip_area = _area(np.ones((h, w), bool), item.pixel_area)
             shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-            for method, cam in cams.items():
-                norm = minmax_per_tile(upsample(cam[j : j + 1], (h, w)))
-                mask = threshold_mask(norm, cam_threshold)[0].cpu().numpy()
+            for method in res.norm:
+                mask, pipe = res.oracle[method], res.pipe[method]
                 o_tp, o_fp, o_fn = mask_counts(mask, item.truth)
-                pipe = mask if is_pos else np.zeros_like(mask)
                 tp, fp, fn = mask_counts(pipe, item.truth)
                 rows.append({
                     "set": s.display_name, "tile": item.key, "method": method, "prob": prob,
@@ -454,7 +508,7 @@ def evaluate_set(
                     "o_pred_area": _area(mask, item.pixel_area), "true_area": true_area,
                     "n_px": h * w, "chip_area": chip_area,
                 })  # fmt: skip
-                shown[method] = (norm[0].cpu().numpy(), mask)
+                shown[method] = (res.norm[method], mask)
             if overlay_dir is not None and n_overlays < overlays and item.truth.any():
                 n_overlays += 1
                 save_comparison_overlay(
@@ -574,6 +628,7 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
         "cam_threshold": cfg.cam_threshold,
         "classifier_threshold": seg.threshold,
         "input_size_px": seg.clf.input_size_px,
+        "subtiles": cfg.subtiles and seg.clf.config.data.subtiles is not None,
         "sets": {},
     }
     for s in cfg.sets:
@@ -581,6 +636,7 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
         df = evaluate_set(
             seg, s, cam_threshold=cfg.cam_threshold, batch_size=cfg.batch_size,
             overlay_dir=out / "overlays" / _safe(s.display_name), overlays=cfg.overlays,
+            subtiles=seg.clf.config.data.subtiles if cfg.subtiles else None,
         )  # fmt: skip
         frames.append(df)
         report["sets"][s.display_name] = {

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from deepsolar.checkpoints import resolve_checkpoint
 from deepsolar.classifier.data import read_chip
 from deepsolar.classifier.model import preprocess
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
@@ -41,7 +42,7 @@ from deepsolar.segmentation.cam import (
     mask_to_png_array,
     plain_cam,
 )
-from deepsolar.segmentation.config import CamConfig
+from deepsolar.segmentation.config import CamConfig, default_segmenter
 from deepsolar.segmentation.train import LoadedSegmenter, check_backbone, load_segmenter
 from deepsolar.tiling import Tile
 
@@ -212,8 +213,10 @@ def file_sha256(path: Path) -> str:
 def run_key(job: SegmentTilesJob) -> str:
     """What the results depend on: both checkpoints' bytes and the CAM settings."""
     parts = {
-        "classifier": file_sha256(job.classifier_checkpoint),
-        "segmenter": file_sha256(job.segmenter_checkpoint) if job.segmenter_checkpoint else None,
+        "classifier": file_sha256(resolve_checkpoint(job.classifier_checkpoint, "classifier")),
+        "segmenter": file_sha256(resolve_checkpoint(job.segmenter_checkpoint, "segmenter"))
+        if job.segmenter_checkpoint
+        else None,
         "cam": job.cam.model_dump(mode="json"),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -242,14 +245,27 @@ class SegmentTilesJob(StrictModel):
     """Input of ``segment-tiles``."""
 
     manifest: Path = Field(description="a tile store's manifest.gpkg (layer 'tiles') or folder")
-    classifier_checkpoint: Path
-    segmenter_checkpoint: Path | None = Field(None, description="needed for cam.method greedy")
+    classifier_checkpoint: Path = Field(
+        Path("builtin"), description="a train-classifier best.pt; 'builtin': the shipped model"
+    )
+    segmenter_checkpoint: Path | None = Field(
+        None, description="needed for cam.method greedy; with the builtin classifier: builtin"
+    )
     cam: CamConfig = CamConfig()
     batch_size: int = Field(16, ge=1)
     device: str = "auto"
     num_threads: int | None = Field(None, ge=1)
     overlays: int = Field(0, ge=0, description="PNG overlays for this many positive tiles")
     overlay_seed: int = 0
+
+    @model_validator(mode="after")
+    def _builtin_pair(self) -> SegmentTilesJob:
+        seg = default_segmenter(
+            self.classifier_checkpoint, self.segmenter_checkpoint, self.cam.method
+        )
+        if seg != self.segmenter_checkpoint:  # assignment re-validates: only once
+            self.segmenter_checkpoint = seg
+        return self
 
 
 @dataclass

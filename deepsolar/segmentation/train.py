@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from deepsolar.checkpoints import load_checkpoint_safely, save_checkpoint
 from deepsolar.classifier.data import ChipDataset, class_counts, load_sources, raise_batch_errors
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
+from deepsolar.classifier.subtiles import expand_chips
 from deepsolar.classifier.train import resolve_device, seed_everything
 from deepsolar.config import changed_fields, validate_config
 from deepsolar.errors import ConfigError, InputDataError
@@ -206,6 +207,7 @@ def fit_segmenter(
 
     if chips is None:
         chips = load_sources(dc.train, seed=tc.seed)
+    chips = expand_chips(chips, dc.subtiles, training=True, seed=tc.seed)
     counts = class_counts(chips)
     if min(counts.values()) == 0:
         raise InputDataError(

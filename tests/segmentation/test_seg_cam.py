@@ -103,3 +103,64 @@ def test_plain_cam_uses_mixed7c_and_fc_and_taps_match(tiny_classifier):
     torch.testing.assert_close(
         cam.mean(dim=(1, 2)) + clf.model.fc.bias[1], logits[:, 1], rtol=1e-4, atol=1e-4
     )
+
+
+def _backbone_features(arch: str, tap: str, px: int) -> torch.Tensor:
+    """Real tapped features of a (random-init) classifier of ``arch``."""
+    from deepsolar.classifier.config import ClassifierConfig
+    from deepsolar.classifier.model import build_classifier
+    from deepsolar.segmentation.branch import tap_features
+
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(arch=arch, weights="none", input_size_px=px)).eval()
+    with torch.no_grad():
+        return tap_features(model, torch.randn(2, 3, px, px), tap)
+
+
+@pytest.mark.parametrize(
+    ("arch", "tap", "px", "channels"),
+    [
+        ("inception_v3", "Mixed_5d", 75, 288),
+        ("efficientnet_lite0", "blocks.2", 96, 40),
+        ("efficientnet_lite0", "blocks.4", 96, 112),
+        ("efficientnet_lite2", "blocks.4", 96, 120),
+    ],
+)
+def test_grad_cam_oracle_on_every_backbones_tap(arch, tap, px, channels):
+    """The greedy branch on each backbone's real tapped map: CAM = Grad-CAM up to a factor."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    features = _backbone_features(arch, tap, px)
+    assert features.shape[1] == channels
+    branch = GreedyCamBranch(BranchConfig(channels=16, n_stages=2), channels).eval()
+    for stage in (1, 2):
+        ours = greedy_cam(branch, features, stage).numpy()
+        with GradCAM(model=StageModel(branch, stage).eval(),
+                     target_layers=[branch.stages[stage - 1]]) as gc:  # fmt: skip
+            theirs = gc(input_tensor=features, targets=[ClassifierOutputTarget(1)] * 2)
+        for o, t in zip(ours, theirs, strict=True):
+            pos = np.maximum(o, 0)
+            if pos.max() == pos.min():
+                continue
+            norm = (pos - pos.min()) / (pos.max() - pos.min())
+            np.testing.assert_allclose(norm, t, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "inception_v3"])
+def test_plain_cam_identity_on_each_backbone(arch):
+    """GAP of the plain CAM + bias is the positive logit, for the backbone's own last layer."""
+    from deepsolar.classifier.config import ClassifierConfig
+    from deepsolar.classifier.model import build_classifier
+
+    torch.manual_seed(0)
+    px = 75 if arch == "inception_v3" else 96
+    model = build_classifier(ClassifierConfig(arch=arch, weights="none", input_size_px=px)).eval()
+    x = torch.randn(2, 3, px, px)
+    tap = "Mixed_5d" if arch == "inception_v3" else "blocks.4"
+    fwd = classify_with_taps(model, x, arch=arch, tap=tap)
+    with torch.no_grad():
+        logits = model(x)
+    cam = plain_cam(model, fwd.final, arch)
+    bias = model.fc.bias if arch == "inception_v3" else model.classifier.bias
+    torch.testing.assert_close(cam.mean(dim=(1, 2)) + bias[1], logits[:, 1], rtol=1e-4, atol=1e-4)
