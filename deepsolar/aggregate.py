@@ -13,8 +13,9 @@ across levels whenever the layers nest.
 
 - ``solar_system_count`` (+ ``_residential`` / ``_nonresidential``)
 - ``total_panel_area`` (+ ``_residential`` / ``_nonresidential``), m²
-- ``tile_count`` (+ ``_residential`` / ``_nonresidential``), tiles holding a system (when the
-  systems carry ``tile_count``)
+- ``tile_count`` (+ ``_residential`` / ``_nonresidential``): the number of distinct tiles holding
+  (part of) a system counted in the unit (a tile with two systems counts once); written when the
+  panel pieces (``system_id``, ``tile_id``) are passed as ``panels=``
 - ``total_area``: unit area in square miles (equal-area, water included, like TIGER tracts)
 - ``solar_panel_area_divided_by_area``: **residential** panel area (m²) per square mile of
   ``total_area``: DeepSolar's density (its published maps use it)
@@ -29,8 +30,15 @@ and, with units in their names, for all systems: ``area_km2``, ``panel_area_m2_p
 tile footprints; ``scanned_fraction`` = that / unit area. Densities over the scanned area
 (``solar_panel_area_divided_by_scanned_area``, ``panel_area_m2_per_mi2_scanned``,
 ``panel_area_m2_per_km2_scanned``) are what to map: a unit scanned at 10 % with 10 m² is as
-dense as a fully scanned one with 100 m². They are NaN (not zero) where nothing was scanned.
-``scanned=None`` means the systems are a complete inventory (fraction 1 everywhere).
+dense as a fully scanned one with 100 m². ``scanned_area_m2`` gives the same area in m².
+
+**Densities only where we looked.** Every density column (``DENSITY_COLUMNS``: over the unit
+area, over the scanned area, per capita, per household) is NaN (NULL in the GeoPackage) unless
+the unit's scanned fraction reaches ``AggregateConfig.min_scanned_fraction`` (default 0.9, see
+docs/maps.md); ``scan_status`` says ``scanned`` / ``partial`` / ``not scanned`` and
+``scan_note`` why a density is missing ("48% scanned (< 90%): no density"). Counts and areas are
+kept: they are what was found in the scanned part. ``scanned=None`` means the systems are a
+complete inventory (fraction 1 everywhere).
 
 Ratios with a zero denominator (no population, no households) are NaN, where DeepSolar's file
 has ``inf``.
@@ -94,6 +102,8 @@ AREA_COLUMNS: tuple[str, ...] = (
     "panel_area_m2_per_mi2_scanned",
     "panel_area_m2_per_km2_scanned",
 )
+# Beside every density: how much of the unit was scanned and whether its densities are reported.
+SCAN_COLUMNS: tuple[str, ...] = ("scanned_area_m2", "scan_status", "scan_note")
 POPULATION_COLUMNS: tuple[str, ...] = ("solar_panel_area_per_capita", "panel_area_m2_per_capita")
 HOUSEHOLD_COLUMNS: tuple[str, ...] = (
     "number_of_solar_system_per_household",
@@ -101,6 +111,25 @@ HOUSEHOLD_COLUMNS: tuple[str, ...] = (
 )
 # The density a map should show by default: all systems, over the scanned area.
 DEFAULT_DENSITY_FIELD = "panel_area_m2_per_mi2_scanned"
+# Densities are reported only for units scanned at least this much (see docs/maps.md).
+DEFAULT_MIN_SCANNED_FRACTION = 0.9
+SCAN_STATUS_SCANNED = "scanned"
+SCAN_STATUS_PARTIAL = "partial"
+SCAN_STATUS_NONE = "not scanned"
+# Columns set to NULL where a unit is not scanned enough (per capita / per household too: their
+# numerators count only the scanned part).
+DENSITY_COLUMNS: tuple[str, ...] = (
+    "solar_panel_area_divided_by_area",
+    "panel_area_m2_per_mi2",
+    "panel_area_m2_per_km2",
+    "solar_panel_area_divided_by_scanned_area",
+    "panel_area_m2_per_mi2_scanned",
+    "panel_area_m2_per_km2_scanned",
+    "solar_panel_area_per_capita",
+    "panel_area_m2_per_capita",
+    "number_of_solar_system_per_household",
+    "solar_system_count_per_household",
+)
 
 
 class AggregateConfig(StrictModel):
@@ -121,6 +150,13 @@ class AggregateConfig(StrictModel):
     )
     chunk_size: int = Field(
         250_000, ge=1_000, description="points per STRtree chunk (bounds peak memory)"
+    )
+    min_scanned_fraction: float = Field(
+        DEFAULT_MIN_SCANNED_FRACTION,
+        ge=0.0,
+        le=1.0,
+        description="densities are NULL for units whose scanned fraction is below this "
+        "(0 reports every unit with any scan; see docs/maps.md for the default)",
     )
 
 
@@ -448,11 +484,122 @@ def _scanned_area_m2(
     return np.minimum(out, unit_area_m2)
 
 
+def _pct_text(frac: float) -> str:
+    p = 100.0 * float(frac)
+    if p >= 10 or p == 0:
+        return f"{p:.0f}%"
+    return (
+        np.format_float_positional(p, precision=2, unique=False, fractional=False, trim="-") + "%"
+    )
+
+
+def scan_status(
+    fraction: np.ndarray, min_scanned_fraction: float = DEFAULT_MIN_SCANNED_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
+    """(``scan_status``, ``scan_note``) per unit from its scanned fraction.
+
+    ``scanned`` (densities reported) from ``min_scanned_fraction`` on; ``partial`` below it;
+    ``not scanned`` at 0. The note (None for a completely scanned unit) says why a density is
+    missing, short enough to label the unit on a map.
+    """
+    f = np.nan_to_num(np.asarray(fraction, dtype=float), nan=0.0)
+    thr = float(min_scanned_fraction)
+    status = np.where(
+        f <= 0,
+        SCAN_STATUS_NONE,
+        np.where(f >= thr - 1e-9, SCAN_STATUS_SCANNED, SCAN_STATUS_PARTIAL),
+    ).astype(object)
+    need = _pct_text(thr)
+    notes: list[str | None] = []
+    for fi, st in zip(f, status, strict=True):
+        if st == SCAN_STATUS_NONE:
+            notes.append("not scanned: no density")
+        elif st == SCAN_STATUS_PARTIAL:
+            notes.append(f"{_pct_text(fi)} scanned (< {need}): no density")
+        elif fi < 1 - 1e-6:
+            notes.append(f"{_pct_text(fi)} scanned: density over the scanned part")
+        else:
+            notes.append(None)
+    return status, np.array(notes, dtype=object)
+
+
+def _distinct_tile_counts(
+    systems: gpd.GeoDataFrame,
+    panels: gpd.GeoDataFrame,
+    unit_of_system: np.ndarray,
+    residential: np.ndarray,
+    k: int,
+) -> dict[str, np.ndarray]:
+    """DeepSolar's ``tile_count``: distinct tiles holding (part of) a system counted in the unit.
+
+    A tile holding two systems counts once; a system spanning three tiles adds three. The
+    residential / non-residential columns count the distinct tiles holding a system of that class
+    (a tile holding one of each counts in both, so they may add up to more than ``tile_count``).
+    """
+    need = {"system_id", "tile_id"}
+    if "system_id" not in systems.columns or not need <= set(panels.columns):
+        raise InputDataError(
+            "tile counts need panels with system_id and tile_id, and systems with system_id",
+            where="aggregate_systems(panels=...)",
+            fix="pass the panels labelled by deepsolar.merge.merge_panels_labelled",
+        )
+    sys_ids = systems["system_id"].to_numpy()
+    unit = pd.Series(unit_of_system, index=sys_ids)
+    res = pd.Series(residential, index=sys_ids)
+    p = pd.DataFrame(
+        {"s": panels["system_id"].to_numpy(), "t": panels["tile_id"].astype(str).to_numpy()}
+    ).dropna()
+    p["u"] = unit.reindex(p["s"]).to_numpy()
+    p["r"] = res.reindex(p["s"]).to_numpy()
+    p = p[p["u"].notna() & (p["u"] >= 0)]
+    p["u"] = p["u"].astype(np.int64)
+
+    def distinct(frame: pd.DataFrame) -> np.ndarray:
+        pairs = frame[["u", "t"]].drop_duplicates()
+        return np.bincount(pairs["u"].to_numpy(np.int64), minlength=k).astype(np.int64)
+
+    is_res = p["r"].astype(bool)
+    return {
+        "tile_count": distinct(p),
+        "tile_count_residential": distinct(p[is_res]),
+        "tile_count_nonresidential": distinct(p[~is_res]),
+    }
+
+
+def scan_footprint_frame(
+    scanned: ScannedInput, *, n_tiles: int | None = None, **columns: Any
+) -> gpd.GeoDataFrame:
+    """The ``scan_footprint`` layer: the union of the scanned tiles, dissolved into one
+    (multi)polygon (EPSG:4326) with ``area_m2``, ``area_km2`` and ``n_tiles`` (when known)."""
+    if isinstance(scanned, ScanCoverage) and n_tiles is None:
+        n_tiles = scanned.n_tiles
+    geom = scanned_geometry(scanned)
+    if geom is None:
+        raise InputDataError(
+            "no scan to draw (scanned=None means a complete inventory)",
+            where="scan_footprint_frame",
+            fix="pass the scanned tiles or coverage",
+        )
+    area = (
+        float(equal_area_m2_array(np.array([geom], dtype=object), LONLAT)[0])
+        if not geom.is_empty
+        else 0.0
+    )
+    data = {
+        "n_tiles": [n_tiles if n_tiles is not None else -1],
+        "area_m2": [area],
+        "area_km2": [area / M2_PER_KM2],
+        **{k: [v] for k, v in columns.items()},
+    }
+    return gpd.GeoDataFrame(data, geometry=[geom], crs=LONLAT)
+
+
 def aggregate_systems(
     systems: gpd.GeoDataFrame,
     units: gpd.GeoDataFrame,
     *,
     scanned: ScannedInput = None,
+    panels: gpd.GeoDataFrame | None = None,
     population_column: str | None = None,
     household_column: str | None = None,
     config: AggregateConfig | Mapping[str, Any] | None = None,
@@ -463,8 +610,11 @@ def aggregate_systems(
     optional, else classed by area). ``units``: polygons with a CRS (their columns are kept).
     ``scanned``: what was scanned (see :func:`scanned_geometry`); None = complete inventory.
     ``population_column`` / ``household_column`` default to DeepSolar's ``population`` /
-    ``household_count`` when the units have them. Returns ``units`` (EPSG:4326) with the columns
-    described in the module docstring; ``attrs`` holds ``unassigned_systems``.
+    ``household_count`` when the units have them. ``panels``: the panel pieces with
+    ``system_id`` and ``tile_id`` (from :func:`deepsolar.merge.merge_panels_labelled`); with them
+    the ``tile_count`` columns (distinct tiles holding a system) are written, without them they
+    are left out. Returns ``units`` (EPSG:4326) with the columns described in the module
+    docstring; ``attrs`` holds ``unassigned_systems`` and the scan counts.
     """
     cfg = validate_config(AggregateConfig, config or {}, where="aggregate_systems config")
     return _aggregate(
@@ -475,6 +625,7 @@ def aggregate_systems(
         scanned_geometry(scanned),
         population_column,
         household_column,
+        panels,
     )
 
 
@@ -486,6 +637,7 @@ def _aggregate(
     coverage: BaseGeometry | None,
     population_column: str | None,
     household_column: str | None,
+    panels: gpd.GeoDataFrame | None = None,
 ) -> gpd.GeoDataFrame:
     geoms = _unit_geoms(units)
     area = _system_area(systems, cfg)
@@ -513,17 +665,16 @@ def _aggregate(
     out["total_panel_area"] = total(ar)
     out["total_panel_area_residential"] = total(ar, rs)
     out["total_panel_area_nonresidential"] = total(ar, ~rs)
-    if "tile_count" in systems.columns:
-        tc = pd.to_numeric(systems["tile_count"], errors="coerce").fillna(0).to_numpy(float)[hit]
-        out["tile_count"] = total(tc).astype(np.int64)
-        out["tile_count_residential"] = total(tc, rs).astype(np.int64)
-        out["tile_count_nonresidential"] = total(tc, ~rs).astype(np.int64)
+    if panels is not None:
+        for col, vals in _distinct_tile_counts(systems, panels, idx, res, k).items():
+            out[col] = vals
     if "capacity_kw" in systems.columns:
         cap = pd.to_numeric(systems["capacity_kw"], errors="coerce").fillna(0).to_numpy(float)
         out["total_capacity_kw"] = total(cap[hit])
 
     unit_m2 = equal_area_m2_array(geoms, LONLAT)
     scanned_m2 = _scanned_area_m2(geoms, unit_m2, coverage)
+    frac = np.clip(_ratio(scanned_m2, unit_m2), 0.0, 1.0)
     res_area = out["total_panel_area_residential"].to_numpy()
     all_area = out["total_panel_area"].to_numpy()
     out["total_area"] = unit_m2 / M2_PER_MI2
@@ -532,7 +683,7 @@ def _aggregate(
     out["panel_area_m2_per_mi2"] = _ratio(all_area, unit_m2 / M2_PER_MI2)
     out["panel_area_m2_per_km2"] = _ratio(all_area, unit_m2 / M2_PER_KM2)
     out["scanned_area_km2"] = scanned_m2 / M2_PER_KM2
-    out["scanned_fraction"] = np.clip(_ratio(scanned_m2, unit_m2), 0.0, 1.0)
+    out["scanned_fraction"] = frac
     out["solar_panel_area_divided_by_scanned_area"] = _ratio(res_area, scanned_m2 / M2_PER_MI2)
     out["panel_area_m2_per_mi2_scanned"] = _ratio(all_area, scanned_m2 / M2_PER_MI2)
     out["panel_area_m2_per_km2_scanned"] = _ratio(all_area, scanned_m2 / M2_PER_KM2)
@@ -549,6 +700,17 @@ def _aggregate(
             out["solar_system_count"].to_numpy(float), hh
         )
 
+    out["scanned_area_m2"] = scanned_m2
+    status, note = scan_status(frac, cfg.min_scanned_fraction)
+    out["scan_status"] = status
+    out["scan_note"] = note
+    # Densities only where we looked: a unit scanned below the threshold gets NULL densities
+    # (its counts and areas stay: they are what was found in the scanned part).
+    reported = status == SCAN_STATUS_SCANNED
+    for col in DENSITY_COLUMNS:
+        if col in out.columns:
+            out.loc[~reported, col] = np.nan
+
     keep = [c for c in units.columns if c not in out.columns and c != units.geometry.name]
     result = gpd.GeoDataFrame(
         pd.concat([units[keep], out], axis=1),
@@ -562,6 +724,9 @@ def _aggregate(
             "assigned_systems": int(hit.sum()),
             "scanned": "complete inventory assumed" if coverage is None else "tile coverage",
             "assign_by": cfg.assign_by,
+            "min_scanned_fraction": cfg.min_scanned_fraction,
+            "units_partially_scanned": int((status == SCAN_STATUS_PARTIAL).sum()),
+            "units_not_scanned": int((status == SCAN_STATUS_NONE).sum()),
         }
     )
     if n_un:
@@ -574,6 +739,7 @@ def aggregate_levels(
     units_by_level: Mapping[str, gpd.GeoDataFrame],
     *,
     scanned: ScannedInput = None,
+    panels: gpd.GeoDataFrame | None = None,
     population_column: str | None = None,
     household_column: str | None = None,
     config: AggregateConfig | Mapping[str, Any] | None = None,
@@ -592,6 +758,7 @@ def aggregate_levels(
             coverage,
             population_column if population_column in (None, *units.columns) else None,
             household_column if household_column in (None, *units.columns) else None,
+            panels,
         )
         for name, units in units_by_level.items()
     }

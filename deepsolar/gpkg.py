@@ -31,6 +31,7 @@ from typing import Any, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 
 from deepsolar.aggregate import DEFAULT_DENSITY_FIELD
 from deepsolar.errors import InputDataError
@@ -65,9 +66,16 @@ FIELD_ALIASES: dict[str, str] = {
     "is_residential": "Residential",
     "system_class": "System class",
     "n_panels": "Panel pieces",
-    "tile_count": "Tiles with panels",
-    "tile_count_residential": "Tiles with residential panels",
-    "tile_count_nonresidential": "Tiles with non-residential panels",
+    "tile_count": "Tiles holding a system (distinct)",
+    "tile_count_residential": "Tiles holding a residential system (distinct)",
+    "tile_count_nonresidential": "Tiles holding a non-residential system (distinct)",
+    "prob": "Solar probability",
+    "panel_area_m2": "Panel area in tile (m²)",
+    "n_tiles": "Scanned tiles",
+    "scanned_area_m2": "Scanned area (m²)",
+    "scan_status": "Scan status (scanned / partial / not scanned)",
+    "scan_note": "Scan note",
+    "data_label": "Data label",
     "lon": "Longitude",
     "lat": "Latitude",
     "solar_system_count": "Solar systems",
@@ -400,6 +408,273 @@ def single_qml(
     return _finish(root, columns, aliases)
 
 
+def _fill_layers(parent: ET.Element, name: str, layers: Sequence[Mapping[str, str]]) -> None:
+    """A fill symbol made of several SimpleFill layers (e.g. a grey fill under a hatch)."""
+    sym = ET.SubElement(
+        parent, "symbol", type="fill", name=name, alpha="1", clip_to_extent="1", force_rhr="0"
+    )
+    for props in layers:
+        lyr = ET.SubElement(sym, "layer", {"class": "SimpleFill"}, enabled="1", locked="0")
+        lyr.set("pass", "0")
+        full = {
+            "color": "0,0,0,0",
+            "style": "solid",
+            "outline_color": "110,110,110,255",
+            "outline_style": "solid",
+            "outline_width": "0.1",
+            "outline_width_unit": "MM",
+            "joinstyle": "bevel",
+            "offset": "0,0",
+            "offset_unit": "MM",
+            **props,
+        }
+        _option_map(lyr, full)
+
+
+def _num(v: float) -> str:
+    """A number for a QGIS expression: exact, never in exponent notation."""
+    return np.format_float_positional(float(v), trim="-")
+
+
+Rule = tuple[str | None, str, str | None]  # filter expression, legend label, symbol name
+
+
+def rule_qml(
+    columns: Sequence[str],
+    symbols: Mapping[str, Any],
+    *,
+    header: str | None,
+    rules: Sequence[Rule],
+    other_rules: Sequence[Rule] = (),
+    label_expression: str | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> str:
+    """QML with a rule-based renderer: ``rules`` nested under a ``header`` rule (no filter, no
+    symbol: QGIS shows it as the legend's title line), then ``other_rules`` at the top level.
+    ``symbols`` maps a symbol name to a callable ``(parent, name)`` that writes it.
+    ``label_expression``: map labels from this QGIS expression (NULL: no label)."""
+    aliases = {**FIELD_ALIASES, **(aliases or {})}
+    root = _qgis_root()
+    if label_expression:
+        root.set("labelsEnabled", "1")
+    r = ET.SubElement(
+        root,
+        "renderer-v2",
+        type="RuleRenderer",
+        symbollevels="0",
+        forceraster="0",
+        enableorderby="0",
+        referencescale="-1",
+    )
+    top = ET.SubElement(r, "rules", key="{deepsolar-root}")
+    counter = iter(range(10_000))
+
+    def add(parent: ET.Element, rule: Rule) -> None:
+        flt, label, sym = rule
+        el = ET.SubElement(parent, "rule", key=f"{{deepsolar-rule-{next(counter)}}}", label=label)
+        if flt:
+            el.set("filter", flt)
+        if sym is not None:
+            el.set("symbol", sym)
+
+    if header is not None:
+        head = ET.SubElement(top, "rule", key="{deepsolar-header}", label=header)
+        for rule in rules:
+            add(head, rule)
+    else:
+        for rule in rules:
+            add(top, rule)
+    for rule in other_rules:
+        add(top, rule)
+    sym_el = ET.SubElement(r, "symbols")
+    for name, writer in symbols.items():
+        writer(sym_el, name)
+    if label_expression:
+        _simple_labeling(root, label_expression)
+    return _finish(root, columns, aliases)
+
+
+def _simple_labeling(root: ET.Element, expression: str) -> None:
+    """Simple QGIS labelling: dark text with a white halo, over the polygon's inside point."""
+    lab = ET.SubElement(root, "labeling", type="simple")
+    st = ET.SubElement(lab, "settings", calloutType="simple")
+    ts = ET.SubElement(
+        st,
+        "text-style",
+        fieldName=expression,
+        isExpression="1",
+        fontFamily="Sans Serif",
+        fontSize="7",
+        fontSizeUnit="Point",
+        fontWeight="50",
+        fontItalic="1",
+        namedStyle="Italic",
+        textColor="50,50,50,255",
+        textOpacity="1",
+        multilineHeight="1",
+        previewBkgrdColor="255,255,255,255",
+        blendMode="0",
+        allowHtml="0",
+        capitalization="0",
+    )
+    ET.SubElement(
+        ts,
+        "text-buffer",
+        bufferDraw="1",
+        bufferSize="0.8",
+        bufferSizeUnits="MM",
+        bufferColor="255,255,255,255",
+        bufferOpacity="0.85",
+        bufferNoFill="1",
+        bufferJoinStyle="128",
+        bufferBlendMode="0",
+    )
+    ET.SubElement(st, "text-format", wrapChar="", autoWrapLength="28", multilineAlign="1")
+    ET.SubElement(
+        st, "placement", placement="1", centroidInside="1", centroidWhole="0", fitInPolygonOnly="0"
+    )
+    ET.SubElement(
+        st,
+        "rendering",
+        displayAll="0",
+        obstacle="0",
+        upsidedownLabels="0",
+        scaleVisibility="0",
+        limitNumLabels="0",
+    )
+
+
+def _plain_fill(fill: Sequence[int] | None, outline: Sequence[int], width: float) -> Any:
+    def w(parent: ET.Element, name: str) -> None:
+        _symbol(parent, name, "fill", fill, outline, width)
+
+    return w
+
+
+def _layered_fill(*layers: Mapping[str, str]) -> Any:
+    def w(parent: ET.Element, name: str) -> None:
+        _fill_layers(parent, name, layers)
+
+    return w
+
+
+PARTIAL_FILL = "225,225,225,255"
+PARTIAL_HATCH = "150,150,150,255"
+
+
+def choropleth_qml(
+    field: str,
+    edges: Sequence[float],
+    columns: Sequence[str],
+    *,
+    min_scanned_fraction: float | None = None,
+    no_value_rows: bool = False,
+    cmap: str = "YlOrRd",
+    aliases: Mapping[str, str] | None = None,
+) -> str:
+    """Unit layers: a rule-based choropleth of ``field`` whose legend starts with the field's
+    name and unit, then one rule per class, then the units without a density: partially scanned
+    ones grey and hatched (and labelled on the map with their ``scan_note``), unscanned ones
+    outlined only."""
+    aliases = {**FIELD_ALIASES, **(aliases or {})}
+    alias = aliases.get(field) or field
+    header = f"{alias}\nfield: {field}"
+    q = f'"{field}"'
+    rules: list[Rule] = []
+    symbols: dict[str, Any] = {}
+    if len(edges) >= 2:
+        colors = ramp_colors(len(edges) - 1, cmap)
+        for i, (lab, lo, hi) in enumerate(
+            zip(range_labels(edges), edges[:-1], edges[1:], strict=True)
+        ):
+            op = ">=" if i == 0 else ">"
+            rules.append((f"{q} {op} {_num(lo)} AND {q} <= {_num(hi)}", lab, f"c{i}"))
+            symbols[f"c{i}"] = _plain_fill(colors[i], (110, 110, 110, 255), 0.1)
+    else:  # the header still names the field; one line says why there are no classes
+        rules.append((None, "(no unit scanned enough for a density)", None))
+    other: list[Rule] = []
+    need = (
+        f"< {100 * min_scanned_fraction:g}% of area scanned"
+        if min_scanned_fraction is not None
+        else "partly scanned"
+    )
+    if "scan_status" in columns:
+        other.append(
+            (
+                f"{q} IS NULL AND \"scan_status\" = 'partial'",
+                f"partially scanned ({need}): no density",
+                "partial",
+            )
+        )
+        other.append(
+            (f"{q} IS NULL AND \"scan_status\" = 'not scanned'", "not scanned: no density", "none")
+        )
+        if no_value_rows:  # scanned, yet no value (e.g. no population for a per-capita field)
+            other.append((f"{q} IS NULL AND \"scan_status\" = 'scanned'", "no value", "novalue"))
+    else:
+        other.append((f"{q} IS NULL", "no data / not scanned", "partial"))
+    # one symbol per rule: QGIS takes each symbol out of the map when it reads a rule
+    symbols["partial"] = _layered_fill(
+        {"color": PARTIAL_FILL, "outline_color": "150,150,150,255", "outline_width": "0.15"},
+        {"color": PARTIAL_HATCH, "style": "b_diagonal", "outline_style": "no"},
+    )
+    symbols["none"] = _plain_fill(None, (170, 170, 170, 255), 0.1)
+    symbols["novalue"] = _plain_fill(None, (120, 120, 120, 255), 0.1)
+    label = (
+        'CASE WHEN "scan_status" = \'partial\' THEN "scan_note" END'
+        if {"scan_status", "scan_note"} <= set(columns)
+        else None
+    )
+    return rule_qml(
+        columns,
+        symbols,
+        header=header,
+        rules=rules,
+        other_rules=other,
+        label_expression=label,
+        aliases=aliases,
+    )
+
+
+def tiles_qml(columns: Sequence[str], aliases: Mapping[str, str] | None = None) -> str:
+    """Tiles: classified-positive tiles orange, negative ones thin grey outlines."""
+    return rule_qml(
+        columns,
+        {
+            "pos": _plain_fill((253, 174, 107, 110), (230, 85, 13, 255), 0.35),
+            "neg": _plain_fill(None, (150, 150, 150, 255), 0.12),
+            "na": _plain_fill(None, (90, 90, 200, 255), 0.12),
+        },
+        header="Tiles: classifier call [is_positive]",
+        rules=[
+            ('"is_positive"', "classified positive (solar)", "pos"),
+            ('NOT "is_positive"', "classified negative", "neg"),
+            ('"is_positive" IS NULL', "not classified", "na"),
+        ],
+        aliases=aliases,
+    )
+
+
+def footprint_qml(columns: Sequence[str], aliases: Mapping[str, str] | None = None) -> str:
+    """The scanned footprint: blue outline over a faint blue fill."""
+    return rule_qml(
+        columns,
+        {
+            "scan": _layered_fill(
+                {
+                    "color": "49,130,189,45",
+                    "outline_color": "8,81,156,255",
+                    "outline_width": "0.5",
+                    "outline_style": "dash",
+                }
+            )
+        },
+        header=None,
+        rules=[(None, "scanned area (union of the scanned tiles)", "scan")],
+        aliases=aliases,
+    )
+
+
 def default_style(
     name: str,
     gdf: gpd.GeoDataFrame,
@@ -414,8 +689,31 @@ def default_style(
     kind = _symbol_kind(gdf)
     if density_field in gdf.columns:
         edges = class_breaks(gdf[density_field], k, method)
-        qml = graduated_qml(density_field, edges, cols, kind=kind, method=method, aliases=aliases)
-        return qml, f"graduated ({method}, {max(len(edges) - 1, 1)} classes) on {density_field}"
+        if kind != "fill":
+            qml = graduated_qml(
+                density_field, edges, cols, kind=kind, method=method, aliases=aliases
+            )
+            return qml, f"graduated ({method}, {max(len(edges) - 1, 1)} classes) on {density_field}"
+        thr = gdf.attrs.get("min_scanned_fraction")
+        no_value = False
+        if "scan_status" in gdf.columns:
+            no_value = bool((gdf[density_field].isna() & (gdf["scan_status"] == "scanned")).any())
+        qml = choropleth_qml(
+            density_field,
+            edges,
+            cols,
+            min_scanned_fraction=thr,
+            no_value_rows=no_value,
+            aliases=aliases,
+        )
+        return qml, (
+            f"rule-based choropleth ({method}, {max(len(edges) - 1, 1)} classes) on "
+            f"{density_field}; partially scanned units hatched grey and labelled"
+        )
+    if name == "scan_footprint" and kind == "fill":
+        return footprint_qml(cols, aliases), "scanned footprint outlined in blue"
+    if name == "tiles" and "is_positive" in gdf.columns and kind == "fill":
+        return tiles_qml(cols, aliases), "positive tiles orange, negative tiles grey outlines"
     if name == "systems":
         return (
             single_qml(
@@ -531,12 +829,20 @@ def write_run_geopackage(
     k: int = 5,
     method: BreakMethod = "jenks",
     aliases: Mapping[str, str] | None = None,
+    data_label: str | None = None,
+    note: str | None = None,
+    provenance: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``layers`` (name -> GeoDataFrame) to one GeoPackage 1.2 with default QGIS styles.
 
     ``styles`` overrides the generated QML of named layers. Polygon layers are written as
     MultiPolygon (one geometry type per layer, as the format wants). Atomic: temp file + rename.
-    Returns the path written.
+
+    ``data_label`` (e.g. ``"SYNTHETIC"``) marks the file itself: a ``data_label`` column in every
+    layer, ``gpkg_contents.description`` of every layer starting with the label, the layer
+    identifier ``"{name} ({label})"``, and ``gpkg_metadata`` records (GDAL metadata: one for the
+    whole GeoPackage, one per layer) linked through ``gpkg_metadata_reference``. ``note`` and
+    ``provenance`` (key -> text) go into the same descriptions / metadata. Returns the path.
     """
     import pyogrio
 
@@ -544,11 +850,26 @@ def write_run_geopackage(
     _check_layers(layers, str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_near(out, ".gpkg")
+    label = (data_label or "").strip() or None
+    ds_meta = {"PRODUCER": "deepsolar"}
+    if label:
+        ds_meta["DATA_LABEL"] = label
+    if note:
+        ds_meta["NOTE"] = note
+    for key, val in (provenance or {}).items():
+        ds_meta["SOURCE_" + "".join(c if c.isalnum() else "_" for c in key.upper())] = str(val)
     try:
         style_rows = []
         first = True
         for name, gdf in layers.items():
+            if label:
+                gdf = gdf.assign(data_label=label)
             data = _for_gdal(gdf)
+            desc = f"deepsolar {name} layer" + (f"; {note}" if note else "")
+            layer_options = {"SPATIAL_INDEX": "YES", "DESCRIPTION": desc}
+            if label:
+                layer_options["DESCRIPTION"] = f"{label}: {desc}"
+                layer_options["IDENTIFIER"] = f"{name} ({label})"
             pyogrio.write_dataframe(
                 data,
                 tmp,
@@ -557,7 +878,9 @@ def write_run_geopackage(
                 geometry_type=_geometry_type(gdf),
                 promote_to_multi=_geometry_type(gdf).startswith("Multi"),
                 dataset_options={"VERSION": "1.2"} if first else None,
-                layer_options={"SPATIAL_INDEX": "YES"},
+                layer_options=layer_options,
+                dataset_metadata=ds_meta if first else None,
+                layer_metadata={"DATA_LABEL": label} if label else None,
             )
             first = False
             if styles and name in styles:
@@ -631,10 +954,14 @@ def write_choropleth_png(
     k: int = 5,
     method: BreakMethod = "jenks",
     dpi: int = 150,
+    footprint: gpd.GeoDataFrame | gpd.GeoSeries | None = None,
 ) -> Path:
     """A PNG choropleth of ``field`` with the same classes and colours as the QGIS style.
 
-    Units without a value (nothing scanned) are hatched grey and labelled so in the legend.
+    Units without a value are drawn by why: partially scanned ones (``scan_status`` 'partial')
+    hatched grey, labelled with their scanned percentage (the 25 largest); unscanned ones
+    outlined only. ``footprint`` (the ``scan_footprint`` layer) is drawn as a blue outline, with a
+    marker at its centre when it is too small to see at the map's scale.
     """
     import matplotlib
 
@@ -668,16 +995,66 @@ def write_choropleth_png(
             for c, lab in zip(colors, range_labels(edges), strict=True)
         ]
     missing = vals.isna().to_numpy()
-    if missing.any():
-        gdf[missing].plot(
-            ax=ax, facecolor="#eeeeee", edgecolor="#bbbbbb", hatch="///", linewidth=0.15
-        )
+    if "scan_status" in gdf.columns:
+        status = gdf["scan_status"].astype(str).to_numpy()
+        partial = missing & (status == "partial")
+        unscanned = missing & (status == "not scanned")
+        other = missing & ~partial & ~unscanned
+    else:
+        partial, unscanned, other = missing, np.zeros_like(missing), np.zeros_like(missing)
+    thr = units.attrs.get("min_scanned_fraction")
+    hatch_kw = {"facecolor": "#e1e1e1", "edgecolor": "#969696", "hatch": "///"}
+    if partial.any():
+        gdf[partial].plot(ax=ax, linewidth=0.15, **hatch_kw)
+        need = f"< {100 * thr:g}% of area scanned" if thr is not None else "partly scanned"
+        handles.append(Patch(**hatch_kw, label=f"partially scanned ({need}): no density"))
+        if "scanned_fraction" in gdf.columns:
+            # label the 25 largest partially scanned units (more would overlap)
+            part = gdf[partial]
+            part = part.loc[part.to_crs(6933).area.sort_values(ascending=False).index[:25]]
+            pts = part.geometry.representative_point()
+            fr = pd.to_numeric(part["scanned_fraction"], errors="coerce")
+            for pt, f in zip(pts, fr, strict=True):
+                ax.annotate(
+                    f"{_pct_label(f)} scanned",
+                    (pt.x, pt.y),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    style="italic",
+                    color="#333333",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75},
+                )
+    if unscanned.any() or other.any():
+        gdf[unscanned | other].plot(ax=ax, facecolor="white", edgecolor="#aaaaaa", linewidth=0.15)
         handles.append(
-            Patch(
-                facecolor="#eeeeee", edgecolor="#bbbbbb", hatch="///", label="no data / not scanned"
-            )
+            Patch(facecolor="white", edgecolor="#aaaaaa", label="not scanned / no value")
         )
     w, s, e, n_ = gdf.total_bounds
+    if footprint is not None and len(footprint):
+        fp = footprint.to_crs("EPSG:4326") if footprint.crs is not None else footprint
+        fp = gpd.GeoSeries(fp.geometry if isinstance(fp, gpd.GeoDataFrame) else fp)
+        fp = fp[~fp.is_empty]
+        if len(fp):
+            fp.plot(ax=ax, facecolor=(0.19, 0.51, 0.74, 0.18), edgecolor="#08519c", linewidth=0.9)
+            # too small to see at this scale: under 0.2% of the map's area
+            tiny = float(shapely.area(fp.values).sum()) < 0.002 * max((e - w) * (n_ - s), 1e-18)
+            lab = "scanned area (union of scanned tiles)"
+            if tiny:
+                fw, fs, fe, fn = fp.total_bounds
+                ax.plot(
+                    (fw + fe) / 2,
+                    (fs + fn) / 2,
+                    marker="o",
+                    ms=14,
+                    mfc="none",
+                    mec="#08519c",
+                    mew=1.6,
+                )
+                lab += ", ringed: too small to see here"
+            handles.append(
+                Patch(facecolor=(0.19, 0.51, 0.74, 0.18), edgecolor="#08519c", label=lab)
+            )
     ax.set_aspect(1 / max(np.cos(np.radians((s + n_) / 2)), 0.1))
     ax.set_axis_off()
     label = FIELD_ALIASES.get(field, field)
@@ -702,6 +1079,17 @@ def write_choropleth_png(
         plt.close(fig)
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _pct_label(frac: float) -> str:
+    if not np.isfinite(frac):
+        return "?%"
+    p = 100.0 * float(frac)
+    if p >= 10 or p == 0:
+        return f"{p:.0f}%"
+    return (
+        np.format_float_positional(p, precision=2, unique=False, fractional=False, trim="-") + "%"
+    )
 
 
 def write_tables(
@@ -750,13 +1138,32 @@ def write_run_outputs(
     note: str | None = None,
     k: int = 5,
     method: BreakMethod = "jenks",
+    data_label: str | None = None,
+    provenance: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything a run delivers, in ``out_dir``: ``{name}.gpkg``, ``maps/{layer}.png`` for each
-    unit layer with ``density_field``, ``tables/{layer}.csv|parquet``. Returns the paths."""
+    unit layer with ``density_field`` (with the ``scan_footprint`` layer drawn on it when there
+    is one), ``tables/{layer}.csv|parquet``. ``data_label`` (e.g. "SYNTHETIC") labels the
+    GeoPackage, every table (column ``data_label``) and the map titles. Returns the paths, the
+    layer names and the provenance given."""
     d = Path(out_dir)
     gpkg = write_run_geopackage(
-        d / f"{name}.gpkg", layers, density_field=density_field, k=k, method=method
+        d / f"{name}.gpkg",
+        layers,
+        density_field=density_field,
+        k=k,
+        method=method,
+        data_label=data_label,
+        note=note,
+        provenance=provenance,
     )
+    if data_label:
+        layers = {n: g.assign(data_label=data_label) for n, g in layers.items()}
+        if title and data_label not in title:
+            title = f"{data_label}: {title}"
+        if not note or data_label not in note:
+            note = f"{data_label} data" + (f" - {note}" if note else "")
+    footprint = layers.get("scan_footprint")
     maps = {}
     for lname, gdf in layers.items():
         if density_field in gdf.columns:
@@ -765,6 +1172,8 @@ def write_run_outputs(
                 if title
                 else f"{FIELD_ALIASES.get(density_field, density_field)} – {lname}"
             )
+            if data_label and data_label not in t:
+                t = f"{data_label}: {t}"
             maps[lname] = write_choropleth_png(
                 gdf,
                 d / "maps" / f"{lname}.png",
@@ -773,6 +1182,43 @@ def write_run_outputs(
                 note=note,
                 k=k,
                 method=method,
+                footprint=footprint,
             )
     tables = write_tables(d / "tables", layers)
-    return {"geopackage": gpkg, "maps": maps, "tables": tables}
+    return {
+        "geopackage": gpkg,
+        "layers": list(layers),
+        "maps": maps,
+        "tables": tables,
+        "data_label": data_label,
+        "provenance": dict(provenance or {}),
+    }
+
+
+def outputs_summary(paths: Mapping[str, Any], indent: str = "  ") -> list[str]:
+    """Lines listing a run's deliverables (the dict :func:`write_run_outputs` returns, or its
+    JSON form): the GeoPackage and its layers, each PNG map, each table, where the figures came
+    from."""
+    lines = []
+    label = paths.get("data_label")
+    gp = paths.get("geopackage")
+    if gp:
+        lab = f", labelled {label} in its metadata" if label else ""
+        lines.append(f"{indent}GeoPackage (open in QGIS{lab}): {gp}")
+        if paths.get("layers"):
+            lines.append(f"{indent}  layers: {', '.join(paths['layers'])}")
+    maps = paths.get("maps") or {}
+    if maps:
+        lines.append(f"{indent}maps (PNG):")
+        lines.extend(f"{indent}  {k:<15}{v}" for k, v in maps.items())
+    tables = paths.get("tables") or {}
+    if tables:
+        first = next(iter(tables.values()))
+        folder = Path(first[0]).parent if first else ""
+        fmts = "/".join(Path(p).suffix.lstrip(".") for p in first)
+        lines.append(f"{indent}tables ({fmts}) in {folder}: {', '.join(tables)}")
+    prov = paths.get("provenance") or {}
+    if prov:
+        lines.append(f"{indent}figures computed from:")
+        lines.extend(f"{indent}  {k:<21}{v}" for k, v in prov.items())
+    return lines

@@ -2,8 +2,10 @@
 
 Input is what ``segment-tiles`` leaves in a tile store: ``manifest.gpkg`` (every scanned tile)
 and ``segmentation.parquet`` (per tile: probability, positive or not, mask PNG, area). Output is
-one GeoPackage with layers ``tiles``, ``panels``, ``systems``, ``tracts``, ``counties``,
-``states`` (styled for QGIS), PNG choropleths and CSV/Parquet tables (see :mod:`deepsolar.gpkg`).
+one GeoPackage with layers ``scan_footprint``, ``tiles``, ``panels``, ``systems``, ``tracts``,
+``counties``, ``states`` (styled for QGIS), PNG choropleths and CSV/Parquet tables (see
+:mod:`deepsolar.gpkg`). A run marked SYNTHETIC (``MapOutputsConfig.data_label``, or a note /
+title that says SYNTHETIC) is labelled so inside the GeoPackage itself.
 Only units that meet the scanned area are written, so a county scan does not carry 3,000 empty
 counties.
 """
@@ -17,9 +19,14 @@ import cv2
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from deepsolar.aggregate import aggregate_levels, scanned_geometry
+from deepsolar.aggregate import (
+    AggregateConfig,
+    aggregate_levels,
+    scan_footprint_frame,
+    scanned_geometry,
+)
 from deepsolar.boundaries import BoundarySourcesConfig, load_units
 from deepsolar.config import StrictModel
 from deepsolar.errors import InputDataError
@@ -31,6 +38,7 @@ from deepsolar.tiling import Tile
 
 SEGMENTATION_TABLE = "segmentation.parquet"
 LEVEL_LAYERS = {"tract": "tracts", "county": "counties", "state": "states"}
+SYNTHETIC_LABEL = "SYNTHETIC"
 
 
 class MapOutputsConfig(StrictModel):
@@ -42,6 +50,25 @@ class MapOutputsConfig(StrictModel):
     name: str = Field("deepsolar", pattern=r"^[A-Za-z0-9_.-]+$", description="GeoPackage name")
     title: str | None = None
     note: str | None = Field(None, description="shown on the PNG maps (e.g. 'SYNTHETIC scene')")
+    aggregate: AggregateConfig = Field(
+        default_factory=AggregateConfig,
+        description="aggregation options, e.g. min_scanned_fraction (densities only from it)",
+    )
+    data_label: str | None = Field(
+        None,
+        max_length=200,
+        description="label written into every layer (column data_label), the GeoPackage's "
+        "layer descriptions and a gpkg_metadata record, e.g. 'SYNTHETIC'. Default: 'SYNTHETIC' "
+        "when the note or title says SYNTHETIC, else none",
+    )
+
+    @model_validator(mode="after")
+    def _synthetic_label(self) -> MapOutputsConfig:
+        if self.data_label is None and any(
+            "SYNTHETIC" in (t or "") for t in (self.note, self.title)
+        ):
+            self.data_label = SYNTHETIC_LABEL
+        return self
 
 
 def read_segmentation(store_dir: Path) -> pd.DataFrame:
@@ -109,14 +136,31 @@ def build_map_layers(
         layer: units_in_scan(level, coverage, cfg.boundaries)
         for level, layer in LEVEL_LAYERS.items()
     }
-    aggregates = aggregate_levels(systems, units, scanned=coverage)
+    aggregates = aggregate_levels(
+        systems,
+        units,
+        scanned=coverage,
+        panels=panels if len(panels) else None,
+        config=cfg.aggregate,
+    )
+    if not len(panels):  # no system anywhere: every tile count is 0
+        for agg in aggregates.values():
+            for col in ("tile_count", "tile_count_residential", "tile_count_nonresidential"):
+                agg[col] = np.zeros(len(agg), dtype=np.int64)
+    footprint = scan_footprint_frame(coverage, n_tiles=int(len(scanned_tiles)))
     seg_cols = table.set_index("tile_id")[["prob", "is_positive", "area_m2"]]
     tiles = scanned_tiles.join(seg_cols, on="tile_id")
     tiles = tiles.rename(columns={"area_m2": "panel_area_m2"})
     keep = [c for c in ("tile_id", "zoom", "tile_size_px", "x", "y", "m_per_px", "source",
                         "prob", "is_positive", "panel_area_m2") if c in tiles.columns]  # fmt: skip
     tiles = gpd.GeoDataFrame(tiles[keep], geometry=tiles.geometry, crs=manifest.crs)
-    return {"tiles": tiles, "panels": panels, "systems": systems, **aggregates}
+    return {
+        "scan_footprint": footprint,
+        "tiles": tiles,
+        "panels": panels,
+        "systems": systems,
+        **aggregates,
+    }
 
 
 def write_region_maps(
@@ -125,7 +169,20 @@ def write_region_maps(
     """Build the layers and write the GeoPackage, PNG maps and tables into ``out_dir``."""
     cfg = config or MapOutputsConfig()
     layers = build_map_layers(store_dir, cfg)
-    paths = write_run_outputs(out_dir, layers, name=cfg.name, title=cfg.title, note=cfg.note)
+    paths = write_run_outputs(
+        out_dir,
+        layers,
+        name=cfg.name,
+        title=cfg.title,
+        note=cfg.note,
+        data_label=cfg.data_label,
+        provenance={
+            "tile store": str(Path(store_dir).resolve()),
+            "scanned tiles": f"{len(layers['tiles'])} ({Path(store_dir) / 'manifest.gpkg'})",
+            "segmentation": str(Path(store_dir) / SEGMENTATION_TABLE),
+            "min_scanned_fraction": f"{cfg.aggregate.min_scanned_fraction:g}",
+        },
+    )
     counts = {name: int(len(gdf)) for name, gdf in layers.items()}
     total = float(layers["systems"]["area_m2"].sum()) if len(layers["systems"]) else 0.0
     return {"paths": _jsonable(paths), "counts": counts, "total_panel_area_m2": total}

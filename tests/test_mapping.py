@@ -13,8 +13,9 @@ from deepsolar.accuracy import region_scores, tile_scores
 from deepsolar.aggregate import scanned_geometry
 from deepsolar.boundaries import load_units
 from deepsolar.errors import InputDataError
+from deepsolar.gpkg import outputs_summary
 from deepsolar.manifest import TileRecord, tile_relpath, write_manifest
-from deepsolar.mapping import build_map_layers, write_region_maps
+from deepsolar.mapping import MapOutputsConfig, build_map_layers, write_region_maps
 from deepsolar.polygons import equal_area_m2
 from deepsolar.tiling import TileGrid
 
@@ -59,7 +60,10 @@ def store(tmp_path):
 def test_pieces_across_tiles_merge_into_one_system_in_its_tract(store) -> None:
     root, base = store
     layers = build_map_layers(root)
-    assert set(layers) == {"tiles", "panels", "systems", "tracts", "counties", "states"}
+    assert set(layers) == {
+        "scan_footprint", "tiles", "panels", "systems", "tracts", "counties", "states"
+    }  # fmt: skip
+    assert int(layers["scan_footprint"]["n_tiles"].iloc[0]) == 6
     assert len(layers["tiles"]) == 6 and layers["tiles"]["is_positive"].sum() == 2
     assert len(layers["panels"]) == 2
     systems = layers["systems"]
@@ -74,6 +78,14 @@ def test_pieces_across_tiles_merge_into_one_system_in_its_tract(store) -> None:
     rp = systems.geometry.representative_point().iloc[0]
     assert list(hit["GEOID"]) == list(units[units.contains(rp)]["GEOID"])
     assert hit["total_panel_area"].iloc[0] == pytest.approx(expected, rel=0.01)
+    assert int(hit["tile_count"].iloc[0]) == 2  # distinct tiles holding the system
+    # 6 tiles cover a sliver of the tract: no density, a note, the scanned area beside it
+    assert np.isnan(hit["panel_area_m2_per_mi2_scanned"].iloc[0])
+    assert hit["scan_status"].iloc[0] == "partial"
+    assert hit["scan_note"].iloc[0].endswith("scanned (< 90%): no density")
+    assert hit["scanned_area_m2"].iloc[0] == pytest.approx(
+        6 * 320 * 320 * base.pixel_area_m2, rel=0.01
+    )
     assert list(layers["counties"]["GEOID"]) == ["35001"]
     assert list(layers["states"]["GEOID"]) == ["35"]
 
@@ -82,8 +94,18 @@ def test_region_maps_are_written(store, tmp_path) -> None:
     root, _ = store
     res = write_region_maps(root, tmp_path / "maps")
     gpkg = res["paths"]["geopackage"]
-    assert set(gpd.list_layers(gpkg)["name"]) >= {"tiles", "panels", "systems", "tracts"}
+    assert set(gpd.list_layers(gpkg)["name"]) >= {"scan_footprint", "tiles", "systems", "tracts"}
     assert res["counts"]["systems"] == 1
+    assert res["paths"]["data_label"] is None  # a real-looking run is not labelled
+    assert "tile store" in res["paths"]["provenance"]
+    lines = "\n".join(outputs_summary(res["paths"]))
+    for what in ("GeoPackage", "maps (PNG)", "tables (csv/parquet)", "figures computed from"):
+        assert what in lines
+    # a note saying SYNTHETIC labels the GeoPackage itself
+    syn = write_region_maps(root, tmp_path / "syn", MapOutputsConfig(note="SYNTHETIC scene"))
+    assert syn["paths"]["data_label"] == "SYNTHETIC"
+    tracts = gpd.read_file(syn["paths"]["geopackage"], layer="tracts")
+    assert (tracts["data_label"] == "SYNTHETIC").all()
 
 
 def test_missing_segmentation_is_a_clear_error(tmp_path) -> None:

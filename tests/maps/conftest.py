@@ -21,7 +21,12 @@ def run_outputs(run_layers, tmp_path_factory) -> dict:
 
     out = tmp_path_factory.mktemp("run")
     return write_run_outputs(
-        out, run_layers, name="synthetic_run", note="SYNTHETIC systems on real boundaries"
+        out,
+        run_layers,
+        name="synthetic_run",
+        note="SYNTHETIC systems on real boundaries",
+        data_label="SYNTHETIC",
+        provenance={"systems": "tests/maps/maps_helpers.py synthetic_run"},
     )
 
 

@@ -1,7 +1,7 @@
 """Helpers for the maps tests (imported by conftest.py and the test modules).
 
 The run built here has SYNTHETIC systems (rectangular arrays drawn as masks on real zoom-21 tiles
-around Boston) on real boundaries: TIGER 2010 tracts of Suffolk County, MA, and the built-in
+around Boston; scanned tracts chosen by size, see synthetic_run) on real boundaries: TIGER 2010 tracts of Suffolk County, MA, and the built-in
 TIGER 2009 counties and states.
 """
 
@@ -14,11 +14,12 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 
-from deepsolar.aggregate import ScanCoverage, aggregate_levels, tiles_frame
+from deepsolar.aggregate import ScanCoverage, aggregate_levels, scan_footprint_frame, tiles_frame
 from deepsolar.boundaries import load_tiger_tracts, load_units
 from deepsolar.merge import merge_panels_labelled
-from deepsolar.polygons import masks_to_polygons
+from deepsolar.polygons import equal_area_m2, masks_to_polygons
 from deepsolar.tiling import TileGrid
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -47,8 +48,14 @@ def system_python_has(module: str) -> bool:
     return r.returncode == 0
 
 
+HALF_SCANNED_TRACT = "half_scanned_tract"  # key of synthetic_run's attrs
+
+
 def synthetic_run(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
-    """tiles / panels / systems / tracts / counties / states for a small synthetic scan."""
+    """scan_footprint / tiles / panels / systems / tracts / counties / states for a small
+    synthetic scan: the 12 smallest Suffolk tracts scanned completely (a different density of
+    SYNTHETIC arrays in each), the west half of the 13th smallest, and 3x3-tile blocks in 30
+    other tracts. ``attrs["half_scanned_tract"]`` is the GEOID of the half-scanned tract."""
     grid = TileGrid()  # zoom 21, 320 px: DeepSolar's grid
     rng = np.random.default_rng(7)
     tracts = load_tiger_tracts(shared_data / "boundaries/tiger2010_tracts/tl_2010_25_tract10.zip")
@@ -58,19 +65,38 @@ def synthetic_run(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
     states = load_units("state")
     states = states[states["STUSPS"].isin(["MA", "RI", "CT", "NH", "VT"])].reset_index(drop=True)
 
-    # Scan: blocks of 3x3 tiles around points inside 40 random Suffolk tracts.
-    pts = tracts.sample(40, random_state=1).representative_point()
+    def rect_mask() -> np.ndarray:
+        mask = np.zeros((320, 320), dtype=bool)
+        r0, c0 = rng.integers(0, 250, 2)
+        mask[r0 : r0 + rng.integers(20, 70), c0 : c0 + rng.integers(20, 70)] = True
+        return mask
+
     items, scanned = [], []
+    by_size = tracts.assign(a=equal_area_m2(tracts)).sort_values("a")
+    full, half = by_size.iloc[:12], by_size.iloc[12]
+    for i, geom in enumerate(full.geometry):
+        rate = 0.02 * (i + 1)  # a different panel density in each fully scanned tract
+        for t in grid.tiles_for_geometry(geom):
+            scanned.append(t)
+            if rng.random() < rate:
+                items.append((rect_mask(), t, float(rng.uniform(0.5, 1.0))))
+    w, s, e, n = half.geometry.bounds
+    west = half.geometry.intersection(shapely.box(w, s, (w + e) / 2, n))
+    for t in grid.tiles_for_geometry(west):
+        scanned.append(t)
+        if rng.random() < 0.1:
+            items.append((rect_mask(), t, float(rng.uniform(0.5, 1.0))))
+
+    # 3x3-tile blocks around points inside 30 other random tracts.
+    others = tracts[~tracts["GEOID"].isin([*full["GEOID"], half["GEOID"]])]
+    pts = others.sample(30, random_state=1).representative_point()
     for p in pts:
         c = grid.tile_at(p.x, p.y)
         for dx in (-1, 0, 1):
             for dy in (-1, 0, 1):
                 t = grid.tile(c.x + dx, c.y + dy)
                 scanned.append(t)
-                mask = np.zeros((320, 320), dtype=bool)
-                if rng.random() < 0.5:  # residential-sized rectangles
-                    r0, c0 = rng.integers(0, 250, 2)
-                    mask[r0 : r0 + rng.integers(20, 70), c0 : c0 + rng.integers(20, 70)] = True
+                mask = rect_mask() if rng.random() < 0.5 else np.zeros((320, 320), dtype=bool)
                 if dx == 0 and dy in (0, 1):  # one large array across two tiles
                     mask[300 if dy == 0 else 0 : 320 if dy == 0 else 60, 40:300] = True
                 if mask.any():
@@ -81,7 +107,20 @@ def synthetic_run(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
     cov = ScanCoverage()
     cov.add_tiles(scanned)
     agg = aggregate_levels(
-        systems, {"tracts": tracts, "counties": counties, "states": states}, scanned=cov
+        systems,
+        {"tracts": tracts, "counties": counties, "states": states},
+        scanned=cov,
+        panels=panels,
     )
-    tiles = tiles_frame(scanned, synthetic=np.ones(len(scanned), dtype=bool))
-    return {"tiles": tiles, "panels": panels, "systems": systems, **agg}
+    ids = {t.id for (t,) in ((it[1],) for it in items)}
+    uniq = list({t.id: t for t in scanned}.values())
+    tiles = tiles_frame(uniq, is_positive=np.array([t.id in ids for t in uniq]))
+    layers = {
+        "scan_footprint": scan_footprint_frame(cov),
+        "tiles": tiles,
+        "panels": panels,
+        "systems": systems,
+        **agg,
+    }
+    agg["tracts"].attrs[HALF_SCANNED_TRACT] = str(half["GEOID"])
+    return layers

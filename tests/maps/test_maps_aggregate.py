@@ -11,6 +11,7 @@ import shapely
 from deepsolar.aggregate import (
     AREA_COLUMNS,
     COUNT_COLUMNS,
+    DENSITY_COLUMNS,
     M2_PER_MI2,
     AggregateConfig,
     ScanCoverage,
@@ -21,7 +22,8 @@ from deepsolar.aggregate import (
 )
 from deepsolar.boundaries import load_tiger_tracts, load_units
 from deepsolar.errors import ConfigError, InputDataError
-from deepsolar.merge import DEFAULT_RESIDENTIAL_MAX_AREA_M2
+from deepsolar.merge import DEFAULT_RESIDENTIAL_MAX_AREA_M2, merge_panels_labelled
+from deepsolar.polygons import equal_area_m2, masks_to_polygons
 from deepsolar.tiling import TileGrid
 
 
@@ -174,7 +176,10 @@ def test_partial_scan_does_not_read_as_low_adoption():
         k = int(round(500 * frac * 0.01 * 0.01 * 111.32 * 111.32 * np.cos(np.radians(42))))
         systems += list(shapely.points(rng.uniform(w, w + (e - w) * frac, k), rng.uniform(s, n, k)))
     sys_gdf = gpd.GeoDataFrame({"area_m2": np.full(len(systems), 20.0)}, geometry=systems, crs=4326)
-    out = aggregate_systems(sys_gdf, units, scanned=scanned).set_index("GEOID")
+    # with the default threshold (0.9) B gets no density at all: see the next test
+    out = aggregate_systems(
+        sys_gdf, units, scanned=scanned, config={"min_scanned_fraction": 0.2}
+    ).set_index("GEOID")
     assert out.loc["A", "scanned_fraction"] == pytest.approx(1.0, abs=0.03)
     assert out.loc["B", "scanned_fraction"] == pytest.approx(0.25, abs=0.04)  # tile overhang
     dens_area = out["panel_area_m2_per_km2"]
@@ -195,10 +200,103 @@ def test_partial_scan_does_not_read_as_low_adoption():
         ],
         ignore_index=True,
     )
-    out3 = aggregate_systems(sys_gdf, units3, scanned=scanned).set_index("GEOID")
+    out3 = aggregate_systems(
+        sys_gdf, units3, scanned=scanned, config={"min_scanned_fraction": 0.2}
+    ).set_index("GEOID")
     assert out3.loc["C", "scanned_fraction"] == 0.0
     assert np.isnan(out3.loc["C", "panel_area_m2_per_km2_scanned"])
-    assert out3.loc["C", "panel_area_m2_per_km2"] == 0.0
+    assert np.isnan(out3.loc["C", "panel_area_m2_per_km2"])  # no density where we did not look
+    assert out3.loc["C", "scan_status"] == "not scanned"
+    assert out3.loc["C", "solar_system_count"] == 0
+
+
+def test_half_scanned_tract_gets_no_density_and_a_note(run_layers):
+    """A real Suffolk tract scanned over its west half only (maps_helpers.synthetic_run)."""
+    tracts = run_layers["tracts"].set_index("GEOID")
+    half = tracts.loc[tracts.attrs["half_scanned_tract"]]
+    assert 0.4 < half["scanned_fraction"] < 0.7  # west half of its bounding box, tile overhang
+    assert half["solar_system_count"] > 0 and half["total_panel_area"] > 0  # found, and kept
+    for col in DENSITY_COLUMNS:
+        if col in tracts.columns:
+            assert np.isnan(half[col]), col
+    assert half["scan_status"] == "partial"
+    pct = f"{100 * half['scanned_fraction']:.0f}%"
+    assert half["scan_note"] == f"{pct} scanned (< 90%): no density"
+    # the scanned area beside it, in m² and km², agreeing with the fraction
+    assert half["scanned_area_m2"] == pytest.approx(half["scanned_area_km2"] * 1e6)
+    assert half["scanned_area_m2"] == pytest.approx(
+        half["scanned_fraction"] * half["area_km2"] * 1e6
+    )
+    # completely scanned tracts do get a density, and no note
+    full = tracts[tracts["scanned_fraction"] >= 0.999]
+    assert len(full) >= 12
+    assert full["panel_area_m2_per_mi2_scanned"].notna().all()
+    assert full["scan_note"].isna().all() and (full["scan_status"] == "scanned").all()
+
+
+def test_threshold_is_configurable_and_validated():
+    units = _two_units()
+    g = units.geometry.iloc[1]
+    w, s, e, n = g.bounds
+    scanned = shapely.box(w, s, (w + e) / 2, n)  # B half scanned
+    sys_gdf = gpd.GeoDataFrame({"area_m2": [10.0]}, geometry=[g.centroid], crs=4326)
+    low = aggregate_systems(sys_gdf, units, scanned=scanned, config={"min_scanned_fraction": 0.45})
+    high = aggregate_systems(sys_gdf, units, scanned=scanned)
+    b_low, b_high = low.iloc[1], high.iloc[1]
+    assert b_low["scanned_fraction"] == pytest.approx(0.5, abs=0.01)
+    assert b_low["scan_status"] == "scanned"
+    assert np.isfinite(b_low["panel_area_m2_per_mi2_scanned"])
+    assert b_low["scan_note"] == "50% scanned: density over the scanned part"
+    assert b_high["scan_status"] == "partial" and np.isnan(b_high["panel_area_m2_per_mi2_scanned"])
+    assert high.attrs["units_partially_scanned"] == 1
+    ok = aggregate_systems(sys_gdf, units, scanned=scanned, config={"min_scanned_fraction": 0.0})
+    assert list(ok["scan_status"]) == ["not scanned", "scanned"]  # A: nothing to divide by
+    with pytest.raises(ConfigError, match="min_scanned_fraction"):
+        aggregate_systems(sys_gdf, units, config={"min_scanned_fraction": 1.5})
+
+
+def test_tile_count_is_distinct_tiles_holding_a_system():
+    """DeepSolar's tile_count: two systems in one tile count one tile; a system across three
+    tiles counts three."""
+    grid = TileGrid()
+    t0 = grid.tile_at(-71.06, 42.36)
+    tiles = [grid.tile(t0.x + i, t0.y) for i in range(4)]
+    items = []
+    two = np.zeros((320, 320), dtype=bool)
+    two[20:60, 20:60] = True  # two small systems in tile 0
+    two[200:240, 200:240] = True
+    items.append((two, tiles[0], 0.9))
+    for i in (1, 2, 3):  # one long array across tiles 1-3
+        m = np.zeros((320, 320), dtype=bool)
+        m[100:140, 0:320] = True
+        items.append((m, tiles[i], 0.9))
+    panels = masks_to_polygons(items)
+    systems, labels = merge_panels_labelled(panels)
+    panels["system_id"] = labels
+    # summed over systems: 1 + 1 + 3 = 5 (what the old column said); distinct tiles: 4
+    assert len(systems) == 3 and int(systems["tile_count"].sum()) == 5
+    unit = gpd.GeoDataFrame(
+        {"GEOID": ["U"]}, geometry=[shapely.box(-71.1, 42.3, -71.0, 42.4)], crs=4326
+    )
+    out = aggregate_systems(systems, unit, scanned=tiles, panels=panels).iloc[0]
+    assert out["solar_system_count"] == 3
+    assert out["tile_count"] == 4  # tiles 0..3, tile 0 once although it holds two systems
+    big = systems["area_m2"] > 60
+    assert out["tile_count_nonresidential"] == 3 and out["tile_count_residential"] == 1
+    assert big.sum() == 1
+    # without the panels the distinct count cannot be known: no tile columns
+    assert "tile_count" not in aggregate_systems(systems, unit, scanned=tiles).columns
+    with pytest.raises(InputDataError, match="system_id and tile_id"):
+        aggregate_systems(systems, unit, panels=panels.drop(columns=["tile_id"]))
+
+
+def test_scan_footprint_layer_is_the_dissolved_union_of_the_tiles(run_layers):
+    fp = run_layers["scan_footprint"]
+    tiles = run_layers["tiles"]
+    assert len(fp) == 1 and int(fp["n_tiles"].iloc[0]) == len(tiles)
+    naive = shapely.union_all(tiles.geometry.values)
+    assert fp.geometry.iloc[0].symmetric_difference(naive).area < 1e-9 * naive.area
+    assert fp["area_m2"].iloc[0] == pytest.approx(equal_area_m2(tiles).sum(), rel=1e-6)
 
 
 def test_scan_coverage_equals_union_of_tile_footprints_and_stays_small():
@@ -276,12 +374,11 @@ def test_population_and_household_ratios():
 def test_output_columns_carry_deepsolar_names(shared_data, uspvdb, ma_tracts):
     lexicon = pd.read_csv(shared_data / "tables/deepsolar_tract_va/deepsolar_lexicon.csv")
     names = set(lexicon["column_name"])
-    out = aggregate_systems(uspvdb.assign(tile_count=1), ma_tracts.iloc[:50])
+    out = aggregate_systems(uspvdb, ma_tracts.iloc[:50])
+    for col in ("tile_count", "tile_count_residential", "tile_count_nonresidential"):
+        assert col in names  # written when the panels are given (test above)
     deepsolar_named = [
         *COUNT_COLUMNS,
-        "tile_count",
-        "tile_count_residential",
-        "tile_count_nonresidential",
         "total_area",
         "solar_panel_area_divided_by_area",
     ]

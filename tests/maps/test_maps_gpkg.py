@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -25,7 +26,7 @@ from deepsolar.gpkg import (
     write_tables,
 )
 
-LAYERS = ["tiles", "panels", "systems", "tracts", "counties", "states"]
+LAYERS = ["scan_footprint", "tiles", "panels", "systems", "tracts", "counties", "states"]
 
 
 def style_rows(path: Path) -> pd.DataFrame:
@@ -67,12 +68,25 @@ def test_every_layer_has_one_default_style_qgis_will_pick_up(run_gpkg):
         root = ET.fromstring(row.styleQML.split("\n", 1)[1])  # after the DOCTYPE line
         renderer = root.find("renderer-v2")
         aliases = {a.get("field"): a.get("name") for a in root.iter("alias")}
-        if name in ("tracts", "counties", "states"):
-            assert renderer.get("type") == "graduatedSymbol"
-            assert renderer.get("attr") == DEFAULT_DENSITY_FIELD
-            assert aliases[DEFAULT_DENSITY_FIELD].endswith("(m²/sq mi)")
+        assert aliases["data_label"] == "Data label"
+        if name in ("tracts", "counties", "states", "tiles", "scan_footprint"):
+            assert renderer.get("type") == "RuleRenderer"
         else:
             assert renderer.get("type") == "singleSymbol"
+        if name in ("tracts", "counties", "states"):
+            head = renderer.find("rules/rule")
+            # the legend's first line: the field's readable name with its unit, and the column
+            assert head.get("label") == (
+                f"Panel density, scanned area (m²/sq mi)\nfield: {DEFAULT_DENSITY_FIELD}"
+            )
+            assert head.get("symbol") is None and head.get("filter") is None
+            top = [r.get("label") for r in renderer.findall("rules/rule")]
+            assert top[1].startswith("partially scanned (< 90% of area scanned)")
+            assert root.get("labelsEnabled") == "1"
+            assert '"scan_note"' in root.find("labeling/settings/text-style").get("fieldName")
+        if name == "tiles":
+            labels = [r.get("label") for r in renderer.iter("rule")]
+            assert labels[1:3] == ["classified positive (solar)", "classified negative"]
         if name == "systems":
             props = {p.get("k"): p.get("v") for p in renderer.iter("prop")}
             assert props["style"] == "no"  # outlined, not filled
@@ -80,21 +94,63 @@ def test_every_layer_has_one_default_style_qgis_will_pick_up(run_gpkg):
             assert aliases["capacity_kw"] == "Estimated capacity (kW)"
 
 
-def test_graduated_classes_are_computed_from_the_data(run_gpkg, run_layers):
+def test_choropleth_classes_are_computed_from_the_data(run_gpkg, run_layers):
     qml = style_rows(run_gpkg).loc["tracts", "styleQML"]
     root = ET.fromstring(qml.split("\n", 1)[1])
-    ranges = [(float(r.get("lower")), float(r.get("upper"))) for r in root.iter("range")]
+    head = root.find("renderer-v2/rules/rule")
+    filters = [r.get("filter") for r in head.findall("rule")]
+    nums = [[float(x) for x in re.findall(r"[<>]=? ([0-9.]+)", f)] for f in filters]
+    ranges = [(lo, hi) for lo, hi in nums]
     vals = run_layers["tracts"][DEFAULT_DENSITY_FIELD].dropna()
     assert len(ranges) == 5
     assert ranges[0][0] == vals.min() and ranges[-1][1] == vals.max()  # exact ends
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
     expected = class_breaks(vals, 5, "jenks")
     np.testing.assert_allclose([r[0] for r in ranges] + [ranges[-1][1]], expected)
+    assert ">=" in filters[0] and all(" > " in f for f in filters[1:])  # no gaps, no overlaps
+    syms = {s.get("name"): s for s in root.find("renderer-v2/symbols")}
     colours = [
-        {p.get("k"): p.get("v") for p in s.iter("prop")}["color"]
-        for s in root.find("renderer-v2/symbols")
+        {p.get("k"): p.get("v") for p in syms[r.get("symbol")].iter("prop")}["color"]
+        for r in head.findall("rule")
     ]
     assert len(set(colours)) == 5  # a ramp, not one colour
+    # every density falls in exactly one class
+    for v in vals:
+        assert (
+            sum(lo <= v <= hi if i == 0 else lo < v <= hi for i, (lo, hi) in enumerate(ranges)) == 1
+        )
+
+
+def test_synthetic_geopackage_is_labelled_in_its_metadata(run_gpkg):
+    with sqlite3.connect(run_gpkg) as con:
+        contents = dict(con.execute("SELECT table_name, description FROM gpkg_contents"))
+        ident = dict(con.execute("SELECT table_name, identifier FROM gpkg_contents"))
+        md = con.execute(
+            "SELECT r.reference_scope, r.table_name, m.md_scope, m.metadata "
+            "FROM gpkg_metadata_reference r JOIN gpkg_metadata m ON m.id = r.md_file_id"
+        ).fetchall()
+        ext = {r[0] for r in con.execute("SELECT table_name FROM gpkg_extensions")}
+    for name in LAYERS:
+        assert contents[name].startswith("SYNTHETIC: "), name
+        assert ident[name] == f"{name} (SYNTHETIC)"
+    whole = [m for m in md if m[0] == "geopackage"]
+    assert whole and "SYNTHETIC" in whole[0][3]
+    assert "SYNTHETIC systems on real boundaries" in whole[0][3]  # the note
+    assert "synthetic_run" in whole[0][3]  # where the figures came from
+    per_table = {m[1] for m in md if m[0] == "table" and "SYNTHETIC" in m[3]}
+    assert per_table >= set(LAYERS)
+    assert {"gpkg_metadata", "gpkg_metadata_reference"} <= ext  # the extension is registered
+    for name in LAYERS:
+        back = gpd.read_file(run_gpkg, layer=name)
+        assert (back["data_label"] == "SYNTHETIC").all(), name
+
+
+def test_unlabelled_geopackage_has_no_label(tmp_path, run_layers):
+    out = write_run_geopackage(tmp_path / "real.gpkg", {"tiles": run_layers["tiles"]})
+    with sqlite3.connect(out) as con:
+        desc = con.execute("SELECT description FROM gpkg_contents").fetchone()[0]
+    assert "SYNTHETIC" not in desc
+    assert "data_label" not in gpd.read_file(out, layer="tiles").columns
 
 
 def test_class_breaks():
@@ -188,6 +244,8 @@ def test_png_maps_are_real_pictures(run_outputs):
         rgb = (mpimg.imread(p)[..., :3] * 255).astype(np.uint32)
         colours = np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2])
         assert len(colours) > 10, name  # ramp classes, outlines, legend text
+        footprint_blue = (8 << 16) | (81 << 8) | 156  # #08519c: the scanned footprint's outline
+        assert footprint_blue in set(colours.tolist()), name
 
 
 def test_png_needs_the_field(tmp_path, run_layers):

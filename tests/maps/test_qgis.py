@@ -47,15 +47,40 @@ def test_qgis_opens_every_layer(qgis_report, run_layers):
         assert info["features"] == len(run_layers[name]), name
 
 
-def test_default_styles_are_applied(qgis_report):
+def test_default_styles_are_applied(qgis_report, run_layers):
     layers = qgis_report["layers"]
+    header = f"Panel density, scanned area (m²/sq mi)\nfield: {DEFAULT_DENSITY_FIELD}"
     for name in ("tracts", "counties", "states"):
         info = layers[name]
-        assert info["renderer"] == "graduatedSymbol", name
-        assert info["attribute"] == DEFAULT_DENSITY_FIELD
+        assert info["renderer"] == "RuleRenderer", name
         assert info["aliases"][DEFAULT_DENSITY_FIELD] == "Panel density, scanned area (m²/sq mi)"
-    assert layers["tracts"]["classes"] == 5
-    assert len(set(layers["tracts"]["class_colors"])) == 5
+        # the legend QGIS shows starts with the field's name and unit
+        assert info["legend"][0] == header, name
+        # features per rule, as QGIS evaluates the filters: every unit lands in one rule
+        unit = run_layers[name]
+        rules = [r for r in info["rules"] if r["filter"]]
+        assert sum(r["features"] for r in rules) == len(unit), name
+        partial = next(r for r in rules if r["label"].startswith("partially scanned"))
+        assert partial["features"] == int((unit["scan_status"] == "partial").sum()), name
+        assert info["labels_enabled"] and '"scan_note"' in info["label_expression"]
+        assert info["qgis_abstract"].startswith("SYNTHETIC: "), name  # gpkg_contents.description
+    classes = [r for r in layers["tracts"]["rules"] if r["depth"] == 1]
+    assert len(classes) == 5 and all(r["features"] > 0 for r in classes)
+    assert (
+        sum(r["features"] for r in classes)
+        == run_layers["tracts"][DEFAULT_DENSITY_FIELD].notna().sum()
+    )
+    tiles = layers["tiles"]
+    assert tiles["legend"][:3] == [
+        "Tiles: classifier call [is_positive]",
+        "classified positive (solar)",
+        "classified negative",
+    ]
+    by_label = {r["label"]: r["features"] for r in tiles["rules"]}
+    n_pos = int(run_layers["tiles"]["is_positive"].sum())
+    assert by_label["classified positive (solar)"] == n_pos > 0
+    assert by_label["classified negative"] == len(run_layers["tiles"]) - n_pos
+    assert layers["scan_footprint"]["legend"] == ["scanned area (union of the scanned tiles)"]
     systems = layers["systems"]
     assert systems["renderer"] == "singleSymbol"
     assert systems["brush_none"] is True  # outlined
@@ -65,9 +90,12 @@ def test_default_styles_are_applied(qgis_report):
     assert layers["tiles"]["aliases"]["tile_id"] == "Tile id"
 
 
-def test_every_layer_renders_to_a_non_blank_image(qgis_report):
+def test_every_layer_renders_with_its_legend(qgis_report):
     for name, info in qgis_report["layers"].items():
         assert info["non_background_px"] > 50, name
+        assert info["legend"], name
+        # the print layout (map item + legend item) draws more than the bare map: the legend
+        assert info["layout_non_background_px"] > info["non_background_px"], name
     assert qgis_report["layers"]["tracts"]["distinct_colours"] >= 5  # the colour ramp shows
     pngs = sorted(p.name for p in Path(qgis_report["png_dir"]).glob("qgis_*.png"))
     assert len(pngs) == len(qgis_report["layers"])
