@@ -66,7 +66,19 @@ def build_config(args: argparse.Namespace) -> EvaluateSegmentationConfig:
         ]
     if args.whole_chips:
         data["subtiles"] = False
+    clean = {
+        k: v
+        for k, v in (
+            ("open_m", args.open_m), ("close_m", args.close_m),
+            ("fill_holes_m2", args.fill_holes_m2),
+        )
+        if v is not None
+    }  # fmt: skip
+    if clean:
+        data["clean"] = {**(data.get("clean") or {}), **clean}
     for key, value in (
+        ("cam_floor", args.cam_floor),
+        ("cam_floor_on", args.cam_floor_on),
         ("classifier_checkpoint", args.classifier),
         ("segmenter_checkpoint", args.segmenter),
         ("cam_threshold", args.cam_threshold),
@@ -105,6 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, help="YAML with an EvaluateSegmentationConfig")
     ap.add_argument("--out", type=Path, default=Path("out/segmenter-eval"), help="output folder")
     ap.add_argument("--cam-threshold", type=float, help="threshold on the normalised CAM")
+    ap.add_argument(
+        "--cam-floor", type=float,
+        help="absolute floor on the raw map (--cam-floor-on); default none (DeepSolar)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cam-floor-on", choices=["margin", "positive"],
+        help="margin (logit-margin map, 0 = votes solar; default) or positive (raw CAM)",
+    )  # fmt: skip
+    ap.add_argument("--open-m", type=float, help="mask opening disc diameter in metres")
+    ap.add_argument("--close-m", type=float, help="mask closing disc diameter in metres")
+    ap.add_argument("--fill-holes-m2", type=float, help="fill mask holes up to this area (m²)")
     ap.add_argument("--device", help="auto, cpu, cuda, cuda:1 or mps")
     ap.add_argument("--bootstrap-reps", type=int, help="bootstrap resamples (default 1000)")
     ap.add_argument("--overlays", type=int, help="comparison PNGs per set (default 6)")

@@ -158,6 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cam-threshold", type=float, default=0.37, help="CAM threshold (default 0.37)"
     )
+    ap.add_argument(
+        "--cam-floor", type=float,
+        help="absolute floor on the raw map (--cam-floor-on); default none (DeepSolar)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cam-floor-on", choices=["margin", "positive"], default="margin",
+        help="margin: logit-margin map, 0 = the pixel votes solar (default); positive: raw CAM",
+    )  # fmt: skip
+    ap.add_argument("--open-m", type=float, default=0.0, help="mask opening diameter (m)")
+    ap.add_argument("--close-m", type=float, default=0.0, help="mask closing diameter (m)")
+    ap.add_argument(
+        "--fill-holes-m2", type=float, default=0.0, help="fill mask holes up to this area (m²)"
+    )
     ap.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     ap.add_argument("--num-threads", type=int, help="torch CPU threads per shard worker")
@@ -189,8 +202,17 @@ def main(argv: list[str] | None = None) -> int:
                     "classifier_checkpoint": args.classifier,
                     "segmenter_checkpoint": args.segmenter,
                     "cam": CamConfig(
-                        method=args.method, stage=args.stage, threshold=args.cam_threshold
-                    ),
+                        method=args.method,
+                        stage=args.stage,
+                        threshold=args.cam_threshold,
+                        floor=args.cam_floor,
+                        floor_on=args.cam_floor_on,
+                        clean={
+                            "open_m": args.open_m,
+                            "close_m": args.close_m,
+                            "fill_holes_m2": args.fill_holes_m2,
+                        },
+                    ),  # fmt: skip
                     "batch_size": args.batch_size,
                     "device": args.device,
                     "num_threads": args.num_threads,

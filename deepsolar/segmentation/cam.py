@@ -4,19 +4,27 @@ CAM = sum_k W[positive, k] * A_k at the feature map's native resolution (35x35 f
 branch at 299 px, 8x8 for the classifier's own ``Mixed_7c``), bilinearly upsampled to the tile,
 min-max normalised per tile and thresholded (pixel is panel where the normalised CAM > 0.37).
 Masks are only made for tiles the classifier calls positive.
+
+Options beside DeepSolar's rule (``CamConfig``): an absolute floor on the raw map (the logit
+margin map by default, :func:`margin_map`), so that a tile may mark nothing, and morphological
+clean-up in metres (:func:`clean_mask`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from deepsolar.classifier.backbones import get_spec
 from deepsolar.segmentation.branch import DEFAULT_TAP, GreedyCamBranch, feature_taps
+from deepsolar.segmentation.config import MaskCleanConfig
 
 POSITIVE_CLASS = 1
 
@@ -63,6 +71,88 @@ def cam_to_mask(
     return norm, threshold_mask(norm, threshold)
 
 
+def margin_map(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each position's share of the head's logit margin (positive minus negative class).
+
+    ``sum_k (W[pos, k] - W[neg, k]) A_k + (b[pos] - b[neg])``: with global average pooling, the
+    margin of the tile is the spatial mean of this map, so a position above 0 votes "solar". No
+    min-max: its zero is meaningful, which is what an absolute floor needs.
+    """
+    diff = class_activation_map(features, weight, POSITIVE_CLASS) - class_activation_map(
+        features, weight, 1 - POSITIVE_CLASS
+    )
+    if bias is not None:
+        diff = diff + (bias[POSITIVE_CLASS] - bias[1 - POSITIVE_CLASS]).float()
+    return diff
+
+
+@dataclass
+class CamMaps:
+    """Native-resolution maps of one CAM kind: DeepSolar's positive-class CAM and the margin."""
+
+    positive: torch.Tensor  # B x h x w
+    margin: torch.Tensor  # B x h x w
+
+    def __getitem__(self, idx: Any) -> CamMaps:
+        return CamMaps(self.positive[idx], self.margin[idx])
+
+
+def mask_from_cam(
+    maps: CamMaps,
+    size_px: tuple[int, int] | int,
+    *,
+    threshold: float = 0.37,
+    floor: float | None = None,
+    floor_on: str = "margin",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised CAM, mask) at ``size_px``: DeepSolar's min-max + threshold, and, with a
+    ``floor``, only where the raw upsampled map ``floor_on`` (margin / positive) exceeds it."""
+    up = upsample(maps.positive, size_px)
+    norm = minmax_per_tile(up)
+    mask = threshold_mask(norm, threshold)
+    if floor is not None:
+        raw = up if floor_on == "positive" else upsample(maps.margin, size_px)
+        mask = mask & (raw > floor)
+    return norm, mask
+
+
+def _disc(diameter_px: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter_px, diameter_px))
+
+
+def clean_mask(mask: np.ndarray, m_per_px: float, clean: MaskCleanConfig) -> np.ndarray:
+    """Opening, closing and hole filling of a boolean mask, sizes in metres (see
+    :class:`~deepsolar.segmentation.config.MaskCleanConfig`). A size under one pixel is a no-op.
+
+    OpenCV's default border for morphology leaves pixels outside the image out of erosion and
+    dilation, so pieces touching the tile edge are not eaten from the edge.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if not clean.active or not m.any():
+        return m
+    if not (m_per_px > 0 and np.isfinite(m_per_px)):
+        raise ValueError(f"mask cleaning needs the pixel size in metres, got {m_per_px!r}")
+    out = m.astype(np.uint8)
+    for size_m, op in ((clean.open_m, cv2.MORPH_OPEN), (clean.close_m, cv2.MORPH_CLOSE)):
+        d = 2 * int(round(size_m / m_per_px / 2)) + 1  # odd: a centred disc shifts nothing
+        if d >= 3:
+            out = cv2.morphologyEx(out, op, _disc(d))
+    res = out.astype(bool)
+    max_hole_px = clean.fill_holes_m2 / (m_per_px * m_per_px)
+    if max_hole_px >= 1 and not res.all():
+        bg, n = ndimage.label(~res)  # 4-connected background pieces
+        if n:
+            sizes = np.bincount(bg.ravel(), minlength=n + 1)
+            edge = np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]]))
+            hole = sizes <= max_hole_px
+            hole[0] = False
+            hole[edge] = False  # background open to the tile edge is not a hole
+            res = res | hole[bg]
+    return res
+
+
 @dataclass
 class ForwardResult:
     """One classifier pass over a batch, with the tapped feature maps."""
@@ -105,6 +195,26 @@ def greedy_cam(
     k = branch.n_stages if stage is None else stage
     a = branch.feature_map(tapped.float(), k)
     return class_activation_map(a, branch.heads[k - 1].weight)
+
+
+@torch.no_grad()
+def greedy_cam_maps(
+    branch: GreedyCamBranch, tapped: torch.Tensor, stage: int | None = None
+) -> CamMaps:
+    """Positive-class CAM and logit-margin map of the greedy branch at ``stage``."""
+    branch.eval()
+    k = branch.n_stages if stage is None else stage
+    a = branch.feature_map(tapped.float(), k)
+    w = branch.heads[k - 1].weight
+    return CamMaps(class_activation_map(a, w), margin_map(a, w, branch.heads[k - 1].bias))
+
+
+@torch.no_grad()
+def plain_cam_maps(model: nn.Module, final: torch.Tensor, arch: str = "inception_v3") -> CamMaps:
+    """Positive-class CAM and logit-margin map (fc bias included) of the classifier itself."""
+    fc: nn.Linear = model.get_submodule(get_spec(arch).classifier)
+    a = final.float()
+    return CamMaps(class_activation_map(a, fc.weight), margin_map(a, fc.weight, fc.bias))
 
 
 @torch.no_grad()

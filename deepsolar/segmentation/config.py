@@ -7,7 +7,7 @@ training (for reports), ``segment-tiles`` and the evaluation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -32,8 +32,33 @@ class BranchConfig(StrictModel):
     n_stages: int = Field(2, ge=1, le=8, description="DeepSolar: 2 (greedy, one at a time)")
 
 
+class MaskCleanConfig(StrictModel):
+    """Morphology on a boolean mask before vectorising (sizes in ground metres; 0 = off).
+
+    Order: opening (removes specks and thin spurs narrower than ``open_m``), closing (bridges
+    gaps narrower than ``close_m``, e.g. between panel rows), then holes up to ``fill_holes_m2``
+    filled. Disc structuring elements; pixels beyond the tile edge neither erode nor dilate, so a
+    piece that reaches the edge still reaches it after cleaning (arrays cut by a tile edge can be
+    rejoined by the merge step).
+    """
+
+    open_m: float = Field(0.0, ge=0.0, le=50.0, description="opening disc diameter (m)")
+    close_m: float = Field(0.0, ge=0.0, le=50.0, description="closing disc diameter (m)")
+    fill_holes_m2: float = Field(
+        0.0, ge=0.0, description="fill enclosed holes up to this area (m²)"
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.open_m > 0 or self.close_m > 0 or self.fill_holes_m2 > 0
+
+
 class CamConfig(StrictModel):
-    """How a CAM becomes a mask: native map -> bilinear to the tile -> min-max -> threshold."""
+    """How a CAM becomes a mask: native map -> bilinear to the tile -> min-max -> threshold.
+
+    DeepSolar's rule is the default (``floor`` None, no cleaning). ``floor`` adds an absolute
+    gate on the raw map; ``clean`` tidies the mask (see :class:`MaskCleanConfig`).
+    """
 
     method: Literal["greedy", "plain"] = Field(
         "greedy", description="greedy: the trained branch; plain: classifier's Mixed_7c x fc"
@@ -45,6 +70,36 @@ class CamConfig(StrictModel):
     classifier_threshold: float | None = Field(
         None, gt=0.0, lt=1.0, description="None: the classifier checkpoint's own threshold"
     )
+    floor: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="absolute activation floor: a pixel is panel only where the raw "
+        "(un-normalised, upsampled) map named by floor_on is strictly above it, so a tile whose "
+        "CAM is weak everywhere marks nothing. None: DeepSolar (min-max alone always marks part "
+        "of a tile)",
+    )
+    floor_on: Literal["margin", "positive"] = Field(
+        "margin",
+        description="margin: the pixel's share of the CAM head's logit margin, "
+        "sum_k (W[pos,k] - W[neg,k]) A_k (+ bias difference for plain CAM), so floor 0 = 'this "
+        "pixel votes solar' and needs no calibration; positive: DeepSolar's positive-class CAM "
+        "(model-specific units)",
+    )
+    clean: MaskCleanConfig = Field(
+        default_factory=MaskCleanConfig,
+        description="morphological clean-up of each mask before it is saved / vectorised",
+    )
+
+    # Fields that existed before the mask options: they alone make up a run key for defaults.
+    LEGACY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "method", "stage", "threshold", "classifier_threshold",
+    )  # fmt: skip
+
+    def key_dict(self) -> dict:
+        """What a resume key depends on: the legacy fields, plus any mask option that is not at
+        its default (so stores segmented before the options existed keep their journals)."""
+        new = self.model_dump(mode="json", exclude=set(self.LEGACY_FIELDS), exclude_defaults=True)
+        return {**self.model_dump(mode="json", include=set(self.LEGACY_FIELDS)), **new}
 
 
 class SegOptimConfig(StrictModel):

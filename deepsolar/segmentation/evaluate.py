@@ -51,10 +51,11 @@ from deepsolar.classifier.config import ImagesSource, ManifestSource, SubtileCon
 from deepsolar.classifier.data import load_source, read_chip, read_mask
 from deepsolar.classifier.subtiles import Window, cells_per_side, grid_windows
 from deepsolar.config import StrictModel, load_yaml, validate_config
-from deepsolar.errors import DeepSolarError, InputDataError
+from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
 from deepsolar.report_table import Column, ci_cells, format_text, write_report
 from deepsolar.segmentation.area import tile_row_pixel_area_m2
-from deepsolar.segmentation.cam import minmax_per_tile, threshold_mask, upsample
+from deepsolar.segmentation.cam import clean_mask, mask_from_cam
+from deepsolar.segmentation.config import MaskCleanConfig
 from deepsolar.segmentation.pipeline import Segmenter
 from deepsolar.tiling import Tile
 
@@ -396,6 +397,13 @@ class EvaluateSegmentationConfig(StrictModel):
     overlays: int = Field(6, ge=0, description="comparison PNGs per set (truth-positive tiles)")
     bootstrap_reps: int = Field(1000, ge=1, description="resamples for the IoU intervals")
     seed: int = Field(0, description="seed of the bootstrap resamples")
+    cam_floor: float | None = Field(
+        None, allow_inf_nan=False, description="CamConfig.floor (None: DeepSolar's rule)"
+    )
+    cam_floor_on: Literal["margin", "positive"] = Field("margin", description="CamConfig.floor_on")
+    clean: MaskCleanConfig = Field(
+        default_factory=MaskCleanConfig, description="CamConfig.clean (needs the chips' GSD)"
+    )
     subtiles: bool = Field(
         True,
         description="cut chips wider than a tile into tile-sized cells as the classifier was "
@@ -439,22 +447,39 @@ class ItemMasks:
 
 def _masks_of_cells(
     segmenter: Segmenter, images: list[Image.Image], windows: list[Window], shape: tuple[int, int],
-    cam_threshold: float,
+    cam_threshold: float, m_per_px: float | None = None,
 ) -> ItemMasks:  # fmt: skip
-    """CAMs of each cell (tile-sized crop, min-max per cell as per tile), stitched into the chip."""
-    probs, cams = segmenter.native_cams(segmenter.preprocess(images))
+    """CAMs of each cell (tile-sized crop, min-max per cell as per tile), stitched into the chip.
+
+    The segmenter's ``cam.floor`` applies per cell; ``cam.clean`` to the stitched chip mask (as
+    the map's pieces are rejoined across tile edges), with ``m_per_px`` the chip's pixel size.
+    """
+    probs, cams = segmenter.native_cam_maps(segmenter.preprocess(images))
     probs = probs.float().cpu().numpy()
     pos = probs >= segmenter.threshold
+    rule = segmenter.cam
     norm, oracle, pipe = {}, {}, {}
-    for method, cam in cams.items():
+    for method, maps in cams.items():
         n_full, o_full = np.zeros(shape, np.float32), np.zeros(shape, bool)
         p_full = np.zeros(shape, bool)
         for j, (left, top, right, bottom) in enumerate(windows):
-            nm = minmax_per_tile(upsample(cam[j : j + 1], (bottom - top, right - left)))
-            m = threshold_mask(nm, cam_threshold)[0].cpu().numpy()
+            nm, mk = mask_from_cam(
+                maps[j : j + 1], (bottom - top, right - left), threshold=cam_threshold,
+                floor=rule.floor, floor_on=rule.floor_on,
+            )  # fmt: skip
+            m = mk[0].cpu().numpy()
             n_full[top:bottom, left:right] = nm[0].cpu().numpy()
             o_full[top:bottom, left:right] = m
             p_full[top:bottom, left:right] = m & bool(pos[j])
+        if rule.clean.active:
+            if m_per_px is None:
+                raise ConfigError(
+                    "mask cleaning needs the chips' ground pixel size",
+                    where="evaluate-segmenter",
+                    fix="pass --ground-m-per-px (or the set's ground_m_per_px / m_per_px)",
+                )
+            o_full = clean_mask(o_full, m_per_px, rule.clean)
+            p_full = clean_mask(p_full, m_per_px, rule.clean)
         norm[method], oracle[method], pipe[method] = n_full, o_full, p_full
     return ItemMasks(float(probs.max()), bool(pos.any()), norm, oracle, pipe)
 
@@ -468,7 +493,10 @@ def item_masks(
     n = cells_per_side(w, item.ground_m_per_px, subtiles) if subtiles is not None else 1
     windows = grid_windows(w, h, n)
     images = [item.image.crop(win) if n > 1 else item.image for win in windows]
-    return _masks_of_cells(segmenter, images, windows, (h, w), cam_threshold)
+    gsd = item.ground_m_per_px
+    if gsd is None and np.ndim(item.pixel_area) == 1:  # scene tiles: per-row areas
+        gsd = float(np.sqrt(np.mean(item.pixel_area)))
+    return _masks_of_cells(segmenter, images, windows, (h, w), cam_threshold, gsd)
 
 
 def evaluate_set(
@@ -617,6 +645,9 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
         method="greedy" if cfg.segmenter_checkpoint else "plain",
         threshold=cfg.cam_threshold,
         classifier_threshold=cfg.classifier_threshold,
+        floor=cfg.cam_floor,
+        floor_on=cfg.cam_floor_on,
+        clean=cfg.clean,
     )
     seg = Segmenter.from_checkpoints(
         cfg.classifier_checkpoint, cfg.segmenter_checkpoint, cam, cfg.device
@@ -626,6 +657,9 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
         "classifier_checkpoint": str(cfg.classifier_checkpoint),
         "segmenter_checkpoint": str(cfg.segmenter_checkpoint),
         "cam_threshold": cfg.cam_threshold,
+        "cam_floor": cfg.cam_floor,
+        "cam_floor_on": cfg.cam_floor_on,
+        "clean": cfg.clean.model_dump(),
         "classifier_threshold": seg.threshold,
         "input_size_px": seg.clf.input_size_px,
         "subtiles": cfg.subtiles and seg.clf.config.data.subtiles is not None,

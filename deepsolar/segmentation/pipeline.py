@@ -35,12 +35,14 @@ from deepsolar.manifest import read_manifest
 from deepsolar.segmentation.area import mask_area_m2_tile
 from deepsolar.segmentation.branch import resolve_tap
 from deepsolar.segmentation.cam import (
+    CamMaps,
     ForwardResult,
-    cam_to_mask,
     classify_with_taps,
-    greedy_cam,
+    clean_mask,
+    greedy_cam_maps,
+    mask_from_cam,
     mask_to_png_array,
-    plain_cam,
+    plain_cam_maps,
 )
 from deepsolar.segmentation.config import CamConfig, default_segmenter
 from deepsolar.segmentation.train import LoadedSegmenter, check_backbone, load_segmenter
@@ -134,16 +136,50 @@ class Segmenter:
 
         Keys: ``plain`` and, with a segmenter, ``stage1`` .. ``stageK``.
         """
-        fwd = self._forward(x)
-        cams = {"plain": plain_cam(self.clf.model, fwd.final, self.arch)}
-        if self.seg is not None:
-            for k in range(1, self.seg.stages_trained + 1):
-                cams[f"stage{k}"] = greedy_cam(self.seg.branch, fwd.tap, k)
-        return fwd.probs, cams
+        probs, maps = self.native_cam_maps(x)
+        return probs, {k: m.positive for k, m in maps.items()}
 
     @torch.no_grad()
-    def segment(self, images: Sequence[Image.Image]) -> list[TileSegmentation]:
-        """Classify a batch; CAM + mask (at each image's own size) for the positives only."""
+    def native_cam_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, CamMaps]]:
+        """Like :meth:`native_cams`, with each kind's logit-margin map beside its CAM."""
+        fwd = self._forward(x)
+        maps = {"plain": plain_cam_maps(self.clf.model, fwd.final, self.arch)}
+        if self.seg is not None:
+            for k in range(1, self.seg.stages_trained + 1):
+                maps[f"stage{k}"] = greedy_cam_maps(self.seg.branch, fwd.tap, k)
+        return fwd.probs, maps
+
+    def mask(
+        self, maps: CamMaps, size_hw: tuple[int, int], m_per_px: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised CAM, boolean mask) of one image's native maps under this CamConfig."""
+        norm, mask = mask_from_cam(
+            maps, size_hw, threshold=self.cam.threshold, floor=self.cam.floor,
+            floor_on=self.cam.floor_on,
+        )  # fmt: skip
+        m = mask[0].cpu().numpy()
+        if self.cam.clean.active:
+            if m_per_px is None:
+                raise ConfigError(
+                    "cam.clean needs each image's ground pixel size",
+                    where="cam.clean",
+                    fix="segment georeferenced tiles, give the chips' ground_m_per_px, or turn "
+                    "cleaning off",
+                )
+            m = clean_mask(m, m_per_px, self.cam.clean)
+        return norm[0].cpu().numpy(), m
+
+    @torch.no_grad()
+    def segment(
+        self,
+        images: Sequence[Image.Image],
+        m_per_px: Sequence[float | None] | float | None = None,
+    ) -> list[TileSegmentation]:
+        """Classify a batch; CAM + mask (at each image's own size) for the positives only.
+
+        ``m_per_px``: ground metres per pixel of each image (one value for all), needed by
+        ``cam.clean``.
+        """
         x = self.preprocess(images)
         fwd = self._forward(x)
         probs = fwd.probs.cpu().numpy().astype(float)
@@ -151,21 +187,25 @@ class Segmenter:
         out = [TileSegmentation(float(p), False, None, None) for p in probs]
         if len(pos) == 0:
             return out
+        gsd = m_per_px if isinstance(m_per_px, Sequence) else [m_per_px] * len(images)
         idx = torch.as_tensor(pos, device=x.device)
         if self.cam.method == "greedy":
-            native = greedy_cam(self.seg.branch, fwd.tap[idx], self.cam.stage)
+            maps = greedy_cam_maps(self.seg.branch, fwd.tap[idx], self.cam.stage)
         else:
-            native = plain_cam(self.clf.model, fwd.final[idx], self.arch)
+            maps = plain_cam_maps(self.clf.model, fwd.final[idx], self.arch)
         for j, i in enumerate(pos):
             w, h = images[i].size
-            norm, mask = cam_to_mask(native[j : j + 1], (h, w), self.cam.threshold)
-            out[i] = TileSegmentation(
-                float(probs[i]), True, norm[0].cpu().numpy(), mask[0].cpu().numpy()
-            )
+            norm, mask = self.mask(maps[j : j + 1], (h, w), gsd[i])
+            out[i] = TileSegmentation(float(probs[i]), True, norm, mask)
         return out
 
 
 # ---------------------------------------------------------------- files
+
+
+def image_m_per_px(tile: Tile, image: Image.Image) -> float:
+    """Ground metres per pixel of a tile's image (at the tile's centre latitude)."""
+    return tile.m_per_px * tile.size_px / image.size[0]
 
 
 def write_png_atomic(array: np.ndarray, path: Path) -> None:
@@ -217,7 +257,7 @@ def run_key(job: SegmentTilesJob) -> str:
         "segmenter": file_sha256(resolve_checkpoint(job.segmenter_checkpoint, "segmenter"))
         if job.segmenter_checkpoint
         else None,
-        "cam": job.cam.model_dump(mode="json"),
+        "cam": job.cam.key_dict(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -325,7 +365,11 @@ def segment_tile_store(job: SegmentTilesJob, *, progress: Any = None) -> Segment
                     records.append(
                         _record(r.tile_id, float("nan"), False, None, 0.0, str(err), key)
                     )
-            results = segmenter.segment(images) if images else []
+            gsd = [
+                image_m_per_px(Tile(int(r.zoom), int(r.tile_size_px), int(r.x), int(r.y)), im)
+                for r, im in zip(ok_rows, images, strict=True)
+            ]
+            results = segmenter.segment(images, gsd) if images else []
             for r, res in zip(ok_rows, results, strict=True):
                 mask_rel, area = None, 0.0
                 if res.is_positive:
@@ -449,7 +493,8 @@ def save_overlays_for_store(
     for i in pick:
         tid = pos[i]
         img = read_chip(store / str(paths.loc[tid]))
-        res = segmenter.segment([img])[0]
+        z, size, x, y = (int(p) for p in str(tid).split("-"))
+        res = segmenter.segment([img], image_m_per_px(Tile(z, size, x, y), img))[0]
         if not res.is_positive:
             continue
         label = f"{tid}  p={res.prob:.2f}  {segmenter.cam.method}"

@@ -29,6 +29,7 @@ from deepsolar.segmentation.pipeline import (
     Segmenter,
     SegmentTilesJob,
     _record,
+    image_m_per_px,
     mask_relpath,
     read_journal,
     write_png_atomic,
@@ -153,7 +154,11 @@ def segment_shard(job: SegmentTilesJob, shard: TileShard, key: str) -> list[dict
                 ok_rows.append(r)
             except InputDataError as err:
                 records.append(_record(r[0], float("nan"), False, None, 0.0, str(err), key))
-        results = segmenter.segment(images) if images else []
+        gsd = [
+            image_m_per_px(Tile(r[1], r[2], r[3], r[4]), im)
+            for r, im in zip(ok_rows, images, strict=True)
+        ]
+        results = segmenter.segment(images, gsd) if images else []
         for (tile_id, zoom, size, x, y, path), res in zip(ok_rows, results, strict=True):
             mask_rel, area = None, 0.0
             if res.is_positive:
