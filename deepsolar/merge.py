@@ -32,7 +32,7 @@ from scipy.sparse.csgraph import connected_components
 from deepsolar.config import StrictModel, validate_config
 from deepsolar.errors import InputDataError
 from deepsolar.polygons import equal_area_m2, reproject
-from deepsolar.tiling import LONLAT, WEB_MERCATOR
+from deepsolar.tiling import LONLAT, WEB_MERCATOR, Tile
 
 # Residential / non-residential split by system area (m²). The DeepSolar tract database does not
 # state its rule, but its numbers pin it down: in the real Virginia tracts
@@ -85,6 +85,25 @@ class MergeConfig(StrictModel):
     m2_per_kw: float = Field(
         DEFAULT_M2_PER_KW, gt=0, description="panel area per kW of capacity (3D-PV-Locator: 6.5)"
     )
+    tile_edge_gap_m: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description=(
+            "rejoin arrays cut by a tile edge: two pieces in edge-adjacent tiles are one system "
+            "when both come within this ground distance (m) of their shared edge and their "
+            "spans along it overlap (within the same distance). Only across tile edges, so "
+            "houses inside one tile are not joined. 0: off (gap_m alone)"
+        ),
+    )
+    min_system_area_m2: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "drop systems smaller than this (m²) after merging, e.g. CAM specks; their pieces "
+            "get system_id 0. 0 keeps every system (DeepSolar)"
+        ),
+    )
 
 
 def _check_panels(panels: gpd.GeoDataFrame, where: str) -> None:
@@ -116,8 +135,84 @@ def _check_panels(panels: gpd.GeoDataFrame, where: str) -> None:
         )
 
 
-def label_systems(panels: gpd.GeoDataFrame, gap_m: float = 1.0) -> np.ndarray:
-    """System label (0..k-1) of each panel piece: connected components of "within ``gap_m``".
+def _tile_keys(tile_ids: pd.Series | np.ndarray) -> np.ndarray:
+    """n x 4 int array (zoom, size, x, y) from ``z-size-x-y`` ids; -1 rows where unparsable."""
+    out = np.full((len(tile_ids), 4), -1, dtype=np.int64)
+    for i, t in enumerate(tile_ids):
+        try:
+            parts = [int(p) for p in str(t).split("-")]
+        except ValueError:
+            continue
+        if len(parts) == 4:
+            out[i] = parts
+    return out
+
+
+def tile_edge_pairs(
+    merc: np.ndarray, tile_ids: pd.Series | np.ndarray, lat: np.ndarray, edge_gap_m: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of pieces (EPSG:3857) that continue each other across a shared tile edge.
+
+    Pieces i, j in edge-adjacent tiles of one grid qualify when each reaches within
+    ``edge_gap_m`` ground metres of the shared edge and their extents along the edge, measured
+    on the parts inside that band, overlap or are within ``edge_gap_m`` of each other.
+    """
+    n = len(merc)
+    empty = np.zeros(0, dtype=np.int64)
+    if n < 2 or edge_gap_m <= 0:
+        return empty, empty
+    keys = _tile_keys(tile_ids)
+    band = edge_gap_m / np.cos(np.radians(lat))  # ground metres -> Mercator metres, per piece
+    tree = shapely.STRtree(merc)
+    i, j = tree.query(merc, predicate="dwithin", distance=2 * band + _TOUCH_TOLERANCE_M)
+    dx, dy = keys[j, 2] - keys[i, 2], keys[j, 3] - keys[i, 3]
+    ok = (
+        (i < j) & (keys[i, 0] >= 0) & (keys[j, 0] >= 0)
+        & (keys[i, 0] == keys[j, 0]) & (keys[i, 1] == keys[j, 1])
+        & (np.abs(dx) + np.abs(dy) == 1)
+    )  # fmt: skip
+    i, j, dx = i[ok], j[ok], dx[ok]
+    if not len(i):
+        return empty, empty
+    keep = np.zeros(len(i), dtype=bool)
+    inf = 1e12
+    for n_, (a, b) in enumerate(zip(i, j, strict=True)):
+        left, bottom, right, top = Tile(*(int(v) for v in keys[a])).bounds_3857
+        g = max(band[a], band[b])
+        if dx[n_] != 0:  # east-west neighbours: a vertical shared edge
+            edge = right if dx[n_] == 1 else left
+            side = -1 if dx[n_] == 1 else 1  # where piece a lies from the edge
+            ca = shapely.clip_by_rect(merc[a], *_band_rect(edge, side, g, vertical=True, inf=inf))
+            cb = shapely.clip_by_rect(merc[b], *_band_rect(edge, -side, g, vertical=True, inf=inf))
+            axis = (1, 3)  # extents along y
+        else:  # north-south neighbours (tile y grows southwards): a horizontal shared edge
+            edge = bottom if keys[b, 3] > keys[a, 3] else top
+            side = 1 if keys[b, 3] > keys[a, 3] else -1
+            ca = shapely.clip_by_rect(merc[a], *_band_rect(edge, side, g, vertical=False, inf=inf))
+            cb = shapely.clip_by_rect(merc[b], *_band_rect(edge, -side, g, vertical=False, inf=inf))
+            axis = (0, 2)
+        if ca.is_empty or cb.is_empty:
+            continue
+        ba, bb = ca.bounds, cb.bounds
+        lo, hi = max(ba[axis[0]], bb[axis[0]]), min(ba[axis[1]], bb[axis[1]])
+        keep[n_] = lo <= hi + g
+    return i[keep], j[keep]
+
+
+def _band_rect(
+    edge: float, side: int, width: float, *, vertical: bool, inf: float
+) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) of the band of ``width`` on ``side`` (-1 / +1) of an edge."""
+    lo, hi = (edge - width, edge) if side < 0 else (edge, edge + width)
+    return (lo, -inf, hi, inf) if vertical else (-inf, lo, inf, hi)
+
+
+def label_systems(
+    panels: gpd.GeoDataFrame, gap_m: float = 1.0, *, tile_edge_gap_m: float = 0.0
+) -> np.ndarray:
+    """System label (0..k-1) of each panel piece: connected components of "within ``gap_m``"
+    (and, with ``tile_edge_gap_m`` and a ``tile_id`` column, of "continues across a tile edge",
+    see :func:`tile_edge_pairs`).
 
     Labels follow the input order (the first piece's system is 0), so equal inputs give equal
     labels.
@@ -134,6 +229,9 @@ def label_systems(panels: gpd.GeoDataFrame, gap_m: float = 1.0) -> np.ndarray:
     dist = max(gap_m, _TOUCH_TOLERANCE_M) / np.cos(np.radians(lat))
     tree = shapely.STRtree(merc)
     i, j = tree.query(merc, predicate="dwithin", distance=dist)
+    if tile_edge_gap_m > 0 and "tile_id" in panels.columns:
+        ei, ej = tile_edge_pairs(merc, panels["tile_id"].to_numpy(), lat, tile_edge_gap_m)
+        i, j = np.concatenate([i, ei]), np.concatenate([j, ej])
     graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return labels.astype(np.int64)
@@ -153,6 +251,8 @@ def merge_panels(
     gap_m: float | None = None,
     residential_max_area_m2: float | None = None,
     m2_per_kw: float | None = None,
+    tile_edge_gap_m: float | None = None,
+    min_system_area_m2: float | None = None,
 ) -> gpd.GeoDataFrame:
     """Merge panel pieces into solar systems (EPSG:4326), one row per system.
 
@@ -167,6 +267,8 @@ def merge_panels(
             ("gap_m", gap_m),
             ("residential_max_area_m2", residential_max_area_m2),
             ("m2_per_kw", m2_per_kw),
+            ("tile_edge_gap_m", tile_edge_gap_m),
+            ("min_system_area_m2", min_system_area_m2),
         )
         if v is not None
     }
@@ -181,10 +283,10 @@ def merge_panels(
 def merge_panels_labelled(
     panels: gpd.GeoDataFrame, config: MergeConfig | None = None
 ) -> tuple[gpd.GeoDataFrame, np.ndarray]:
-    """Like :func:`merge_panels`, also returning each panel's ``system_id`` (aligned with rows)."""
+    """Like :func:`merge_panels`, also returning each panel's ``system_id`` (aligned with rows;
+    0 for pieces of systems dropped by ``min_system_area_m2``)."""
     cfg = config or MergeConfig()
-    labels = label_systems(panels, cfg.gap_m)
-    n_sys = int(labels.max()) + 1 if len(labels) else 0
+    labels = label_systems(panels, cfg.gap_m, tile_edge_gap_m=cfg.tile_edge_gap_m)
     geoms = reproject(np.asarray(panels.geometry.values, dtype=object), panels.crs, LONLAT)
     if "area_m2" in panels.columns:
         area = pd.to_numeric(panels["area_m2"], errors="coerce").to_numpy(dtype=float)
@@ -201,6 +303,18 @@ def merge_panels_labelled(
         if "confidence" in panels.columns
         else np.full(len(panels), np.nan)
     )
+    tile_ids = panels["tile_id"].to_numpy() if "tile_id" in panels.columns else None
+    # Systems below the minimum area are dropped; their pieces are labelled 0.
+    out_labels = np.zeros(len(labels), dtype=np.int64)
+    if len(labels):
+        big = np.bincount(labels, weights=area) >= cfg.min_system_area_m2
+        new_id = np.cumsum(big) - 1  # 0..k-1 over the kept systems, in first-piece order
+        kept = big[labels]
+        labels = new_id[labels[kept]]
+        out_labels[kept] = labels + 1
+        geoms, area, conf = geoms[kept], area[kept], conf[kept]
+        tile_ids = tile_ids[kept] if tile_ids is not None else None
+    n_sys = int(labels.max()) + 1 if len(labels) else 0
 
     area_sys = np.bincount(labels, weights=area, minlength=n_sys)
     n_panels = np.bincount(labels, minlength=n_sys)
@@ -215,8 +329,8 @@ def merge_panels_labelled(
     np.maximum.at(conf_max, labels[has_c], conf[has_c])
     conf_max[np.isinf(conf_max)] = np.nan
 
-    if "tile_id" in panels.columns:
-        tiles = pd.DataFrame({"s": labels, "t": panels["tile_id"].to_numpy()}).dropna()
+    if tile_ids is not None:
+        tiles = pd.DataFrame({"s": labels, "t": tile_ids}).dropna()
         tile_count = (
             tiles.drop_duplicates().groupby("s").size().reindex(range(n_sys), fill_value=0)
         ).to_numpy()
@@ -252,4 +366,4 @@ def merge_panels_labelled(
         crs=LONLAT,
     )
     systems.attrs["merge_config"] = cfg.model_dump()
-    return systems, labels + 1
+    return systems, out_labels

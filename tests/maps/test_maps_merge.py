@@ -229,3 +229,110 @@ def test_bad_inputs_and_configs():
         merge_panels(_two_squares(40, 1), gap_m=-1)
     with pytest.raises(ConfigError, match="surprise"):
         merge_panels(_two_squares(40, 1), {"surprise": 1})
+
+
+# ---------------------------------------------------------------- issue 11: masks that measure area
+
+
+def _far_apart(arrays, min_gap_m: float):
+    """Greedily keep arrays at least ``min_gap_m`` projected metres from every kept one."""
+    kept: list = []
+    for poly in arrays:
+        if all(poly.distance(q) > min_gap_m for q in kept):
+            kept.append(poly)
+    return kept
+
+
+def _pieces_short_of_tile_edges(truth, short_ground_m: float, lat: float = 42.3):
+    """SYNTHETIC CAM-like pieces: each tile's piece of an array stops ``short_ground_m`` before
+    every tile edge it was cut by (as per-tile min-max masks fade out at tile borders)."""
+    pieces, tile_ids, owner = cut_by_tiles(truth)
+    inset = short_ground_m / np.cos(np.radians(lat))  # ground -> Web-Mercator metres
+    out, ids, own = [], [], []
+    for piece, tid, k in zip(pieces, tile_ids, owner, strict=True):
+        z, s, x, y = (int(v) for v in tid.split("-"))
+        from deepsolar.tiling import Tile
+
+        shrunk = piece.intersection(Tile(z, s, x, y).footprint_3857().buffer(-inset, join_style=2))
+        if shrunk.area > 0.05:
+            out.append(shrunk)
+            ids.append(tid)
+            own.append(k)
+    panels = gpd.GeoDataFrame(
+        {"tile_id": ids, "confidence": 0.9},
+        geometry=gpd.GeoSeries(np.array(out, dtype=object), crs=3857).to_crs(4326),
+    )
+    panels["area_m2"] = equal_area_m2(panels)
+    return panels, np.array(own)
+
+
+def test_tile_edge_rule_rejoins_arrays_whose_pieces_stop_short_of_the_edge():
+    truth = _far_apart(synthetic_arrays(seed=3, n=40, max_tiles=4), min_gap_m=10.0)
+    panels, owner = _pieces_short_of_tile_edges(truth, short_ground_m=1.0)
+    n_true = len(np.unique(owner))
+    assert n_true >= 8
+    # DeepSolar-like merging (touching / within 1 m): the 2 m gaps at tile edges split arrays.
+    plain, _ = merge_panels_labelled(panels, MergeConfig(gap_m=1.0))
+    assert len(plain) > n_true + 5
+    systems, labels = merge_panels_labelled(panels, MergeConfig(gap_m=1.0, tile_edge_gap_m=1.5))
+    assert len(systems) == n_true
+    pairs = pd.DataFrame({"sys": labels, "truth": owner}).drop_duplicates()
+    assert pairs["sys"].is_unique and pairs["truth"].is_unique  # one system per true array
+    assert systems["area_m2"].sum() == pytest.approx(panels["area_m2"].sum())
+    # too small an edge gap does not bridge 2 m
+    assert len(merge_panels(panels, gap_m=1.0, tile_edge_gap_m=0.8)) == len(plain)
+
+
+def test_tile_edge_rule_joins_only_across_tile_edges_and_only_overlapping_spans():
+    t = GRID.tile_at(-71.2, 42.3)
+    left, bottom, right, top = t.bounds_3857
+    east = GRID.tile(t.x + 1, t.y)
+    k = 1 / np.cos(np.radians(42.3))  # ground -> Mercator metres
+    mid = (bottom + top) / 2
+
+    def frame(geoms, tiles):
+        return gpd.GeoDataFrame(
+            {"tile_id": [x.id for x in tiles]}, geometry=gpd.GeoSeries(geoms, crs=3857).to_crs(4326)
+        )
+
+    # two houses in the same tile, 1.5 m apart: not one system, whatever the edge gap
+    a = shapely.box(left + 2 * k, mid, left + 5 * k, mid + 3 * k)
+    b = shapely.box(left + 6.5 * k, mid, left + 9.5 * k, mid + 3 * k)
+    assert len(merge_panels(frame([a, b], [t, t]), tile_edge_gap_m=2.0)) == 2
+    # the same 1.5 m, across the east edge with overlapping spans: one system
+    c = shapely.box(right - 3.75 * k, mid, right - 0.75 * k, mid + 3 * k)
+    d = shapely.box(right + 0.75 * k, mid + 1 * k, right + 3.75 * k, mid + 4 * k)
+    assert len(merge_panels(frame([c, d], [t, east]), tile_edge_gap_m=1.0)) == 1
+    assert len(merge_panels(frame([c, d], [t, east]), tile_edge_gap_m=0.5)) == 2
+    # across the edge but offset along it by 5 m: two systems
+    e = shapely.box(right + 0.5 * k, mid + 8 * k, right + 3.5 * k, mid + 11 * k)
+    assert len(merge_panels(frame([c, e], [t, east]), tile_edge_gap_m=1.0)) == 2
+    # north-south neighbours (tile y grows southwards)
+    south = GRID.tile(t.x, t.y + 1)
+    f = shapely.box(left + 3 * k, bottom + 0.5 * k, left + 6 * k, bottom + 3 * k)
+    g = shapely.box(left + 4 * k, bottom - 3 * k, left + 7 * k, bottom - 0.5 * k)
+    assert len(merge_panels(frame([f, g], [t, south]), tile_edge_gap_m=1.0)) == 1
+    assert len(merge_panels(frame([f, g], [t, south]))) == 2  # default: off
+    # pieces without a tile id are merged by gap_m alone
+    nt = frame([f, g], [t, south]).drop(columns="tile_id")
+    assert len(merge_panels(nt, tile_edge_gap_m=1.0)) == 2
+
+
+def test_min_system_area_drops_specks_after_merging():
+    lat = 40.0
+    big = _two_squares(lat, 0.5, side_m=3.0)  # two 9 m² pieces within the gap: one 18 m² system
+    speck = _two_squares(lat, 0.5, side_m=1.0).iloc[[0]]  # 1 m², far away
+    speck = speck.set_geometry(speck.geometry.translate(xoff=0.01))
+    panels = gpd.GeoDataFrame(pd.concat([speck, big], ignore_index=True), crs=4326)
+    panels["area_m2"] = equal_area_m2(panels)
+    systems, labels = merge_panels_labelled(panels, MergeConfig(min_system_area_m2=5.0))
+    assert len(systems) == 1
+    assert labels.tolist() == [0, 1, 1]
+    assert systems.area_m2.iloc[0] == pytest.approx(panels.area_m2.iloc[1:].sum())
+    assert systems.n_panels.iloc[0] == 2
+    # two 9 m² pieces pass a 10 m² minimum only together (the minimum is on systems)
+    assert len(merge_panels(panels, min_system_area_m2=10.0)) == 1
+    assert len(merge_panels(panels, min_system_area_m2=10.0, gap_m=0.1)) == 0
+    assert len(merge_panels(panels)) == 2  # default keeps everything (DeepSolar)
+    with pytest.raises(ConfigError, match="min_system_area_m2"):
+        merge_panels(panels, min_system_area_m2=-1)
