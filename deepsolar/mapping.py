@@ -164,9 +164,14 @@ def build_map_layers(
 
 
 def write_region_maps(
-    store_dir: Path, out_dir: Path, config: MapOutputsConfig | None = None
+    store_dir: Path,
+    out_dir: Path,
+    config: MapOutputsConfig | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Build the layers and write the GeoPackage, PNG maps and tables into ``out_dir``."""
+    """Build the layers and write the GeoPackage, PNG maps and tables into ``out_dir``.
+    ``provenance`` (e.g. the checkpoints used) is added to what the outputs record about where
+    their figures came from."""
     cfg = config or MapOutputsConfig()
     layers = build_map_layers(store_dir, cfg)
     paths = write_run_outputs(
@@ -180,6 +185,7 @@ def write_region_maps(
             "tile store": str(Path(store_dir).resolve()),
             "scanned tiles": f"{len(layers['tiles'])} ({Path(store_dir) / 'manifest.gpkg'})",
             "segmentation": str(Path(store_dir) / SEGMENTATION_TABLE),
+            **(provenance or {}),
             "min_scanned_fraction": f"{cfg.aggregate.min_scanned_fraction:g}",
         },
     )

@@ -250,9 +250,25 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"  tile manifest    : {res['tile_manifest']}")
     print(f"  classifier       : {res['classifier_checkpoint']}")
     print(f"  segmenter        : {res['segmenter_checkpoint']}")
-    print(f"  GeoPackage       : {res['geopackage']}  (open in QGIS)")
+    gpkg = Path(res["geopackage"])
+    out = gpkg.parent.parent
+    print(f"  GeoPackage       : {gpkg}  (open in QGIS; labelled SYNTHETIC in its metadata)")
+    maps = res.get("maps") or {}
+    for i, (layer, png) in enumerate(maps.items()):
+        print(f"  {'maps (PNG)' if i == 0 else '':<17}: {png}  ({layer})")
+    tables = gpkg.parent / "tables"
+    if tables.is_dir():
+        names = sorted({p.stem for p in tables.iterdir() if p.suffix in (".csv", ".parquet")})
+        print(f"  tables (csv/pq)  : {tables}  ({', '.join(names)})")
     if res.get("overlays"):
         print(f"  CAM overlays     : {Path(res['overlays'][0]).parent}")
+    print(f"  all figures      : {out / 'demo-summary.json'}")
+    print(
+        "\nWhere the figures come from: tile precision/recall compare the 'tiles' layer of the"
+        " GeoPackage\nwith the ground truth above; systems and areas compare its 'systems' layer,"
+        " per tract of its\n'tracts' layer, with the truth clipped to the scanned tiles; the CAM"
+        f" comparison is in {res['cam_report']}."
+    )
     print("\nAccuracy on the held-out SYNTHETIC scene (DeepSolar reports P 93% / R 89-91%):")
     print(
         f"  tiles   : precision {_pct(t['precision'])}, recall {_pct(t['recall'])}, F1 {_pct(t['f1'])}"

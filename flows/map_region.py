@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar.config import load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
+from deepsolar.gpkg import outputs_summary
 from deepsolar.jobs import MapRegionJob
 from deepsolar.mapping import MapOutputsConfig, write_region_maps
 from deepsolar.runtime import check_input_paths
@@ -31,8 +32,10 @@ from flows.segment_tiles import segment_tiles_flow
 
 
 @task(name="write-region-maps", cache_policy=NO_CACHE)
-def maps_task(store: Path, out_dir: Path, outputs: MapOutputsConfig) -> dict[str, Any]:
-    return write_region_maps(store, out_dir, outputs)
+def maps_task(
+    store: Path, out_dir: Path, outputs: MapOutputsConfig, provenance: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return write_region_maps(store, out_dir, outputs, provenance)
 
 
 @flow(name="map-region", validate_parameters=True)
@@ -54,7 +57,15 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
         ),
         scale,
     )
-    maps = maps_task(job.store, job.out_dir, job.outputs)
+    maps = maps_task(
+        job.store,
+        job.out_dir,
+        job.outputs,
+        {
+            "classifier": str(job.classifier_checkpoint),
+            "segmenter": str(job.segmenter_checkpoint),
+        },
+    )
     log.info(
         "%d systems, %.1f m² of panels; GeoPackage %s",
         maps["counts"]["systems"],
@@ -124,8 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     except DeepSolarError as err:
         print(f"map-region failed: {err}", file=sys.stderr)
         return 1
-    for k, v in res["maps"]["paths"].items():
-        print(f"{k}: {v}")
+    maps = res["maps"]
+    print(
+        f"map-region: {maps['counts']['systems']} systems, "
+        f"{maps['total_panel_area_m2']:.0f} m² of panels"
+    )
+    print("\n".join(outputs_summary(maps["paths"], indent="  ")))
     return 0
 
 
