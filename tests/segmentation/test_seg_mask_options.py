@@ -206,3 +206,23 @@ def test_evaluate_segmenter_options_from_the_command_line(tmp_path):
     cfg = build_config(args)
     assert cfg.cam_floor == 0.0 and cfg.cam_floor_on == "margin"
     assert cfg.clean == MaskCleanConfig(open_m=0.5, fill_holes_m2=1.0)
+
+
+def test_calibrated_floor_from_positive_training_chips(tiny_classifier, tiny_segmenter, tiny_chips):
+    from deepsolar.classifier.data import source_from_path
+    from deepsolar.segmentation.calibrate import cam_maxima, floor_from_maxima, main
+
+    seg = Segmenter.from_checkpoints(tiny_classifier, tiny_segmenter, CamConfig(), "cpu")
+    maxima = cam_maxima(seg, [source_from_path(tiny_chips)], batch_size=3)
+    assert len(maxima) == 8 and maxima["label"].sum() == 4
+    pos = maxima.loc[maxima["label"] == 1, "max_positive"].to_numpy()
+    # the maxima are those of the native maps the pipeline thresholds
+    img = Image.open(maxima.loc[maxima["label"] == 1, "path"].iloc[0]).convert("RGB")
+    _, maps = seg.native_cam_maps(seg.preprocess([img]))
+    assert float(maps["stage2"].positive.max()) == pytest.approx(pos[0], rel=1e-5)
+    assert floor_from_maxima(maxima, 0.0) == pytest.approx(pos.min())
+    assert floor_from_maxima(maxima, 0.5) == pytest.approx(np.quantile(pos, 0.5))
+    with pytest.raises(ValueError):
+        floor_from_maxima(maxima, 1.0)
+    assert main(["--classifier", str(tiny_classifier), "--segmenter", str(tiny_segmenter),
+                 "--source", str(tiny_chips), "--device", "cpu"]) == 0  # fmt: skip
