@@ -54,8 +54,8 @@ from deepsolar.config import StrictModel, load_yaml, validate_config
 from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
 from deepsolar.report_table import Column, ci_cells, format_text, write_report
 from deepsolar.segmentation.area import tile_row_pixel_area_m2
-from deepsolar.segmentation.cam import clean_mask, mask_from_cam
-from deepsolar.segmentation.config import MaskCleanConfig
+from deepsolar.segmentation.cam import CamMaps, clean_mask, mask_from_cam
+from deepsolar.segmentation.config import CamConfig, MaskCleanConfig
 from deepsolar.segmentation.pipeline import Segmenter
 from deepsolar.tiling import Tile
 
@@ -445,26 +445,41 @@ class ItemMasks:
     pipe: dict[str, np.ndarray]
 
 
-def _masks_of_cells(
+@dataclass
+class CellMaps:
+    """One chip's forward pass: per-cell probabilities and native CAM maps of every kind."""
+
+    probs: np.ndarray
+    maps: dict[str, CamMaps]
+    windows: list[Window]
+    shape: tuple[int, int]
+    m_per_px: float | None
+
+
+def cell_maps(
     segmenter: Segmenter, images: list[Image.Image], windows: list[Window], shape: tuple[int, int],
-    cam_threshold: float, m_per_px: float | None = None,
-) -> ItemMasks:  # fmt: skip
+    m_per_px: float | None = None,
+) -> CellMaps:  # fmt: skip
+    probs, maps = segmenter.native_cam_maps(segmenter.preprocess(images))
+    return CellMaps(probs.float().cpu().numpy(), maps, windows, shape, m_per_px)
+
+
+def stitch_masks(
+    cm: CellMaps, threshold: float, rule: CamConfig, classifier_threshold: float
+) -> ItemMasks:
     """CAMs of each cell (tile-sized crop, min-max per cell as per tile), stitched into the chip.
 
-    The segmenter's ``cam.floor`` applies per cell; ``cam.clean`` to the stitched chip mask (as
-    the map's pieces are rejoined across tile edges), with ``m_per_px`` the chip's pixel size.
+    ``rule.floor`` applies per cell; ``rule.clean`` to the stitched chip mask (as the map's
+    pieces are rejoined across tile edges), with the chip's pixel size.
     """
-    probs, cams = segmenter.native_cam_maps(segmenter.preprocess(images))
-    probs = probs.float().cpu().numpy()
-    pos = probs >= segmenter.threshold
-    rule = segmenter.cam
+    pos = cm.probs >= classifier_threshold
     norm, oracle, pipe = {}, {}, {}
-    for method, maps in cams.items():
-        n_full, o_full = np.zeros(shape, np.float32), np.zeros(shape, bool)
-        p_full = np.zeros(shape, bool)
-        for j, (left, top, right, bottom) in enumerate(windows):
+    for method, maps in cm.maps.items():
+        n_full, o_full = np.zeros(cm.shape, np.float32), np.zeros(cm.shape, bool)
+        p_full = np.zeros(cm.shape, bool)
+        for j, (left, top, right, bottom) in enumerate(cm.windows):
             nm, mk = mask_from_cam(
-                maps[j : j + 1], (bottom - top, right - left), threshold=cam_threshold,
+                maps[j : j + 1], (bottom - top, right - left), threshold=threshold,
                 floor=rule.floor, floor_on=rule.floor_on,
             )  # fmt: skip
             m = mk[0].cpu().numpy()
@@ -472,23 +487,32 @@ def _masks_of_cells(
             o_full[top:bottom, left:right] = m
             p_full[top:bottom, left:right] = m & bool(pos[j])
         if rule.clean.active:
-            if m_per_px is None:
+            if cm.m_per_px is None:
                 raise ConfigError(
                     "mask cleaning needs the chips' ground pixel size",
                     where="evaluate-segmenter",
                     fix="pass --ground-m-per-px (or the set's ground_m_per_px / m_per_px)",
                 )
-            o_full = clean_mask(o_full, m_per_px, rule.clean)
-            p_full = clean_mask(p_full, m_per_px, rule.clean)
+            o_full = clean_mask(o_full, cm.m_per_px, rule.clean)
+            p_full = clean_mask(p_full, cm.m_per_px, rule.clean)
         norm[method], oracle[method], pipe[method] = n_full, o_full, p_full
-    return ItemMasks(float(probs.max()), bool(pos.any()), norm, oracle, pipe)
+    return ItemMasks(float(cm.probs.max()), bool(pos.any()), norm, oracle, pipe)
 
 
-def item_masks(
-    segmenter: Segmenter, item: EvalItem, cam_threshold: float, subtiles: SubtileConfig | None
-) -> ItemMasks:
-    """The chip's masks: whole (resized into the network) or, when it is wider on the ground
-    than a tile and ``subtiles`` is set, cell by cell."""
+def _masks_of_cells(
+    segmenter: Segmenter, images: list[Image.Image], windows: list[Window], shape: tuple[int, int],
+    cam_threshold: float, m_per_px: float | None = None,
+) -> ItemMasks:  # fmt: skip
+    """CAM masks of each cell stitched into the chip under the segmenter's CamConfig."""
+    cm = cell_maps(segmenter, images, windows, shape, m_per_px)
+    return stitch_masks(cm, cam_threshold, segmenter.cam, segmenter.threshold)
+
+
+def item_cell_maps(
+    segmenter: Segmenter, item: EvalItem, subtiles: SubtileConfig | None
+) -> CellMaps:
+    """One forward pass over the chip: whole (resized into the network) or, when it is wider on
+    the ground than a tile and ``subtiles`` is set, cell by cell."""
     h, w = item.truth.shape
     n = cells_per_side(w, item.ground_m_per_px, subtiles) if subtiles is not None else 1
     windows = grid_windows(w, h, n)
@@ -496,7 +520,15 @@ def item_masks(
     gsd = item.ground_m_per_px
     if gsd is None and np.ndim(item.pixel_area) == 1:  # scene tiles: per-row areas
         gsd = float(np.sqrt(np.mean(item.pixel_area)))
-    return _masks_of_cells(segmenter, images, windows, (h, w), cam_threshold, gsd)
+    return cell_maps(segmenter, images, windows, (h, w), gsd)
+
+
+def item_masks(
+    segmenter: Segmenter, item: EvalItem, cam_threshold: float, subtiles: SubtileConfig | None
+) -> ItemMasks:
+    """The chip's masks under the segmenter's CamConfig (see :func:`item_cell_maps`)."""
+    cm = item_cell_maps(segmenter, item, subtiles)
+    return stitch_masks(cm, cam_threshold, segmenter.cam, segmenter.threshold)
 
 
 def evaluate_set(
@@ -639,8 +671,6 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
     out.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    from deepsolar.segmentation.config import CamConfig
-
     cam = CamConfig(
         method="greedy" if cfg.segmenter_checkpoint else "plain",
         threshold=cfg.cam_threshold,
