@@ -13,6 +13,11 @@ is the union-find. Both are O(n log n + pairs): no quadratic all-pairs test. Web
 distances are stretched by 1/cos(lat), so each piece's search distance is ``gap_m / cos(lat)``:
 the gap is in ground metres everywhere.
 
+Options beside that rule (both off by default): ``tile_edge_gap_m`` also joins pieces of
+edge-adjacent tiles that both come within that distance of their shared edge with overlapping
+spans (per-tile CAM masks often stop short of the tile edge, cutting one array into tile-shaped
+pieces), and ``min_system_area_m2`` drops systems smaller than that after merging (CAM specks).
+
 Each system: ``system_id``, outline (union of its pieces), ``area_m2`` (sum of the pieces' ground
 areas: pieces come from non-overlapping grid tiles, so nothing is counted twice), ``n_panels``,
 ``tile_count``, ``is_residential`` / ``system_class`` (area threshold) and ``capacity_kw``
