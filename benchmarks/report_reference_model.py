@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segmenter", default="builtin")
     ap.add_argument("--out", type=Path, default=Path("out/reference-report"))
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap resamples")
-    ap.add_argument("--dup-bits", type=int, default=6, help="near-duplicate Hamming distance")
+    ap.add_argument("--dup-bits", type=int, default=10, help="near-duplicate Hamming distance")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -148,3 +148,28 @@ def test_the_shipped_reference_model_loads_by_name():
     seg = load_segmenter("builtin")
     assert seg.stages_trained >= 1
     Segmenter(clf, seg)  # the branch fits the builtin classifier's backbone
+
+
+@pytest.mark.slow
+def test_exported_half_precision_pair_still_fits(tiny_classifier, tiny_segmenter, tmp_path,
+                                                 monkeypatch):  # fmt: skip
+    from deepsolar.classifier.predict import load_classifier
+    from deepsolar.segmentation.export import export_pair
+
+    clf_path, seg_path = export_pair(tiny_classifier, tiny_segmenter, tmp_path)
+    raw = torch.load(clf_path, weights_only=True)
+    assert raw["model_state"]["fc.weight"].dtype == torch.float16
+    assert "optimizer_state" not in torch.load(seg_path, weights_only=True)
+    assert clf_path.stat().st_size < 0.6 * Path(tiny_classifier).stat().st_size
+    monkeypatch.setenv("DEEPSOLAR_MODELS_DIR", str(tmp_path))
+    clf = load_classifier("builtin", "cpu")
+    seg = load_segmenter("builtin")
+    Segmenter(clf, seg)  # fingerprint recomputed on the half-precision backbone: accepted
+    from deepsolar.segmentation.branch import tap_features
+
+    full = load_classifier(tiny_classifier, "cpu")
+    x = torch.rand(2, 3, 75, 75) * 2 - 1
+    with torch.no_grad():  # the backbone's features survive float16 storage
+        half_f, full_f = tap_features(clf.model, x), tap_features(full.model, x)
+    assert (half_f - full_f).abs().max() < 0.1 * full_f.abs().max()
+    assert (half_f - full_f).abs().mean() < 0.005 * full_f.abs().mean() + 1e-3
