@@ -274,11 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     variants: list[tuple[str, CamConfig, MergeConfig]] = [
         ("DeepSolar (min-max 0.37, merge within 1 m)", ds, m0),
         ("a: floor margin > 0", _with(ds, {"floor": 0.0}), m0),
+        (
+            "a: tile scope: margin max > 0 or nothing",
+            _with(ds, {"floor": 0.0, "floor_scope": "tile"}),
+            m0,
+        ),
     ]
     if q_floor is not None:
         variants.append((
             f"a: floor positive CAM > q{args.quantile:g} of calib. maxima ({q_floor:.3g})",
             _with(ds, {"floor": q_floor, "floor_on": "positive"}), m0,
+        ))  # fmt: skip
+        variants.append((
+            f"a: tile scope: positive CAM max > q{args.quantile:g} ({q_floor:.3g}) or nothing",
+            _with(ds, {"floor": q_floor, "floor_on": "positive", "floor_scope": "tile"}), m0,
         ))  # fmt: skip
     variants += [
         ("b: open 0.5 m", _with(ds, {"clean": {"open_m": 0.5}}), m0),
@@ -291,13 +300,17 @@ def main(argv: list[str] | None = None) -> int:
         ("d: tile edge gap 1.5 m", ds, _with(m0, {"tile_edge_gap_m": 1.5})),
         ("d: tile edge gap 3 m", ds, _with(m0, {"tile_edge_gap_m": 3.0})),
     ]  # fmt: skip
-    for fl, fl_on, label in ((0.0, "margin", "margin>0"),) + (
-        ((q_floor, "positive", "quantile"),) if q_floor is not None else ()
-    ):
+    combos = [(0.0, "margin", "margin>0", "pixel")]
+    if q_floor is not None:
+        combos += [(q_floor, "positive", "quantile", "pixel"),
+                   (q_floor, "positive", "quantile tile", "tile")]  # fmt: skip
+    for fl, fl_on, label, scope in combos:
         for mn in (2.0, 5.0):
             variants.append((
                 f"a+b+c+d: {label}, clean, min {mn:g} m2, edge 1.5 m",
-                CamConfig(method=args.method, floor=fl, floor_on=fl_on, clean=clean),
+                CamConfig(
+                    method=args.method, floor=fl, floor_on=fl_on, floor_scope=scope, clean=clean
+                ),
                 MergeConfig(min_system_area_m2=mn, tile_edge_gap_m=1.5),
             ))  # fmt: skip
     variants.append((

@@ -87,11 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     rules: list[tuple[str, CamConfig]] = [
         ("DeepSolar (min-max 0.37)", CamConfig(method=method)),
         ("a: floor margin > 0", CamConfig(method=method, floor=0.0)),
+        (
+            "a: tile scope: margin max > 0 or nothing",
+            CamConfig(method=method, floor=0.0, floor_scope="tile"),
+        ),
     ]
     if q_floor is not None:
         rules.append((
             f"a: floor positive CAM > q{args.quantile:g} of train maxima ({q_floor:.3g})",
             CamConfig(method=method, floor=q_floor, floor_on="positive"),
+        ))  # fmt: skip
+        rules.append((
+            f"a: tile scope: positive CAM max > q{args.quantile:g} ({q_floor:.3g}) or nothing",
+            CamConfig(method=method, floor=q_floor, floor_on="positive", floor_scope="tile"),
         ))  # fmt: skip
     rules += [
         ("b: open 0.5 m", CamConfig(method=method, clean={"open_m": 0.5})),

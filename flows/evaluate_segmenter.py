@@ -79,6 +79,7 @@ def build_config(args: argparse.Namespace) -> EvaluateSegmentationConfig:
     for key, value in (
         ("cam_floor", args.cam_floor),
         ("cam_floor_on", args.cam_floor_on),
+        ("cam_floor_scope", args.cam_floor_scope),
         ("classifier_checkpoint", args.classifier),
         ("segmenter_checkpoint", args.segmenter),
         ("cam_threshold", args.cam_threshold),
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cam-floor-on", choices=["margin", "positive"],
         help="margin (logit-margin map, 0 = votes solar; default) or positive (raw CAM)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cam-floor-scope", choices=["pixel", "tile"],
+        help="pixel (default): pixels above the floor; tile: the whole tile's mask or nothing",
     )  # fmt: skip
     ap.add_argument("--open-m", type=float, help="mask opening disc diameter in metres")
     ap.add_argument("--close-m", type=float, help="mask closing disc diameter in metres")

@@ -166,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         "--cam-floor-on", choices=["margin", "positive"], default="margin",
         help="margin: logit-margin map, 0 = the pixel votes solar (default); positive: raw CAM",
     )  # fmt: skip
+    ap.add_argument(
+        "--cam-floor-scope", choices=["pixel", "tile"], default="pixel",
+        help="pixel: pixels above the floor (default); tile: the tile's whole mask or nothing",
+    )  # fmt: skip
     ap.add_argument("--open-m", type=float, default=0.0, help="mask opening diameter (m)")
     ap.add_argument("--close-m", type=float, default=0.0, help="mask closing diameter (m)")
     ap.add_argument(

@@ -106,15 +106,21 @@ def mask_from_cam(
     threshold: float = 0.37,
     floor: float | None = None,
     floor_on: str = "margin",
+    floor_scope: str = "pixel",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(normalised CAM, mask) at ``size_px``: DeepSolar's min-max + threshold, and, with a
-    ``floor``, only where the raw upsampled map ``floor_on`` (margin / positive) exceeds it."""
+    ``floor`` on the raw upsampled map ``floor_on`` (margin / positive): ``pixel`` keeps only
+    pixels above it; ``tile`` keeps a tile's DeepSolar mask whole when the map's maximum is
+    above it and marks nothing otherwise."""
     up = upsample(maps.positive, size_px)
     norm = minmax_per_tile(up)
     mask = threshold_mask(norm, threshold)
     if floor is not None:
         raw = up if floor_on == "positive" else upsample(maps.margin, size_px)
-        mask = mask & (raw > floor)
+        if floor_scope == "tile":
+            mask = mask & (raw.flatten(1).max(dim=1).values > floor)[:, None, None]
+        else:
+            mask = mask & (raw > floor)
     return norm, mask
 
 

@@ -85,6 +85,12 @@ class CamConfig(StrictModel):
         "pixel votes solar' and needs no calibration; positive: DeepSolar's positive-class CAM "
         "(model-specific units)",
     )
+    floor_scope: Literal["pixel", "tile"] = Field(
+        "pixel",
+        description="pixel: a pixel is panel only where the raw map exceeds the floor; tile: a "
+        "tile marks its DeepSolar mask only when the raw map's maximum exceeds the floor, else "
+        "nothing (the rule a floor calibrated on tile maxima is made for)",
+    )
     clean: MaskCleanConfig = Field(
         default_factory=MaskCleanConfig,
         description="morphological clean-up of each mask before it is saved / vectorised",

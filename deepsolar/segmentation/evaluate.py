@@ -401,6 +401,7 @@ class EvaluateSegmentationConfig(StrictModel):
         None, allow_inf_nan=False, description="CamConfig.floor (None: DeepSolar's rule)"
     )
     cam_floor_on: Literal["margin", "positive"] = Field("margin", description="CamConfig.floor_on")
+    cam_floor_scope: Literal["pixel", "tile"] = Field("pixel", description="CamConfig.floor_scope")
     clean: MaskCleanConfig = Field(
         default_factory=MaskCleanConfig, description="CamConfig.clean (needs the chips' GSD)"
     )
@@ -480,7 +481,7 @@ def stitch_masks(
         for j, (left, top, right, bottom) in enumerate(cm.windows):
             nm, mk = mask_from_cam(
                 maps[j : j + 1], (bottom - top, right - left), threshold=threshold,
-                floor=rule.floor, floor_on=rule.floor_on,
+                floor=rule.floor, floor_on=rule.floor_on, floor_scope=rule.floor_scope,
             )  # fmt: skip
             m = mk[0].cpu().numpy()
             n_full[top:bottom, left:right] = nm[0].cpu().numpy()
@@ -677,6 +678,7 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
         classifier_threshold=cfg.classifier_threshold,
         floor=cfg.cam_floor,
         floor_on=cfg.cam_floor_on,
+        floor_scope=cfg.cam_floor_scope,
         clean=cfg.clean,
     )
     seg = Segmenter.from_checkpoints(
@@ -689,6 +691,7 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
         "cam_threshold": cfg.cam_threshold,
         "cam_floor": cfg.cam_floor,
         "cam_floor_on": cfg.cam_floor_on,
+        "cam_floor_scope": cfg.cam_floor_scope,
         "clean": cfg.clean.model_dump(),
         "classifier_threshold": seg.threshold,
         "input_size_px": seg.clf.input_size_px,

@@ -155,7 +155,7 @@ class Segmenter:
         """(normalised CAM, boolean mask) of one image's native maps under this CamConfig."""
         norm, mask = mask_from_cam(
             maps, size_hw, threshold=self.cam.threshold, floor=self.cam.floor,
-            floor_on=self.cam.floor_on,
+            floor_on=self.cam.floor_on, floor_scope=self.cam.floor_scope,
         )  # fmt: skip
         m = mask[0].cpu().numpy()
         if self.cam.clean.active:

@@ -78,6 +78,15 @@ def test_no_floor_is_deepsolars_rule_and_a_floor_may_mark_nothing():
     assert not high.any()
     _, low = mask_from_cam(maps, (20, 20), floor=float(pos.min()) - 1, floor_on="positive")
     assert torch.equal(low, ref_mask)
+    # tile scope: a tile keeps its whole DeepSolar mask when its maximum clears the floor
+    up_max = torch.nn.functional.interpolate(pos[:, None], (20, 20), mode="bilinear")
+    up_max = up_max[:, 0].flatten(1).max(dim=1).values
+    assert up_max[0] < up_max[1]  # (seeded) tile 0 is the weaker one
+    mid = float(up_max[0] + up_max[1]) / 2
+    _, pix = mask_from_cam(maps, (20, 20), floor=mid, floor_on="positive")
+    _, til = mask_from_cam(maps, (20, 20), floor=mid, floor_on="positive", floor_scope="tile")
+    assert not til[0].any() and torch.equal(til[1], ref_mask[1])
+    assert pix[1].sum() < ref_mask[1].sum()
 
 
 def test_cam_config_validates_and_keeps_old_run_keys():
@@ -86,6 +95,7 @@ def test_cam_config_validates_and_keeps_old_run_keys():
     assert CamConfig(floor=0.0).key_dict() == {**legacy, "floor": 0.0}
     assert CamConfig(clean={"open_m": 0.5}).key_dict()["clean"] == {"open_m": 0.5}
     for bad in ({"floor": float("nan")}, {"floor_on": "negative"}, {"clean": {"open_m": -1}},
+                {"floor_scope": "chip"},
                 {"clean": {"closing": 1}}):  # fmt: skip
         with pytest.raises(ValueError):
             CamConfig(**bad)
@@ -197,14 +207,14 @@ def test_evaluate_segmenter_options_from_the_command_line(tmp_path):
         config=None, source=[str(tmp_path)], split=None, ground_m_per_px=0.1, whole_chips=False,
         classifier=tmp_path / "c.pt", segmenter=None, cam_threshold=None, device=None,
         bootstrap_reps=None, overlays=None, cam_floor=0.0, cam_floor_on="margin", open_m=0.5,
-        close_m=None, fill_holes_m2=1.0,
+        close_m=None, fill_holes_m2=1.0, cam_floor_scope="tile",
     )  # fmt: skip
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "a.png")
     cfg = build_config(args)
-    assert cfg.cam_floor == 0.0 and cfg.cam_floor_on == "margin"
+    assert cfg.cam_floor == 0.0 and cfg.cam_floor_on == "margin" and cfg.cam_floor_scope == "tile"
     assert cfg.clean == MaskCleanConfig(open_m=0.5, fill_holes_m2=1.0)
 
 
