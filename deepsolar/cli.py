@@ -49,6 +49,32 @@ class Command:
     example: str
 
 
+MASK_OPTS = [  # issue 11: masks that measure area (docs/segmentation.md); off = DeepSolar
+    Opt(
+        "--cam-floor",
+        "absolute floor on the raw CAM map: a tile may mark nothing (default "
+        "none; 0 on the margin map = the pixel votes solar)",
+        {"metavar": "F"},
+    ),
+    Opt(
+        "--cam-floor-on",
+        "map the floor applies to: margin (default) or positive (raw CAM)",
+        {"choices": ["margin", "positive"]},
+    ),
+    Opt(
+        "--cam-floor-scope",
+        "pixel (default): pixels above the floor; tile: the tile's whole mask or nothing",
+        {"choices": ["pixel", "tile"]},
+    ),
+    Opt("--open-m", "mask opening disc diameter in metres (default 0: off)", {"metavar": "M"}),
+    Opt("--close-m", "mask closing disc diameter in metres (default 0: off)", {"metavar": "M"}),
+    Opt(
+        "--fill-holes-m2",
+        "fill mask holes up to this area in m² (default 0: off)",
+        {"metavar": "A"},
+    ),
+]
+
 RUNNER_OPTS = [
     Opt("--shard-size", "tiles per shard task, cut in bands of tile rows (default 1024)",
         {"metavar": "N"}),
@@ -159,6 +185,7 @@ COMMANDS = [
             Opt("--bootstrap-reps", "bootstrap resamples for the 95%% intervals (default 1000)",
                 {"metavar": "N"}),
             Opt("--overlays", "comparison PNGs per set (default 6)", {"metavar": "N"}),
+            *MASK_OPTS,
         ],
         "deepsolar evaluate-segmenter --classifier out/clf/best.pt --segmenter "
         "out/seg/segmenter.pt --source my-chips/",
@@ -183,6 +210,7 @@ COMMANDS = [
             Opt("--num-threads", "torch CPU threads per shard worker", {"metavar": "N"}),
             Opt("--overlays", "PNG overlays of CAM + mask for N positive tiles (default 0)",
                 {"metavar": "N"}),
+            *MASK_OPTS,
             *RUNNER_OPTS,
         ],
         "deepsolar segment-tiles --manifest out/demo/store --classifier out/demo/classifier/"
