@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_chip
 from PIL import Image
 
 from deepsolar.checkpoints import resolve_checkpoint
@@ -23,6 +22,14 @@ from deepsolar.segmentation.pipeline import Segmenter
 from deepsolar.segmentation.train import fit_segmenter, load_segmenter
 
 PX = 80
+
+
+def synthetic_chip(rng: np.random.Generator, positive: bool, size: int) -> np.ndarray:
+    """SYNTHETIC: grey noise, with a dark rectangle standing in for a panel when positive."""
+    a = rng.integers(90, 170, (size, size, 3), dtype=np.uint8)
+    if positive:
+        a[size // 4 : size // 2, size // 5 : size // 2] = 25
+    return a
 
 
 @pytest.fixture(scope="module")
