@@ -57,6 +57,11 @@ def _group_members(pgid: int) -> list[str]:
     return found
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _kill_all(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
     """Whatever a failed test left: SIGKILL it, so the next test starts clean."""
     for p in procs:
@@ -202,6 +207,9 @@ def test_make_serve_stops_on_one_signal(tmp_path: Path, sig: signal.Signals, cod
             cwd=ROOT,
             env=env,
             start_new_session=True,
+            # as from a terminal: a runner started in the background (nohup, `cmd &`) passes
+            # SIGINT down as ignored, and make would then outlive its recipe with exit 2
+            preexec_fn=_default_signals,
             stdin=subprocess.DEVNULL,
             stdout=fh,
             stderr=subprocess.STDOUT,
