@@ -37,6 +37,8 @@ COPY deepsolar ./deepsolar
 COPY flows ./flows
 COPY configs ./configs
 COPY prefect.yaml ./
+# The shipped reference model (`--checkpoint builtin`, default of map-region / segment-tiles).
+COPY data/models ./data/models
 # Editable, so flows/ resolve to this folder (the demo finds configs/ next to them) for the CLI and
 # the worker alike. The dask extra: shards can run on a Dask cluster (prefect-dask).
 # DL3013: the project's own dependencies are pinned in pyproject.toml.
