@@ -12,6 +12,7 @@ fresh 2-class head and the same BatchNorm settings, dropout and [-1, 1] input sc
 from __future__ import annotations
 
 import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,26 +104,38 @@ def _init_head(layer: nn.Linear) -> None:
     nn.init.zeros_(layer.bias)
 
 
-def _load_backbone(
-    model: Inception3, state: dict[str, torch.Tensor], where: str, *, need_aux: bool
+def _copy_backbone(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    where: str,
+    *,
+    is_head: Callable[[str], bool],
+    optional: Callable[[str], bool] = lambda _key: False,
+    network: str,
+    fix: str,
 ) -> None:
-    """Copy every non-head tensor; heads stay freshly initialised (DeepSolar re-inits both)."""
+    """Copy every non-head tensor of ``state`` into ``model``; heads stay freshly initialised.
+
+    Args:
+        model: the freshly built network.
+        state: the source weights.
+        where: the source's name for the error message.
+        is_head: keys that are never copied (re-initialised heads).
+        optional: keys the source may lack (e.g. an auxiliary head that will be dropped).
+        network: what the weights must fit, for the error message.
+        fix: what to do, for the error message.
+    """
     own = model.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and k not in HEAD_KEYS}
-    # A source without an aux head is fine when the aux head will be dropped anyway.
-    missing = [
-        k
-        for k in own
-        if k not in keep and k not in HEAD_KEYS and (need_aux or not k.startswith("AuxLogits."))
-    ]
+    keep = {k: v for k, v in state.items() if k in own and not is_head(k)}
+    missing = [k for k in own if k not in keep and not is_head(k) and not optional(k)]
     bad_shape = [k for k, v in keep.items() if v.shape != own[k].shape]
     if missing or bad_shape:
         sample = ", ".join((missing + bad_shape)[:5])
         raise InputDataError(
-            f"weights do not fit torchvision's Inception-v3 ({len(missing)} missing, "
-            f"{len(bad_shape)} of the wrong shape, e.g. {sample})",
+            f"weights do not fit {network} ({len(missing)} missing, {len(bad_shape)} of the "
+            f"wrong shape, e.g. {sample})",
             where=where,
-            fix="use Inception-v3 weights in torchvision's layout",
+            fix=fix,
         )
     model.load_state_dict(keep, strict=False)
 
@@ -169,34 +182,14 @@ def build_timm_classifier(cfg: ClassifierConfig) -> nn.Module:
             state, where = load_lite_imagenet(spec, model), str(spec.weights_package)
         else:
             state, where = _timm_pretrained_state(spec), f"timm hub: {spec.timm_name}"
-        _load_timm_backbone(model, state, where, head_names)
+        _copy_backbone(
+            model, state, where, is_head=lambda k: k.rsplit(".", 1)[0] in head_names,
+            network="this backbone", fix="use weights saved from the same model.arch",
+        )  # fmt: skip
     if isinstance(head, nn.Linear):
         _init_head(head)
     configure_batchnorm(model, cfg.bn_momentum, cfg.bn_eps)
     return model
-
-
-def _load_timm_backbone(
-    model: nn.Module, state: dict[str, torch.Tensor], where: str, head_names: set[str]
-) -> None:
-    """Copy every tensor except the head's; all backbone tensors must be present and fit."""
-    own = model.state_dict()
-
-    def is_head(key: str) -> bool:
-        return key.rsplit(".", 1)[0] in head_names
-
-    keep = {k: v for k, v in state.items() if k in own and not is_head(k)}
-    missing = [k for k in own if k not in keep and not is_head(k)]
-    bad_shape = [k for k, v in keep.items() if v.shape != own[k].shape]
-    if missing or bad_shape:
-        sample = ", ".join((missing + bad_shape)[:5])
-        raise InputDataError(
-            f"weights do not fit this backbone ({len(missing)} missing, {len(bad_shape)} of the "
-            f"wrong shape, e.g. {sample})",
-            where=where,
-            fix="use weights saved from the same model.arch",
-        )
-    model.load_state_dict(keep, strict=False)
 
 
 def build_inception(cfg: ClassifierConfig) -> Inception3:
@@ -215,7 +208,13 @@ def build_inception(cfg: ClassifierConfig) -> Inception3:
             state, where = load_imagenet_state_dict(), str(imagenet_weights_path())
         else:
             state, where = load_state_dict_file(cfg.weights), cfg.weights
-        _load_backbone(model, state, where, need_aux=cfg.aux_logits)
+        # A source without an aux head is fine when the aux head will be dropped anyway.
+        _copy_backbone(
+            model, state, where, is_head=lambda k: k in HEAD_KEYS,
+            optional=lambda k: not cfg.aux_logits and k.startswith("AuxLogits."),
+            network="torchvision's Inception-v3",
+            fix="use Inception-v3 weights in torchvision's layout",
+        )  # fmt: skip
     _init_head(model.fc)
     _init_head(model.AuxLogits.fc)
     if not cfg.aux_logits:
