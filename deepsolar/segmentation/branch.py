@@ -143,9 +143,6 @@ class FeatureTaps:
         self._handles = []
 
 
-InceptionTaps = FeatureTaps
-
-
 @contextmanager
 def feature_taps(
     model: nn.Module, layers: tuple[str, ...] = ("Mixed_5d", "Mixed_7c")
@@ -156,9 +153,6 @@ def feature_taps(
         yield taps
     finally:
         taps.remove()
-
-
-inception_taps = feature_taps
 
 
 class CamStage(nn.Module):

@@ -500,15 +500,6 @@ def stitch_masks(
     return ItemMasks(float(cm.probs.max()), bool(pos.any()), norm, oracle, pipe)
 
 
-def _masks_of_cells(
-    segmenter: Segmenter, images: list[Image.Image], windows: list[Window], shape: tuple[int, int],
-    cam_threshold: float, m_per_px: float | None = None,
-) -> ItemMasks:  # fmt: skip
-    """CAM masks of each cell stitched into the chip under the segmenter's CamConfig."""
-    cm = cell_maps(segmenter, images, windows, shape, m_per_px)
-    return stitch_masks(cm, cam_threshold, segmenter.cam, segmenter.threshold)
-
-
 def item_cell_maps(
     segmenter: Segmenter, item: EvalItem, subtiles: SubtileConfig | None
 ) -> CellMaps:

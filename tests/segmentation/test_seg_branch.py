@@ -11,7 +11,7 @@ from deepsolar.errors import ConfigError
 from deepsolar.segmentation.branch import (
     GreedyCamBranch,
     backbone_fingerprint,
-    inception_taps,
+    feature_taps,
     mixed5d_features,
 )
 from deepsolar.segmentation.config import BranchConfig, TrainSegmenterConfig
@@ -30,7 +30,7 @@ def test_mixed5d_tap_is_35x35x288_at_299_px_and_matches_the_hook():
     x = torch.randn(1, 3, 299, 299)
     with torch.no_grad():
         f = mixed5d_features(model, x)
-        with inception_taps(model, ("Mixed_5d",)) as taps:
+        with feature_taps(model, ("Mixed_5d",)) as taps:
             model(x)
     assert f.shape == (1, 288, 35, 35)
     torch.testing.assert_close(taps.outputs["Mixed_5d"], f)
