@@ -34,7 +34,9 @@ from deepsolar.bootstrap import mean_ci
 from deepsolar.classifier.config import ManifestSource
 from deepsolar.classifier.data import load_source
 from deepsolar.classifier.predict import evaluate_checkpoint, format_report_table
+from deepsolar.report_table import Column, ci_cells, format_text
 from deepsolar.segmentation.evaluate import (
+    OVERALL,
     EvaluateSegmentationConfig,
     evaluate_segmentation,
     format_table,
@@ -42,7 +44,6 @@ from deepsolar.segmentation.evaluate import (
 from deepsolar.shared_data import shared_data_dir
 
 SETS = (("skylight_roof", 0.15), ("solar_pv_gray", 0.2))
-OVERALL = "overall"
 
 
 def valid_sources(root: Path) -> list[ManifestSource]:
@@ -94,6 +95,16 @@ def gray_independent_recall(pred_csv: Path, keep: set[str], threshold: float) ->
     return {"n_positive": int(len(sub)), "recall": hit / len(sub) if len(sub) else None}
 
 
+PIPELINE_COLUMNS = (
+    Column("source", "source", "text"),
+    Column("predictor", "predictor", "text"),
+    Column("pos", "n_positive", "int"),
+    Column("IoU/pos chip [95% CI]", "mean_iou", "ci"),
+    Column("median area err", "median_area_error", "pct"),
+    Column("regional err", "regional_area_error", "pct"),
+)
+
+
 def pipeline_rows(per_tile: pd.DataFrame, reps: int) -> list[dict[str, Any]]:
     """Masks as the pipeline makes them (only in tiles - here sub-tiles - called positive), on
     truly positive chips: mean IoU with its interval, median per-chip and regional area error."""
@@ -102,22 +113,16 @@ def pipeline_rows(per_tile: pd.DataFrame, reps: int) -> list[dict[str, Any]]:
     for (name, method), g in [*pos.groupby(["set", "method"], sort=False),
                               *(((OVERALL, m), g) for m, g in pos.groupby("method", sort=False))]:  # fmt: skip
         iou = (g["tp"] / (g["tp"] + g["fp"] + g["fn"])).to_numpy(float)
-        ci = mean_ci(iou, reps=reps, seed=0)
         err = (g["pred_area"] - g["true_area"]).abs() / g["true_area"]
-        reg = (g["pred_area"].sum() - g["true_area"].sum()) / g["true_area"].sum()
-        rows.append({"source": name, "predictor": method, "n_positive": len(g),
-                     "mean_iou": ci.point, "mean_iou_lo": ci.lo, "mean_iou_hi": ci.hi,
-                     "median_area_error": float(err.median()), "regional_area_error": float(reg)})  # fmt: skip
+        rows.append({
+            "source": name, "predictor": method, "n_positive": len(g),
+            **ci_cells("mean_iou", mean_ci(iou, reps=reps, seed=0)),
+            "median_area_error": float(err.median()),
+            # signed (evaluate.regional_relative_error is absolute): over- or under-estimate
+            "regional_area_error": (g["pred_area"].sum() - g["true_area"].sum())
+            / g["true_area"].sum(),
+        })  # fmt: skip
     return rows
-
-
-def print_pipeline(rows: list[dict[str, Any]]) -> None:
-    print(f"{'source':<21}{'predictor':<10}{'pos':>5}{'IoU/pos chip [95% CI]':>26}"
-          f"{'median area err':>17}{'regional err':>14}")  # fmt: skip
-    for r in rows:
-        ci = f"{r['mean_iou']:.3f} [{r['mean_iou_lo']:.3f}, {r['mean_iou_hi']:.3f}]"
-        print(f"{r['source']:<21}{r['predictor']:<10}{r['n_positive']:>5}{ci:>26}"
-              f"{r['median_area_error']:>16.1%}{r['regional_area_error']:>+14.1%}")  # fmt: skip
 
 
 def _row(table: list[dict[str, Any]], source: str, predictor: str) -> dict[str, Any]:
@@ -223,11 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\n== segmentation as the pipeline masks (only sub-tiles called positive), positive chips"
     )
-    print_pipeline(pipe)
+    print(format_text(pipe, PIPELINE_COLUMNS))
     rows = targets(clf_sum, seg, indep, pipe)
     print("\n== targets (issue 10), valid splits")
     for r in rows:
-        print(f"{r[0]:<52}{r[1]:<58}{r[2]}")
+        print(f"{r[0]:<64}{r[1]:<58}{r[2]}")
     summary = {"targets": rows, "gray_independent": indep, "seconds": time.perf_counter() - t0}
     (out / "targets.json").write_text(json.dumps(summary, indent=2))
     print(f"\nwritten to {out} in {summary['seconds']:.0f} s")
