@@ -484,7 +484,8 @@ def _scanned_area_m2(
     return np.minimum(out, unit_area_m2)
 
 
-def _pct_text(frac: float) -> str:
+def pct_text(frac: float) -> str:
+    """A fraction as a short percentage: 53%, 3.2%, 0.0051% (two significant digits under 10%)."""
     p = 100.0 * float(frac)
     if p >= 10 or p == 0:
         return f"{p:.0f}%"
@@ -509,15 +510,15 @@ def scan_status(
         SCAN_STATUS_NONE,
         np.where(f >= thr - 1e-9, SCAN_STATUS_SCANNED, SCAN_STATUS_PARTIAL),
     ).astype(object)
-    need = _pct_text(thr)
+    need = pct_text(thr)
     notes: list[str | None] = []
     for fi, st in zip(f, status, strict=True):
         if st == SCAN_STATUS_NONE:
             notes.append("not scanned: no density")
         elif st == SCAN_STATUS_PARTIAL:
-            notes.append(f"{_pct_text(fi)} scanned (< {need}): no density")
+            notes.append(f"{pct_text(fi)} scanned (< {need}): no density")
         elif fi < 1 - 1e-6:
-            notes.append(f"{_pct_text(fi)} scanned: density over the scanned part")
+            notes.append(f"{pct_text(fi)} scanned: density over the scanned part")
         else:
             notes.append(None)
     return status, np.array(notes, dtype=object)

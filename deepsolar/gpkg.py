@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from deepsolar.aggregate import DEFAULT_DENSITY_FIELD
+from deepsolar.aggregate import DEFAULT_DENSITY_FIELD, pct_text
 from deepsolar.errors import InputDataError
 
 BreakMethod = Literal["jenks", "quantile", "equal"]
@@ -1082,14 +1082,7 @@ def write_choropleth_png(
 
 
 def _pct_label(frac: float) -> str:
-    if not np.isfinite(frac):
-        return "?%"
-    p = 100.0 * float(frac)
-    if p >= 10 or p == 0:
-        return f"{p:.0f}%"
-    return (
-        np.format_float_positional(p, precision=2, unique=False, fractional=False, trim="-") + "%"
-    )
+    return pct_text(frac) if np.isfinite(frac) else "?%"
 
 
 def write_tables(
