@@ -22,7 +22,7 @@ import pytest
 import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
-from tileserver import Fault, TileServer, encode, pattern_pixels
+from tileserver import Fault, TileServer, encode, pattern_pixels, tile_pixels, tiles_around
 
 from deepsolar.download import (
     BadBody,
@@ -50,13 +50,10 @@ def server():
 
 
 def _tiles(n_x: int = 4, n_y: int = 3, grid: TileGrid = GRID):
-    t0 = grid.tile_at(LON, LAT)
-    return [grid.tile(t0.x + i, t0.y + j) for j in range(n_y) for i in range(n_x)]
+    return tiles_around(grid, LON, LAT, n_x, n_y)
 
 
-def _expected(tile) -> np.ndarray:
-    px0, py0 = tile.pixel_origin()
-    return pattern_pixels(tile.zoom, px0, py0, tile.size_px, tile.size_px)
+_expected = tile_pixels
 
 
 def _url(srv: TileServer, tile) -> str:

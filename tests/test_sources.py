@@ -18,7 +18,7 @@ import pytest
 import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
-from tileserver import Fault, TileServer, pattern_pixels
+from tileserver import Fault, TileServer, pattern_pixels, tile_pixels
 
 from deepsolar.config import validate_config
 from deepsolar.download import DownloadConfig, HttpFetcher, download_tiles
@@ -291,9 +291,7 @@ def test_source_union_and_url_building(monkeypatch: pytest.MonkeyPatch) -> None:
 # XYZ
 
 
-def _expected(tile) -> np.ndarray:
-    px0, py0 = tile.pixel_origin()
-    return pattern_pixels(tile.zoom, px0, py0, tile.size_px, tile.size_px)
+_expected = tile_pixels
 
 
 @pytest.mark.network

@@ -66,6 +66,18 @@ def pattern_pixels(zoom: int, u0: int, v0: int, width: int, height: int) -> np.n
     return np.stack([r, g, np.broadcast_to(b, (height, width))], axis=-1).astype(np.uint8)
 
 
+def tile_pixels(tile: Any) -> np.ndarray:
+    """The SYNTHETIC world image under one grid tile (what the server serves for it)."""
+    px0, py0 = tile.pixel_origin()
+    return pattern_pixels(tile.zoom, px0, py0, tile.size_px, tile.size_px)
+
+
+def tiles_around(grid: Any, lon: float, lat: float, n_x: int, n_y: int) -> list[Any]:
+    """An n_x x n_y block of ``grid`` tiles starting at the tile holding (lon, lat), row-major."""
+    t0 = grid.tile_at(lon, lat)
+    return [grid.tile(t0.x + i, t0.y + j) for j in range(n_y) for i in range(n_x)]
+
+
 def lonlat_to_global_px(lon: float, lat: float, zoom: int) -> tuple[float, float]:
     """Global Web-Mercator pixel coordinate (256-based) of a lon/lat at ``zoom``."""
     world = 256 * 2**zoom
