@@ -457,14 +457,6 @@ class CellMaps:
     m_per_px: float | None
 
 
-def cell_maps(
-    segmenter: Segmenter, images: list[Image.Image], windows: list[Window], shape: tuple[int, int],
-    m_per_px: float | None = None,
-) -> CellMaps:  # fmt: skip
-    probs, maps = segmenter.native_cam_maps(segmenter.preprocess(images))
-    return CellMaps(probs.float().cpu().numpy(), maps, windows, shape, m_per_px)
-
-
 def stitch_masks(
     cm: CellMaps, threshold: float, rule: CamConfig, classifier_threshold: float
 ) -> ItemMasks:
@@ -500,19 +492,59 @@ def stitch_masks(
     return ItemMasks(float(cm.probs.max()), bool(pos.any()), norm, oracle, pipe)
 
 
+def _cells_of(
+    item: EvalItem, subtiles: SubtileConfig | None
+) -> tuple[list[Window], list[Image.Image]]:
+    """The chip whole (resized into the network) or, when it is wider on the ground than a tile
+    and ``subtiles`` is set, its tile-sized cells: (windows, images)."""
+    h, w = item.truth.shape
+    n = cells_per_side(w, item.ground_m_per_px, subtiles) if subtiles is not None else 1
+    windows = grid_windows(w, h, n)
+    return windows, [item.image.crop(win) if n > 1 else item.image for win in windows]
+
+
+def _item_gsd(item: EvalItem) -> float | None:
+    if item.ground_m_per_px is None and np.ndim(item.pixel_area) == 1:  # scene tiles: per row
+        return float(np.sqrt(np.mean(item.pixel_area)))
+    return item.ground_m_per_px
+
+
+def items_cell_maps(
+    segmenter: Segmenter, items: list[EvalItem], subtiles: SubtileConfig | None,
+    batch_size: int | None = None,
+) -> list[CellMaps]:  # fmt: skip
+    """The forward passes of several chips (all their cells, ``batch_size`` images at a time;
+    None: all at once), split back into one :class:`CellMaps` per chip."""
+    cells = [_cells_of(item, subtiles) for item in items]
+    images = [im for _, ims in cells for im in ims]
+    step = batch_size or len(images)
+    probs, parts = [], []
+    for i in range(0, len(images), step):
+        p, maps = segmenter.native_cam_maps(segmenter.preprocess(images[i : i + step]))
+        probs.append(p.float().cpu().numpy())
+        parts.append(maps)
+    all_probs = np.concatenate(probs)
+    all_maps = {
+        k: CamMaps(
+            torch.cat([m[k].positive for m in parts]), torch.cat([m[k].margin for m in parts])
+        )
+        for k in parts[0]
+    }
+    out, start = [], 0
+    for item, (windows, _) in zip(items, cells, strict=True):
+        end = start + len(windows)
+        maps = {k: v[start:end] for k, v in all_maps.items()}
+        out.append(CellMaps(all_probs[start:end], maps, windows, item.truth.shape, _item_gsd(item)))
+        start = end
+    return out
+
+
 def item_cell_maps(
     segmenter: Segmenter, item: EvalItem, subtiles: SubtileConfig | None
 ) -> CellMaps:
     """One forward pass over the chip: whole (resized into the network) or, when it is wider on
     the ground than a tile and ``subtiles`` is set, cell by cell."""
-    h, w = item.truth.shape
-    n = cells_per_side(w, item.ground_m_per_px, subtiles) if subtiles is not None else 1
-    windows = grid_windows(w, h, n)
-    images = [item.image.crop(win) if n > 1 else item.image for win in windows]
-    gsd = item.ground_m_per_px
-    if gsd is None and np.ndim(item.pixel_area) == 1:  # scene tiles: per-row areas
-        gsd = float(np.sqrt(np.mean(item.pixel_area)))
-    return cell_maps(segmenter, images, windows, (h, w), gsd)
+    return items_cell_maps(segmenter, [item], subtiles)[0]
 
 
 def item_masks(
@@ -541,9 +573,10 @@ def evaluate_set(
     rows: list[dict[str, Any]] = []
     n_overlays = 0
     for batch in _batched(iter_set(s), batch_size):
-        for item in batch:
+        for item, cm in zip(batch, items_cell_maps(segmenter, batch, subtiles, batch_size),
+                            strict=True):  # fmt: skip
             h, w = item.truth.shape
-            res = item_masks(segmenter, item, cam_threshold, subtiles)
+            res = stitch_masks(cm, cam_threshold, segmenter.cam, segmenter.threshold)
             prob, is_pos = res.prob, res.is_positive
             true_area = _area(item.truth, item.pixel_area)
             chip_area = _area(np.ones((h, w), bool), item.pixel_area)
