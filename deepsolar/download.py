@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,10 +31,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import cv2
+import httpcore
 import httpx
 import numpy as np
 from pydantic import Field
@@ -238,6 +240,104 @@ class _BodyTooLarge(Exception):
 
 
 # --------------------------------------------------------------------------------------------
+# One overall deadline per request: connect, TLS, the status line and headers, and the body
+
+_deadline = threading.local()  # .at: time.monotonic() by which this thread's request must end
+
+
+def _time_left(timeout: float | None, exc: type[Exception]) -> float | None:
+    """``timeout`` shortened to what is left of this thread's request deadline (raise ``exc``
+    when it has passed); ``timeout`` itself when no deadline is set."""
+    at: float | None = getattr(_deadline, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise exc("the request's overall deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the calling thread's request deadline,
+    so a server trickling its headers or body one byte at a time is cut off there (httpx's own
+    timeouts are per read, and a trickle never trips them)."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        t = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, t))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with :class:`_DeadlineStream` connections."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        t = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._backend.connect_tcp(host, port, t, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        t = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, t, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """An httpx transport whose connections honour :func:`request_deadline`."""
+    transport = httpx.HTTPTransport(limits=limits)
+    pool = transport._pool  # httpcore.ConnectionPool: the one place its backend can be set
+    if not hasattr(pool, "_network_backend"):
+        raise RuntimeError("httpcore changed: ConnectionPool has no _network_backend")
+    pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return transport
+
+
+@contextlib.contextmanager
+def request_deadline(seconds: float) -> Iterator[float]:
+    """Within it, this thread's requests on a :func:`deadline_transport` must end within
+    ``seconds`` in all; yields the deadline (``time.monotonic()`` scale)."""
+    _deadline.at = time.monotonic() + seconds
+    try:
+        yield _deadline.at
+    finally:
+        _deadline.at = None
+
+
+# --------------------------------------------------------------------------------------------
 # Body check
 
 
@@ -412,11 +512,12 @@ class HttpFetcher:
         self._stop = threading.Event()
         self._limiter = RateLimiter(c.max_requests_per_s, self._stop)
         self._slots = threading.BoundedSemaphore(c.max_concurrency)
+        limits = httpx.Limits(
+            max_connections=c.max_concurrency, max_keepalive_connections=c.max_concurrency
+        )
         self._client = httpx.Client(
             timeout=httpx.Timeout(c.timeout_s),
-            limits=httpx.Limits(
-                max_connections=c.max_concurrency, max_keepalive_connections=c.max_concurrency
-            ),
+            transport=deadline_transport(limits),
             follow_redirects=True,
             headers={"User-Agent": c.user_agent},
         )
@@ -523,55 +624,36 @@ class HttpFetcher:
             raise _Cancelled()
 
     def _request(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes, str]:
-        """One GET under an overall deadline of ``timeout_s`` (connect, headers and body).
-
-        httpx's timeouts are per read, so a body sent one byte a second would never trip them;
-        here a timer shrinks the request's timeouts to almost nothing when the deadline passes
-        (httpcore reads them again for each chunk of the body), so the body is cut off there.
-        The status line and headers are bounded only by the per-read timeout (and h11's 16 KB
-        header limit). The body is also checked against ``max_body_mb`` as it arrives.
-        """
+        """One GET under an overall deadline of ``timeout_s``: connecting, the status line and
+        headers and the whole body (see :func:`deadline_transport`; a server trickling any of
+        them one byte at a time is cut off there). The body is also checked against
+        ``max_body_mb`` as it arrives."""
         c = self.config
         limit = int(c.max_body_mb * 1024 * 1024)
         request = self._client.build_request("GET", url, headers=headers)
-        timeouts = request.extensions.get("timeout")
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            if isinstance(timeouts, dict):
-                for k in ("connect", "read", "write", "pool"):
-                    timeouts[k] = 0.001
-
-        timer = threading.Timer(c.timeout_s, expire)
-        timer.daemon = True
-        timer.start()
-        try:
-            resp = self._client.send(request, stream=True)
+        with request_deadline(c.timeout_s) as deadline:
             try:
-                declared = resp.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise _BodyTooLarge(int(declared))
-                buf = bytearray()
-                for chunk in resp.iter_bytes():
-                    buf += chunk
-                    if len(buf) > limit:
-                        raise _BodyTooLarge(len(buf))
-                    if expired.is_set():
-                        raise httpx.ReadTimeout("deadline passed", request=request)
-                    if self._stop.is_set():
-                        raise _Cancelled()
-                return resp.status_code, resp.headers, bytes(buf), resp.reason_phrase
-            finally:
-                resp.close()
-        except httpx.TimeoutException:
-            raise
-        except httpx.HTTPError:
-            if expired.is_set():  # a read cut by the deadline may surface as another error
-                raise httpx.ReadTimeout("deadline passed", request=request) from None
-            raise
-        finally:
-            timer.cancel()
+                resp = self._client.send(request, stream=True)
+                try:
+                    declared = resp.headers.get("Content-Length", "")
+                    if declared.isdigit() and int(declared) > limit:
+                        raise _BodyTooLarge(int(declared))
+                    buf = bytearray()
+                    for chunk in resp.iter_bytes():
+                        buf += chunk
+                        if len(buf) > limit:
+                            raise _BodyTooLarge(len(buf))
+                        if self._stop.is_set():
+                            raise _Cancelled()
+                    return resp.status_code, resp.headers, bytes(buf), resp.reason_phrase
+                finally:
+                    resp.close()
+            except httpx.TimeoutException:
+                raise
+            except httpx.HTTPError:
+                if time.monotonic() >= deadline:  # cut by the deadline, seen as another error
+                    raise httpx.ReadTimeout("deadline passed", request=request) from None
+                raise
 
     def _get_with_retries(
         self, url: str, shown: str, headers: dict[str, str], expected_size: tuple[int, int] | None

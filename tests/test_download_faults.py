@@ -94,6 +94,25 @@ def test_a_trickling_body_is_cut_at_the_deadline(server: TileServer) -> None:
     assert 2 * 1.0 <= elapsed < 2 * 1.0 + 1.0, elapsed  # two attempts, each cut at 1 s
 
 
+def test_trickling_headers_are_cut_at_the_deadline(server: TileServer) -> None:
+    # the status line and headers one byte every 0.2 s: ~17 s; each read is quick, so httpx's
+    # per-read timeout alone would wait for all of them
+    server.add_fault(Fault("trickle_headers", delay_s=0.2, times=None))
+    tile = _tiles(1, 1)[0]
+    cfg = FAST.model_copy(update={"timeout_s": 1.0, "max_retries": 1})
+    t0 = time.monotonic()
+    with HttpFetcher(cfg) as f, pytest.raises(DownloadError, match="within timeout_s=1 s"):
+        f.get_image(_url(server, tile), expected_size=(256, 256))
+    elapsed = time.monotonic() - t0
+    assert 2 * 1.0 <= elapsed < 2 * 1.0 + 1.0, elapsed  # two attempts, each cut at 1 s
+    server.clear_faults()
+    with HttpFetcher(cfg) as f:  # the deadline does not outlive its request
+        time.sleep(1.1)
+        assert np.array_equal(
+            f.get_image(_url(server, tile), expected_size=(256, 256)), _expected(tile)
+        )
+
+
 def test_oversized_image_is_refused_from_its_header(server: TileServer) -> None:
     huge = encode(np.zeros((8000, 8000, 3), np.uint8), "png")
     t0 = time.perf_counter()
