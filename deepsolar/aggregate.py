@@ -70,6 +70,14 @@ from deepsolar.errors import InputDataError
 from deepsolar.merge import DEFAULT_RESIDENTIAL_MAX_AREA_M2
 from deepsolar.polygons import equal_area_m2_array, reproject
 from deepsolar.tiling import EARTH_RADIUS_M, LONLAT, ORIGIN_SHIFT_M, Tile, mercator_m_per_px
+from deepsolar.uncertainty import (
+    CORRECTED_COLUMNS,
+    INTERVAL_COLUMNS,
+    DetectorCounts,
+    ScannedTotals,
+    UncertaintyConfig,
+    unit_intervals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +165,11 @@ class AggregateConfig(StrictModel):
         le=1.0,
         description="densities are NULL for units whose scanned fraction is below this "
         "(0 reports every unit with any scan; see docs/maps.md for the default)",
+    )
+    uncertainty: UncertaintyConfig = Field(
+        default_factory=UncertaintyConfig,
+        description="95% intervals of each unit's panel area and system count (and bias-"
+        "corrected totals); written where densities are, when detector counts are given",
     )
 
 
@@ -567,6 +580,80 @@ def _distinct_tile_counts(
     }
 
 
+def tile_grid_of(panels: gpd.GeoDataFrame | None, scanned: ScannedInput) -> tuple[int, int] | None:
+    """(zoom, tile size px) of the scan's tile grid, from the panels' ``tile_id`` or the scanned
+    tiles (a :class:`ScanCoverage` or a tiles frame); None when neither says."""
+    if panels is not None and "tile_id" in panels.columns and len(panels):
+        z, s, *_ = str(panels["tile_id"].iloc[0]).split("-")
+        return int(z), int(s)
+    if isinstance(scanned, ScanCoverage) and scanned.zoom is not None:
+        return scanned.zoom, int(scanned.tile_size_px or 0)
+    if isinstance(scanned, gpd.GeoDataFrame) and {"zoom", "tile_size_px"} <= set(scanned.columns):
+        if len(scanned):
+            return int(scanned["zoom"].iloc[0]), int(scanned["tile_size_px"].iloc[0])
+    return None
+
+
+def _uncertainty_columns(
+    geoms: np.ndarray,
+    pts: np.ndarray,
+    ui: np.ndarray,
+    area: np.ndarray,
+    scanned_m2: np.ndarray,
+    frac: np.ndarray,
+    detected_tiles: np.ndarray | None,
+    grid: tuple[int, int] | None,
+    counts: DetectorCounts,
+    cfg: UncertaintyConfig,
+) -> dict[str, np.ndarray]:
+    """Interval (and corrected) columns for the units in ``geoms`` (see deepsolar.uncertainty).
+
+    The sampling clusters are the scan's grid tiles: each system counts in the tile holding its
+    point ``pts``; a unit's scanned tiles ``n`` = scanned area / one tile's ground area at the
+    unit's latitude (so tiles cut by its edge count in part). Without a grid, only completely
+    scanned units get an interval (they need no sampling term).
+    """
+    k = len(geoms)
+    n_sys = np.bincount(ui, minlength=k).astype(float)
+    if grid is not None and len(ui):
+        zoom, size = grid
+        span = size * mercator_m_per_px(zoom)
+        lon, lat = shapely.get_x(pts), np.clip(shapely.get_y(pts), -85.05, 85.05)
+        mx = EARTH_RADIUS_M * np.radians(lon)
+        my = EARTH_RADIUS_M * np.log(np.tan(np.pi / 4 + np.radians(lat) / 2))
+        tx = np.floor((mx + ORIGIN_SHIFT_M) / span).astype(np.int64)
+        ty = np.floor((ORIGIN_SHIFT_M - my) / span).astype(np.int64)
+        per_tile = (
+            pd.DataFrame({"u": ui, "t": tx * (1 << 31) + ty, "a": area, "c": 1.0})
+            .groupby(["u", "t"])
+            .sum()
+        )
+        u_of = per_tile.index.get_level_values(0).to_numpy()
+        sq_a = np.bincount(u_of, weights=per_tile["a"].to_numpy() ** 2, minlength=k)
+        sq_c = np.bincount(u_of, weights=per_tile["c"].to_numpy() ** 2, minlength=k)
+        distinct = np.bincount(u_of, minlength=k).astype(float)
+    else:
+        sq_a = np.bincount(ui, weights=area**2, minlength=k)
+        sq_c = n_sys.copy()
+        distinct = n_sys.copy()
+    if grid is not None:
+        lat_u = shapely.get_y(shapely.point_on_surface(geoms))
+        tile_m2 = (grid[1] * mercator_m_per_px(grid[0]) * np.cos(np.radians(lat_u))) ** 2
+        n = np.maximum(scanned_m2 / tile_m2, distinct)
+    else:
+        n = np.full(k, np.nan)
+    d = detected_tiles if detected_tiles is not None else distinct
+    return unit_intervals(
+        ScannedTotals(np.bincount(ui, weights=area, minlength=k), sq_a, n, frac),
+        ScannedTotals(n_sys, sq_c, n, frac),
+        np.asarray(d, dtype=np.int64),
+        counts,
+        draws=cfg.draws,
+        seed=cfg.seed,
+        bias_correction=cfg.bias_correction,
+    )
+
+
 def scan_footprint_frame(
     scanned: ScannedInput, *, n_tiles: int | None = None, **columns: Any
 ) -> gpd.GeoDataFrame:
@@ -604,6 +691,7 @@ def aggregate_systems(
     population_column: str | None = None,
     household_column: str | None = None,
     config: AggregateConfig | Mapping[str, Any] | None = None,
+    detector: DetectorCounts | None = None,
 ) -> gpd.GeoDataFrame:
     """Per-unit counts, areas and densities of ``systems`` over ``units`` (one level).
 
@@ -614,8 +702,10 @@ def aggregate_systems(
     ``household_count`` when the units have them. ``panels``: the panel pieces with
     ``system_id`` and ``tile_id`` (from :func:`deepsolar.merge.merge_panels_labelled`); with them
     the ``tile_count`` columns (distinct tiles holding a system) are written, without them they
-    are left out. Returns ``units`` (EPSG:4326) with the columns described in the module
-    docstring; ``attrs`` holds ``unassigned_systems`` and the scan counts.
+    are left out. ``detector``: the classifier's validation counts; with them (and
+    ``config.uncertainty.enabled``) the 95% interval columns are written (see
+    :mod:`deepsolar.uncertainty`). Returns ``units`` (EPSG:4326) with the columns described in
+    the module docstring; ``attrs`` holds ``unassigned_systems`` and the scan counts.
     """
     cfg = validate_config(AggregateConfig, config or {}, where="aggregate_systems config")
     return _aggregate(
@@ -627,6 +717,8 @@ def aggregate_systems(
         population_column,
         household_column,
         panels,
+        detector,
+        tile_grid_of(panels, scanned),
     )
 
 
@@ -639,6 +731,8 @@ def _aggregate(
     population_column: str | None,
     household_column: str | None,
     panels: gpd.GeoDataFrame | None = None,
+    detector: DetectorCounts | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> gpd.GeoDataFrame:
     geoms = _unit_geoms(units)
     area = _system_area(systems, cfg)
@@ -711,6 +805,32 @@ def _aggregate(
     for col in DENSITY_COLUMNS:
         if col in out.columns:
             out.loc[~reported, col] = np.nan
+    # Totals with error bars, where the densities are reported (see deepsolar.uncertainty).
+    unc = cfg.uncertainty
+    if detector is not None and unc.enabled:
+        cols = INTERVAL_COLUMNS + (CORRECTED_COLUMNS if unc.bias_correction else ())
+        for col in cols:
+            out[col] = np.nan
+        if reported.any():
+            sel = np.flatnonzero(reported)
+            inv = np.full(k, -1, dtype=np.int64)
+            inv[sel] = np.arange(len(sel))
+            keep_sys = inv[ui] >= 0
+            tc = out["tile_count"].to_numpy()[sel] if "tile_count" in out.columns else None
+            vals = _uncertainty_columns(
+                geoms[sel],
+                pts[hit][keep_sys],
+                inv[ui][keep_sys],
+                ar[keep_sys],
+                scanned_m2[sel],
+                frac[sel],
+                tc,
+                grid,
+                detector,
+                unc,
+            )
+            for col in cols:
+                out.iloc[sel, out.columns.get_loc(col)] = vals[col]
 
     keep = [c for c in units.columns if c not in out.columns and c != units.geometry.name]
     result = gpd.GeoDataFrame(
@@ -730,6 +850,8 @@ def _aggregate(
             "units_not_scanned": int((status == SCAN_STATUS_NONE).sum()),
         }
     )
+    if detector is not None and unc.enabled:
+        result.attrs["detector_counts"] = detector.describe()
     if n_un:
         log.info("%d of %d systems lie outside every unit", n_un, len(idx))
     return result
@@ -744,12 +866,14 @@ def aggregate_levels(
     population_column: str | None = None,
     household_column: str | None = None,
     config: AggregateConfig | Mapping[str, Any] | None = None,
+    detector: DetectorCounts | None = None,
 ) -> dict[str, gpd.GeoDataFrame]:
     """:func:`aggregate_systems` for several levels (e.g. ``{"tracts": ..., "counties": ...,
     "states": ...}``), placing the systems and building the scanned coverage only once."""
     cfg = validate_config(AggregateConfig, config or {}, where="aggregate_levels config")
     pts = system_points(systems, cfg.assign_by)
     coverage = scanned_geometry(scanned)
+    grid = tile_grid_of(panels, scanned)
     return {
         name: _aggregate(
             systems,
@@ -760,6 +884,8 @@ def aggregate_levels(
             population_column if population_column in (None, *units.columns) else None,
             household_column if household_column in (None, *units.columns) else None,
             panels,
+            detector,
+            grid,
         )
         for name, units in units_by_level.items()
     }
