@@ -35,6 +35,7 @@ from deepsolar.manifest import read_manifest
 from deepsolar.merge import MergeConfig, merge_panels_labelled
 from deepsolar.polygons import PolygonConfig, masks_to_polygons
 from deepsolar.tiling import Tile
+from deepsolar.uncertainty import resolve_detector_counts
 
 SEGMENTATION_TABLE = "segmentation.parquet"
 LEVEL_LAYERS = {"tract": "tracts", "county": "counties", "state": "states"}
@@ -119,11 +120,19 @@ def units_in_scan(level: str, scanned: Any, sources: BoundarySourcesConfig) -> g
 
 
 def build_map_layers(
-    store_dir: Path, config: MapOutputsConfig | None = None
+    store_dir: Path,
+    config: MapOutputsConfig | None = None,
+    classifier_checkpoint: str | Path | None = None,
 ) -> dict[str, gpd.GeoDataFrame]:
-    """All layers of a run from a segmented tile store (no files written)."""
+    """All layers of a run from a segmented tile store (no files written).
+
+    ``classifier_checkpoint`` (the one that classified the tiles; ``builtin`` for the shipped
+    model) supplies the validation counts of the unit layers' 95% intervals unless
+    ``config.aggregate.uncertainty`` gives them; without any, the interval columns are left out.
+    """
     cfg = config or MapOutputsConfig()
     store_dir = Path(store_dir)
+    detector = resolve_detector_counts(cfg.aggregate.uncertainty, classifier_checkpoint)
     manifest = read_manifest(store_dir)
     table = read_segmentation(store_dir)
     panels = panels_from_segmentation(store_dir, table, cfg.polygons)
@@ -142,6 +151,7 @@ def build_map_layers(
         scanned=coverage,
         panels=panels if len(panels) else None,
         config=cfg.aggregate,
+        detector=detector,
     )
     if not len(panels):  # no system anywhere: every tile count is 0
         for agg in aggregates.values():
@@ -168,12 +178,24 @@ def write_region_maps(
     out_dir: Path,
     config: MapOutputsConfig | None = None,
     provenance: dict[str, str] | None = None,
+    classifier_checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build the layers and write the GeoPackage, PNG maps and tables into ``out_dir``.
     ``provenance`` (e.g. the checkpoints used) is added to what the outputs record about where
-    their figures came from."""
+    their figures came from; ``classifier_checkpoint``: see :func:`build_map_layers`."""
     cfg = config or MapOutputsConfig()
-    layers = build_map_layers(store_dir, cfg)
+    layers = build_map_layers(store_dir, cfg, classifier_checkpoint)
+    unc = cfg.aggregate.uncertainty
+    det = next(
+        (g.attrs["detector_counts"] for g in layers.values() if "detector_counts" in g.attrs), None
+    )
+    if det:
+        intervals = f"{unc.draws} Monte Carlo draws, seed {unc.seed}; detector {det}" + (
+            "; bias-corrected totals written" if unc.bias_correction else ""
+        )
+    else:
+        why = "disabled" if not unc.enabled else "no detector counts (uncertainty.detector)"
+        intervals = f"not written: {why}"
     paths = write_run_outputs(
         out_dir,
         layers,
@@ -187,6 +209,7 @@ def write_region_maps(
             "segmentation": str(Path(store_dir) / SEGMENTATION_TABLE),
             **(provenance or {}),
             "min_scanned_fraction": f"{cfg.aggregate.min_scanned_fraction:g}",
+            "95% intervals": intervals,
         },
     )
     counts = {name: int(len(gdf)) for name, gdf in layers.items()}

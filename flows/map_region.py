@@ -33,9 +33,13 @@ from flows.segment_tiles import segment_tiles_flow
 
 @task(name="write-region-maps", cache_policy=NO_CACHE)
 def maps_task(
-    store: Path, out_dir: Path, outputs: MapOutputsConfig, provenance: dict[str, str] | None = None
+    store: Path,
+    out_dir: Path,
+    outputs: MapOutputsConfig,
+    provenance: dict[str, str] | None = None,
+    classifier_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    return write_region_maps(store, out_dir, outputs, provenance)
+    return write_region_maps(store, out_dir, outputs, provenance, classifier_checkpoint)
 
 
 @flow(name="map-region", validate_parameters=True)
@@ -65,6 +69,7 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
             "classifier": str(job.classifier_checkpoint),
             "segmenter": str(job.segmenter_checkpoint),
         },
+        job.classifier_checkpoint,  # its validation counts: the 95% intervals' detector part
     )
     log.info(
         "%d systems, %.1f m² of panels; GeoPackage %s",

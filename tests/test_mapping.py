@@ -141,3 +141,20 @@ def test_accuracy_against_truth(store) -> None:
     true_area = float(equal_area_m2(truth2).sum())
     assert s2["area_true_m2"] == pytest.approx(true_area, rel=1e-6)
     assert s2["area_total_rel_error"] < 0 and s2["systems_true"] == 2
+
+
+def test_map_layers_carry_intervals_from_the_classifier_checkpoint(store, tmp_path) -> None:
+    root, _ = store
+    # default threshold: the 6-tile scan is a sliver of its tract, so no density and no interval
+    layers = build_map_layers(root, classifier_checkpoint="builtin")
+    hit = layers["tracts"][layers["tracts"]["solar_system_count"] > 0].iloc[0]
+    assert np.isnan(hit["panel_area_m2_lo95"]) and np.isnan(hit["panel_area_m2_per_mi2_scanned"])
+    assert "TP 96, FP 12, FN 8" in layers["tracts"].attrs["detector_counts"]
+    # every scanned unit reported: a (wide) interval around the whole-tract expansion estimate
+    cfg = MapOutputsConfig(aggregate={"min_scanned_fraction": 0, "uncertainty": {"draws": 500}})
+    res = write_region_maps(root, tmp_path / "m", cfg, classifier_checkpoint="builtin")
+    tracts = gpd.read_file(res["paths"]["geopackage"], layer="tracts")
+    hit = tracts[tracts["solar_system_count"] > 0].iloc[0]
+    assert 0 <= hit["panel_area_m2_lo95"] < hit["panel_area_m2_hi95"]
+    assert hit["solar_system_count_lo95"] <= hit["solar_system_count_hi95"]
+    assert "500 Monte Carlo draws" in res["paths"]["provenance"]["95% intervals"]
