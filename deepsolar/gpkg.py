@@ -101,6 +101,12 @@ FIELD_ALIASES: dict[str, str] = {
     "solar_system_count_per_household": "Systems per household",
     "population": "Population",
     "household_count": "Households",
+    "panel_area_m2_lo95": "Panel area, whole unit, 95% interval low (m²)",
+    "panel_area_m2_hi95": "Panel area, whole unit, 95% interval high (m²)",
+    "solar_system_count_lo95": "Solar systems, whole unit, 95% interval low",
+    "solar_system_count_hi95": "Solar systems, whole unit, 95% interval high",
+    "panel_area_m2_corrected": "Panel area, whole unit, bias-corrected (m²)",
+    "solar_system_count_corrected": "Solar systems, whole unit, bias-corrected",
 }
 
 
@@ -866,6 +872,11 @@ def write_run_geopackage(
                 gdf = gdf.assign(data_label=label)
             data = _for_gdal(gdf)
             desc = f"deepsolar {name} layer" + (f"; {note}" if note else "")
+            if "panel_area_m2_lo95" in gdf.columns:
+                desc += (
+                    "; panel_area_m2_lo95/hi95, solar_system_count_lo95/hi95: 95% interval of "
+                    "the unit's true total (detector precision/recall and partial-scan sampling)"
+                )
             layer_options = {"SPATIAL_INDEX": "YES", "DESCRIPTION": desc}
             if label:
                 layer_options["DESCRIPTION"] = f"{label}: {desc}"

@@ -21,6 +21,7 @@ from deepsolar.boundaries import load_tiger_tracts, load_units
 from deepsolar.merge import merge_panels_labelled
 from deepsolar.polygons import equal_area_m2, masks_to_polygons
 from deepsolar.tiling import TileGrid
+from deepsolar.uncertainty import DetectorCounts
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -111,6 +112,8 @@ def synthetic_run(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
         {"tracts": tracts, "counties": counties, "states": states},
         scanned=cov,
         panels=panels,
+        # the builtin model's held-out counts: the unit layers get their 95% interval columns
+        detector=DetectorCounts(tp=96, fp=12, fn=8, source="builtin (valid splits)"),
     )
     ids = {t.id for (t,) in ((it[1],) for it in items)}
     uniq = list({t.id: t for t in scanned}.values())

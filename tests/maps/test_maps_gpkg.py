@@ -84,6 +84,7 @@ def test_every_layer_has_one_default_style_qgis_will_pick_up(run_gpkg):
             assert top[1].startswith("partially scanned (< 90% of area scanned)")
             assert root.get("labelsEnabled") == "1"
             assert '"scan_note"' in root.find("labeling/settings/text-style").get("fieldName")
+            assert aliases["panel_area_m2_lo95"] == "Panel area, whole unit, 95% interval low (m²)"
         if name == "tiles":
             labels = [r.get("label") for r in renderer.iter("rule")]
             assert labels[1:3] == ["classified positive (solar)", "classified negative"]
@@ -133,6 +134,8 @@ def test_synthetic_geopackage_is_labelled_in_its_metadata(run_gpkg):
     for name in LAYERS:
         assert contents[name].startswith("SYNTHETIC: "), name
         assert ident[name] == f"{name} (SYNTHETIC)"
+        # unit layers say what their interval columns are
+        assert ("95% interval" in contents[name]) == (name in ("tracts", "counties", "states"))
     whole = [m for m in md if m[0] == "geopackage"]
     assert whole and "SYNTHETIC" in whole[0][3]
     assert "SYNTHETIC systems on real boundaries" in whole[0][3]  # the note
