@@ -43,6 +43,12 @@ complete inventory (fraction 1 everywhere).
 Ratios with a zero denominator (no population, no households) are NaN, where DeepSolar's file
 has ``inf``.
 
+**Totals with error bars.** Given the classifier's validation counts (``detector=``), units whose
+densities are reported also get 95% intervals of their true whole-unit totals,
+``panel_area_m2_lo95`` / ``_hi95`` and ``solar_system_count_lo95`` / ``_hi95``, and with
+``AggregateConfig.uncertainty.bias_correction`` the ``_corrected`` totals (see
+:mod:`deepsolar.uncertainty` and docs/maps.md).
+
 **Scale.** Points are assigned with a ``shapely.STRtree`` built over a chunk of points and
 queried with all units at once (``predicate="intersects"``, each unit prepared once), so the
 point-in-polygon tests run in GEOS on prepared polygons; memory is bounded by the chunk size.
