@@ -217,13 +217,18 @@ def detector_counts_from_checkpoint(checkpoint: str | Path) -> DetectorCounts | 
     )
     metrics = ckpt.get("metrics") or {}
     thr, used = metrics.get("threshold"), ckpt.get("threshold")
-    if thr is None or used is None or abs(float(thr) - float(used)) > 1e-9:
-        log.warning(
-            "checkpoint %s: validation metrics at threshold %s, but it decides at %s: no counts",
-            path, thr, used,
-        )  # fmt: skip
-        return None
-    return _counts(metrics, f"{checkpoint} (validation metrics)", thr)
+    why = None
+    if not metrics:
+        why = "it holds no validation metrics"
+    elif thr is None or used is None or abs(float(thr) - float(used)) > 1e-9:
+        why = f"its validation metrics are at threshold {thr}, but it decides at {used}"
+    else:
+        try:
+            return _counts(metrics, f"{checkpoint} (validation metrics)", thr)
+        except InputDataError as err:  # e.g. no true positive: no usable precision / recall
+            why = str(err)
+    log.warning("no detector counts from %s (%s): no 95%% intervals", path, why)
+    return None
 
 
 def resolve_detector_counts(

@@ -239,6 +239,11 @@ def test_checkpoint_metrics_are_used_only_at_its_decision_threshold(tmp_path):
     save_checkpoint(tmp_path / "b.pt", {"format": "deepsolar-classifier", "threshold": 0.85,
                                         "metrics": metrics})  # fmt: skip
     assert detector_counts_from_checkpoint(tmp_path / "b.pt") is None
+    # a model that found no positive tile in validation: no counts (the run goes on without)
+    zero = {**metrics, "tp": 0, "confusion_matrix": [[9, 10], [45, 0]]}
+    save_checkpoint(tmp_path / "c.pt", {"format": "deepsolar-classifier", "threshold": 0.5,
+                                        "metrics": zero})  # fmt: skip
+    assert detector_counts_from_checkpoint(tmp_path / "c.pt") is None
 
 
 # ----------------------------------------------------------------------- in the unit layers
