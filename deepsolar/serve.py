@@ -8,19 +8,23 @@ it waits for the flow runs it started (in sessions of their own, which no Ctrl-C
 it retries a server that stopped first. So the server and the worker run in sessions of their
 own, and this process, the only one the terminal's signal reaches, stops them in order: the
 worker's flow runs get SIGTERM (Prefect records them as crashed) and the worker one SIGINT, then
-the server SIGTERM; whatever is still running after a short grace gets SIGKILL.
+the server SIGTERM; whatever is still running after a short grace gets SIGKILL. On Linux the
+server and the worker also end when this process dies without stopping them (kill -9): the
+kernel sends them a signal then (``prctl(PR_SET_PDEATHSIG)``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,23 @@ from deepsolar.errors import DeepSolarError
 WORKER_GRACE_S = 2.0
 SERVER_GRACE_S = 1.5
 POOL = "deepsolar"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
+    """A ``preexec_fn`` after which the child gets ``sig`` when this process ends, however it
+    ends (kill -9 included); None where the kernel has no such call (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the forked child
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call: nobody will signal
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 def _prefect() -> list[str]:
@@ -111,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     server = subprocess.Popen(
         [*prefect, "server", "start", "--host", args.host, "--port", str(args.port)],
         start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGTERM),  # uvicorn's orderly shutdown
         stdin=subprocess.DEVNULL,
     )
     worker: subprocess.Popen[Any] | None = None
@@ -123,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = subprocess.Popen(
             [*prefect, "worker", "start", "--pool", POOL, "--type", "process"],
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGINT),  # the one signal it stops on at once
             stdin=subprocess.DEVNULL,
         )
         return worker.wait()

@@ -245,3 +245,44 @@ def test_make_serve_stops_on_one_signal(tmp_path: Path, sig: signal.Signals, cod
         assert not _group_members(proc.pid), _group_members(proc.pid)
     finally:
         _kill_all(proc, family)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_kill_9_of_serve_leaves_no_server_or_worker(tmp_path: Path) -> None:
+    """``deepsolar serve`` killed with SIGKILL (no chance to stop anything): the kernel's parent
+    death signal ends the Prefect server and the worker it started."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    log = tmp_path / "serve.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deepsolar.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    family: list[psutil.Process] = []
+    try:
+        t0 = time.monotonic()
+        while "started!" not in log.read_text():  # "Worker 'ProcessWorker ...' started!"
+            if proc.poll() is not None or time.monotonic() - t0 > 300:
+                pytest.fail(f"deepsolar serve did not start a worker: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        family = _descendants(proc.pid)
+        cmdlines = [" ".join(p.cmdline()) for p in family]
+        assert any("server start" in c for c in cmdlines), cmdlines
+        assert any("worker start" in c for c in cmdlines), cmdlines
+        proc.kill()
+        proc.wait()
+        t0 = time.monotonic()
+        while _alive(family) and time.monotonic() - t0 < STOP_LIMIT_S:
+            time.sleep(0.1)
+        print(f"serve's children gone {time.monotonic() - t0:.2f} s after its kill -9")
+        assert not _alive(family), _alive(family)
+    finally:
+        _kill_all(proc, family)
