@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepsolar.errors import ConfigError, DeepSolarError
+from deepsolar.preflight import check_command
 from deepsolar.runtime import StopOnSignals, stop_exit_code, stop_requested
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
@@ -307,7 +308,8 @@ def _one_line(err: BaseException) -> str:
 
 # Options naming an input that must exist: checked before the flow module (Prefect, torch) is
 # imported and before any Prefect server starts, so a typo answers in well under a second.
-INPUT_FLAGS = ("--config", "--checkpoint", "--classifier", "--segmenter", "--resume", "--manifest")
+INPUT_FLAGS = ("--config", "--checkpoint", "--classifier", "--segmenter", "--resume", "--manifest",
+               "--source")  # fmt: skip
 
 
 def _looks_like_path(value: str) -> bool:
@@ -320,12 +322,13 @@ def check_inputs(cmd: Command, args: argparse.Namespace) -> None:
         if opt.flag not in INPUT_FLAGS:
             continue
         value = getattr(args, opt.flag.lstrip("-").replace("-", "_"), None)
-        if isinstance(value, str) and _looks_like_path(value) and not os.path.exists(value):
-            raise ConfigError(
-                f"{opt.flag.lstrip('-')} file not found ({opt.flag} {value[:200]!r})",
-                where=os.getcwd(),
-                fix=f"check the path given to {opt.flag} (relative paths start in this folder)",
-            )
+        for v in value if isinstance(value, list) else [value]:  # --source is repeatable
+            if isinstance(v, str) and _looks_like_path(v) and not os.path.exists(v):
+                raise ConfigError(
+                    f"{opt.flag.lstrip('-')} file not found ({opt.flag} {v[:200]!r})",
+                    where=os.getcwd(),
+                    fix=f"check the path given to {opt.flag} (relative paths start in this folder)",
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -350,6 +353,7 @@ def _interrupted(cmd: Command) -> int:
 def run_command(cmd: Command, args: argparse.Namespace) -> int:
     try:
         check_inputs(cmd, args)
+        check_command(cmd.name, args)  # configs validated, before Prefect (and torch) import
         flow_main = importlib.import_module(cmd.module).main
         rc = int(flow_main(flow_argv(cmd, args)) or 0)
         return _interrupted(cmd) if stop_requested() else rc

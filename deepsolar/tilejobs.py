@@ -65,6 +65,16 @@ def check_coverage(region: Region, source: ImagerySource) -> None:
         )
 
 
+def preflight(job: DownloadTilesJob) -> int:
+    """Every check that needs no Prefect server, run before one starts: the region resolves, the
+    source opens (a raster is read and checked), the region overlaps it, the tile count is under
+    max_tiles. A bad input is then one line in about a second, not after the server's start-up."""
+    region = resolve_region(job.region)
+    with job.source.build() as source:
+        check_coverage(region, source)
+    return plan_tiles(region, job.grid.build(), job.max_tiles)
+
+
 def run_download_tiles(job: DownloadTilesJob, *, progress: bool = True) -> DownloadSummary:
     """Resolve the region, plan its tiles and download them into ``job.out_dir`` (resumable)."""
     region = resolve_region(job.region)

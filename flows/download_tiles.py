@@ -23,6 +23,7 @@ from deepsolar.tilejobs import (
     SizedIterable,
     check_coverage,
     plan_tiles,
+    preflight,
     summary_dict,
 )
 
@@ -59,16 +60,6 @@ def download_tiles_flow(job: DownloadTilesJob) -> dict[str, Any]:
         summary["manifest_path"],
     )
     return summary
-
-
-def preflight(job: DownloadTilesJob) -> int:
-    """Every check that needs no Prefect server, run before one starts: the region resolves, the
-    source opens (a raster is read and checked), the region overlaps it, the tile count is under
-    max_tiles. A bad input is then one line in about a second, not after the server's start-up."""
-    region = resolve_region(job.region)
-    with job.source.build() as source:
-        check_coverage(region, source)
-    return plan_tiles(region, job.grid.build(), job.max_tiles)
 
 
 def main(argv: list[str] | None = None) -> int:

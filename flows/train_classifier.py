@@ -30,6 +30,8 @@ from deepsolar.classifier.predict import evaluate_checkpoint
 from deepsolar.classifier.train import fit
 from deepsolar.config import StrictModel, validate_config
 from deepsolar.errors import DeepSolarError, InputDataError
+from deepsolar.preflight import check_chip_sources
+from deepsolar.runtime import check_input_paths
 
 
 class TrainClassifierParams(StrictModel):
@@ -130,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             evaluate_test=not args.no_test,
         )
-        params.resolve()  # fail before Prefect starts
+        cfg = params.resolve()  # fail before Prefect starts
+        check_chip_sources([*cfg.data.train, *cfg.data.val, *cfg.data.test], str(args.config))
+        check_input_paths({"resume": args.resume}, "--resume")
         res = train_classifier_flow(params)
     except DeepSolarError as err:
         print(f"train-classifier failed: {err}", file=sys.stderr)

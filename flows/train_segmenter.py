@@ -20,6 +20,8 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar.config import StrictModel, load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
+from deepsolar.preflight import check_chip_sources
+from deepsolar.runtime import check_input_paths
 from deepsolar.segmentation.config import TrainSegmenterConfig
 from deepsolar.segmentation.train import fit_segmenter
 
@@ -51,6 +53,13 @@ def train_segmenter_flow(job: TrainSegmenterJob) -> dict[str, Any]:
     return summary
 
 
+def preflight(cfg: TrainSegmenterConfig, where: str) -> None:
+    """The classifier checkpoint and the chip sources exist: checked before Prefect's temporary
+    server starts, so a wrong path is one line at once, not a failed flow run."""
+    check_input_paths({"classifier_checkpoint": cfg.classifier_checkpoint}, where)
+    check_chip_sources(cfg.data.train, where)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = validate_config(TrainSegmenterConfig, load_yaml(args.config), where=str(args.config))
+        preflight(cfg, str(args.config))
         summary = train_segmenter_flow(TrainSegmenterJob(config=cfg, out_dir=args.out))
     except DeepSolarError as err:
         print(f"train-segmenter failed: {err}", file=sys.stderr)

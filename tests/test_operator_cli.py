@@ -3,6 +3,7 @@ offline machine needs hold however a flow starts."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -127,3 +128,85 @@ def test_map_region_and_segment_tiles_check_input_paths_before_prefect(tmp_path:
     err = capsys.readouterr().err
     assert rc == 1 and "classifier_checkpoint: file or folder not found" in err, err
     assert len(err.strip().splitlines()) == 1 and "temporary server" not in err
+
+
+_RUN_ALL = """
+import contextlib, io, json, sys
+from deepsolar.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        results.append([main(argv), err.getvalue()])
+print(json.dumps({"results": results, "imported": [m for m in ("prefect", "torch") if m in sys.modules]}))
+"""
+
+
+def test_configs_and_inputs_are_refused_before_prefect_or_torch_is_imported(tmp_path: Path):
+    """train-classifier, evaluate-classifier, evaluate-segmenter, train-segmenter, solarforest,
+    map-region, download-tiles: a bad config or input file is one line from the CLI's own checks,
+    in a process that never imported Prefect (so no server could start) nor torch."""
+    (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
+    (tmp_path / "bad.yaml").write_text("train: {epochs: -1}\n")
+    (tmp_path / "nodata.yaml").write_text(
+        f"data: {{train: [{{kind: manifest, path: {tmp_path / 'none' / 'manifest.csv'}}}]}}\n"
+    )
+    (tmp_path / "zoom.yaml").write_text(
+        "region: {bbox: [-106.7, 35.0, -106.6, 35.1]}\ngrid: {zoom: 99}\n"
+        "source: {kind: xyz, url_template: 'http://127.0.0.1:9/{z}/{x}/{y}.png'}\n"
+    )
+    nodir = str(tmp_path / "nodir")
+    cases = [
+        (["train-classifier", "--config", "bad.yaml"], "train.epochs"),
+        (["train-classifier", "--config", "broken.yaml"], "not valid YAML"),
+        (["train-classifier", "--config", "nodata.yaml"], "data source not found"),
+        (["train-classifier", "--config", "nodata.yaml", "--override", "{x"], "not valid JSON"),
+        (["train-classifier", "--config", "bad.yaml", "--resume", "no/last.pt"], "--resume"),
+        (["evaluate-classifier", "--checkpoint", "builtin", "--source", nodir], "--source"),
+        (["evaluate-classifier", "--checkpoint", "builtin", "--config", "bad.yaml"], "epochs"),
+        (["evaluate-segmenter", "--classifier", "builtin", "--source", nodir], "--source"),
+        (["train-segmenter", "--config", "broken.yaml"], "not valid YAML"),
+        (["solarforest", "--config", "broken.yaml"], "not valid YAML"),
+        (["map-region", "--config", "broken.yaml"], "not valid YAML"),
+        (["download-tiles", "--config", "zoom.yaml"], "grid.zoom"),
+    ]
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-c", _RUN_ALL, json.dumps([argv for argv, _ in cases])],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["imported"] == [], out["imported"]  # no Prefect (no server), no torch
+    for (argv, expected), (rc, err) in zip(cases, out["results"], strict=True):
+        assert rc == 1, (argv, err)
+        assert expected in err and "Traceback" not in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1, (argv, err)
+    assert elapsed < 30, elapsed  # ~1.5 s for all twelve on an idle 2-core machine
+
+
+@pytest.mark.slow  # the flow module imports torch (~7 s on a busy 2-core machine)
+def test_train_segmenter_checks_its_checkpoint_before_prefect(tmp_path: Path) -> None:
+    cfg = tmp_path / "seg.yaml"
+    cfg.write_text(
+        f"classifier_checkpoint: {tmp_path / 'none' / 'best.pt'}\n"
+        f"data: {{train: [{{kind: manifest, path: {tmp_path / 'chips.csv'}}}]}}\n"
+    )
+    r = subprocess.run(
+        [*DEEPSOLAR, "train-segmenter", "--config", str(cfg), "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "classifier_checkpoint: file or folder not found" in r.stderr, r.stderr[-3000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "temporary server" not in r.stderr  # 85 lines after a server start before
+    assert not (tmp_path / "out").exists()

@@ -10,27 +10,48 @@
 - :mod:`.predict` - batched inference and evaluation
 """
 
-from deepsolar.classifier.config import (
-    ClassifierConfig,
-    DataConfig,
-    FolderSource,
-    LossConfig,
-    ManifestSource,
-    OptimConfig,
-    SceneSource,
-    TrainClassifierConfig,
-    TrainConfig,
-)
-from deepsolar.classifier.data import Chip, labels_from_truth, load_sources, read_chip
-from deepsolar.classifier.loss import DeepSolarLoss
-from deepsolar.classifier.model import build_classifier, preprocess
-from deepsolar.classifier.predict import (
-    evaluate_checkpoint,
-    load_classifier,
-    predict_proba,
-    predict_tiles,
-)
-from deepsolar.classifier.train import fit, load_checkpoint
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> submodule; imported on first use, so that ``deepsolar.classifier.config`` (pydantic
+# models only) can be imported without torch, torchvision and scikit-learn (the CLI validates a
+# config before it imports a flow).
+_EXPORTS = {
+    "ClassifierConfig": "config",
+    "DataConfig": "config",
+    "FolderSource": "config",
+    "LossConfig": "config",
+    "ManifestSource": "config",
+    "OptimConfig": "config",
+    "SceneSource": "config",
+    "TrainClassifierConfig": "config",
+    "TrainConfig": "config",
+    "Chip": "data",
+    "labels_from_truth": "data",
+    "load_sources": "data",
+    "read_chip": "data",
+    "DeepSolarLoss": "loss",
+    "build_classifier": "model",
+    "preprocess": "model",
+    "evaluate_checkpoint": "predict",
+    "load_classifier": "predict",
+    "predict_proba": "predict",
+    "predict_tiles": "predict",
+    "fit": "train",
+    "load_checkpoint": "train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The exported names, each from its submodule on first access (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Chip",

@@ -1,0 +1,98 @@
+"""Checks the ``deepsolar`` CLI runs before it imports a flow module (Prefect, often torch) and
+long before any Prefect server starts: a bad input answers in one line within a second or two.
+
+Each check imports only what it validates with. Every ``--config`` must exist and parse as YAML;
+the commands whose models import no torch (download-tiles, train-classifier,
+evaluate-classifier) are validated in full here, and the files they name must exist. The flows'
+own ``main`` validates again (the same models, before their flow starts), so ``python -m
+flows.<flow>`` refuses the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from deepsolar.config import load_yaml
+from deepsolar.errors import ConfigError
+
+
+def _arg(args: argparse.Namespace, name: str) -> Any:
+    return getattr(args, name, None)
+
+
+def check_chip_sources(sources: Iterable[Any], where: str) -> None:
+    """Every chip source's ``path`` (a folder or a manifest CSV) exists."""
+    for src in sources:
+        if not os.path.exists(src.path):
+            raise ConfigError(
+                f"data source not found ({str(src.path)[:200]!r})",
+                where=where,
+                fix=f"check the source's path (relative paths start in {os.getcwd()})",
+            )
+
+
+def _json_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if _arg(args, "override"):
+        try:
+            overrides = json.loads(args.override)
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"--override is not valid JSON ({err.msg})",
+                where=f"--override {args.override[:200]!r}",
+                fix='give a JSON object, e.g. \'{"optim": {"lr": 0.0005}}\'',
+            ) from None
+        if not isinstance(overrides, dict):
+            raise ConfigError("--override must be a JSON object", fix="wrap it in {...}")
+    if _arg(args, "epochs") is not None:
+        overrides.setdefault("train", {})["epochs"] = args.epochs
+    return overrides
+
+
+def download_tiles(args: argparse.Namespace) -> None:
+    """The job validates, its region resolves, its source opens and covers it, and its tile
+    count is under max_tiles."""
+    from deepsolar.config import validate_config
+    from deepsolar.tilejobs import DownloadTilesJob, preflight
+
+    job = validate_config(DownloadTilesJob, load_yaml(args.config), where=str(args.config))
+    preflight(job)
+
+
+def train_classifier(args: argparse.Namespace) -> None:
+    """The config (with --epochs / --override merged) validates and its chip sources exist."""
+    from deepsolar.classifier.config import load_train_config
+
+    overrides = _json_overrides(args)
+    cfg = load_train_config(args.config, overrides=overrides)
+    data = cfg.data
+    check_chip_sources([*data.train, *data.val, *data.test], str(args.config))
+
+
+def evaluate_classifier(args: argparse.Namespace) -> None:
+    """A --config validates as a classifier config and its held-out sets exist."""
+    if _arg(args, "config"):
+        from deepsolar.classifier.config import load_train_config
+
+        cfg = load_train_config(args.config)
+        check_chip_sources(cfg.data.test, str(args.config))
+
+
+CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "download-tiles": download_tiles,
+    "train-classifier": train_classifier,
+    "evaluate-classifier": evaluate_classifier,
+}
+
+
+def check_command(name: str, args: argparse.Namespace) -> None:
+    """Every ``--config`` parses as a YAML mapping, then the command's own check, if any."""
+    if isinstance(_arg(args, "config"), str):
+        load_yaml(args.config)
+    check = CHECKS.get(name)
+    if check is not None:
+        check(args)
