@@ -34,6 +34,7 @@ BUILTIN = "builtin"
 BUILTIN_FILES = {
     "classifier": "builtin-classifier.pt",
     "segmenter": "builtin-segmenter.pt",
+    "mask_head": "builtin-mask-head.pt",
 }
 
 

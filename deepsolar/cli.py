@@ -160,6 +160,17 @@ COMMANDS = [
         "deepsolar train-segmenter --config configs/segmenter-real-chips.yaml",
     ),
     Command(
+        "train-mask-head", "flows.train_mask_head",
+        "train a supervised mask head (a light decoder on the frozen classifier) on the chips' "
+        "masks; an option beside DeepSolar's CAM",
+        [
+            Opt("--config", "mask-head YAML (see configs/mask-head-reference.yaml)",
+                {"required": True, "metavar": "YAML"}),
+            Opt("--out", "output folder (default out/mask-head)", {"metavar": "DIR"}),
+        ],
+        "deepsolar train-mask-head --config configs/mask-head-reference.yaml",
+    ),
+    Command(
         "evaluate-segmenter", "flows.evaluate_segmenter",
         "CAM mask IoU and area errors on chips with truth masks, per set and overall, beside the "
         "whole-tile and mean-panel-fraction baselines, with bootstrap intervals",
@@ -167,6 +178,10 @@ COMMANDS = [
             Opt("--classifier", "the classifier checkpoint (best.pt)", {"metavar": "CKPT"}),
             Opt("--segmenter", "the segmenter checkpoint (segmenter.pt); without it, plain CAM "
                 "only", {"metavar": "CKPT"}),
+            Opt("--mask-head", "a train-mask-head checkpoint: its masks are reported beside the "
+                "CAM methods", {"metavar": "CKPT"}),
+            Opt("--mask-threshold", "mask head probability threshold (default 0.5)",
+                {"metavar": "P"}),
             Opt("--source", "chips with masks: a folder with images/ + masks/ (same file names) "
                 "or a manifest.csv with a mask column; repeatable; no config needed",
                 {"action": "append", "metavar": "PATH"}),
@@ -199,10 +214,12 @@ COMMANDS = [
                 "flags below)", {"metavar": "YAML"}),
             Opt("--manifest", "the tile store's manifest.gpkg or folder", {"metavar": "PATH"}),
             Opt("--classifier", "classifier checkpoint (best.pt)", {"metavar": "CKPT"}),
-            Opt("--segmenter", "segmenter checkpoint (segmenter.pt), for --method greedy",
-                {"metavar": "CKPT"}),
-            Opt("--method", "CAM method: greedy (DeepSolar) or plain (classifier's last layer)",
-                {"choices": ["greedy", "plain"]}),
+            Opt("--segmenter", "segmenter checkpoint (segmenter.pt), for --method greedy; a "
+                "train-mask-head checkpoint for --method mask_head", {"metavar": "CKPT"}),
+            Opt("--method", "greedy (DeepSolar's CAM), plain (classifier's last layer) or "
+                "mask_head (supervised decoder)", {"choices": ["greedy", "plain", "mask_head"]}),
+            Opt("--mask-threshold", "mask_head probability threshold (default 0.5)",
+                {"metavar": "P"}),
             Opt("--stage", "greedy stage to use (default: the last trained)", {"metavar": "K"}),
             Opt("--cam-threshold", "threshold on the min-max normalised CAM (default 0.37)",
                 {"metavar": "T"}),
@@ -309,7 +326,7 @@ def _one_line(err: BaseException) -> str:
 # Options naming an input that must exist: checked before the flow module (Prefect, torch) is
 # imported and before any Prefect server starts, so a typo answers in well under a second.
 INPUT_FLAGS = ("--config", "--checkpoint", "--classifier", "--segmenter", "--resume", "--manifest",
-               "--source")  # fmt: skip
+               "--mask-head", "--source")  # fmt: skip
 
 
 def _looks_like_path(value: str) -> bool:

@@ -1,7 +1,8 @@
 """Flow ``evaluate-segmenter``: CAM masks against truth masks, beside trivial baselines.
 
 For each set and overall: mean per-chip IoU on the truly positive chips with a 95% bootstrap
-interval, per-chip and regional area errors, for plain CAM and each greedy stage, beside the
+interval, per-chip and regional area errors, for plain CAM and each greedy stage (and the
+supervised mask head with ``--mask-head``), beside the
 whole-tile mask and the mean-panel-fraction area baseline (``table.{json,csv,md}``, printed);
 plus ``report.{json,md}``, ``per_tile.csv`` and overlays. Sets: ``--source PATH`` (repeatable; a
 folder with ``images/`` + ``masks/`` with the same file names, or a manifest.csv with a ``mask``
@@ -82,6 +83,8 @@ def build_config(args: argparse.Namespace) -> EvaluateSegmentationConfig:
         ("cam_floor_scope", args.cam_floor_scope),
         ("classifier_checkpoint", args.classifier),
         ("segmenter_checkpoint", args.segmenter),
+        ("mask_head_checkpoint", args.mask_head),
+        ("mask_threshold", args.mask_threshold),
         ("cam_threshold", args.cam_threshold),
         ("device", args.device),
         ("bootstrap_reps", args.bootstrap_reps),
@@ -108,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--classifier", type=Path, help="classifier checkpoint (best.pt)")
     ap.add_argument("--segmenter", type=Path, help="segmenter checkpoint (none: plain CAM only)")
+    ap.add_argument(
+        "--mask-head", type=Path, help="a train-mask-head checkpoint, reported beside the CAMs"
+    )
+    ap.add_argument(
+        "--mask-threshold", type=float, help="mask head: probability threshold (default 0.5)"
+    )
     ap.add_argument(
         "--source",
         action="append",

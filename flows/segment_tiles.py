@@ -153,7 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, help="tile store manifest.gpkg or folder")
     ap.add_argument("--classifier", type=Path, help="classifier checkpoint (best.pt)")
     ap.add_argument("--segmenter", type=Path, help="segmenter checkpoint (segmenter.pt)")
-    ap.add_argument("--method", choices=["greedy", "plain"], default="greedy", help="CAM method")
+    ap.add_argument(
+        "--method", choices=["greedy", "plain", "mask_head"], default="greedy",
+        help="greedy / plain CAM, or mask_head (--segmenter: a train-mask-head checkpoint)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--mask-threshold", type=float, default=0.5, help="mask_head probability threshold"
+    )
     ap.add_argument("--stage", type=int, help="greedy stage (default: the last trained)")
     ap.add_argument(
         "--cam-threshold", type=float, default=0.37, help="CAM threshold (default 0.37)"
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                         threshold=args.cam_threshold,
                         floor=args.cam_floor,
                         floor_on=args.cam_floor_on,
+                        mask_threshold=args.mask_threshold,
                         clean={
                             "open_m": args.open_m,
                             "close_m": args.close_m,

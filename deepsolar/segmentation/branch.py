@@ -70,6 +70,38 @@ def tap_features(model: nn.Module, x: torch.Tensor, tap: str = DEFAULT_TAP) -> t
     return kept["out"]
 
 
+def taps_features(
+    model: nn.Module, x: torch.Tensor, taps: tuple[str, ...] | list[str]
+) -> dict[str, torch.Tensor]:
+    """The outputs of modules ``taps`` for preprocessed ``x``; the pass stops once all have run.
+
+    Returns them in the order they ran (shallow to deep).
+    """
+    kept: dict[str, torch.Tensor] = {}
+    want = set(taps)
+
+    def keeper(name: str):
+        def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+            kept[name] = out
+            if want <= set(kept):
+                raise _StopForward
+
+        return hook
+
+    handles = [model.get_submodule(t).register_forward_hook(keeper(t)) for t in want]
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [t for t in taps if t not in kept]
+    if missing:
+        raise ValueError(f"module(s) {missing} did not run in the classifier's forward pass")
+    return kept
+
+
 def mixed5d_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Inception-v3's ``Mixed_5d`` output (B x 288 x 35 x 35 at 299 px) for preprocessed ``x``."""
     return tap_features(model, x, DEFAULT_TAP)

@@ -12,7 +12,7 @@ clean-up in metres (:func:`clean_mask`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -166,11 +166,17 @@ class ForwardResult:
     probs: torch.Tensor  # B, positive-class probability
     tap: torch.Tensor  # B x C x h x w: the greedy branch's input (Inception: Mixed_5d, 288 ch)
     final: torch.Tensor  # B x C' x h' x w': the last feature map (Inception: Mixed_7c, 2048 ch)
+    taps: dict[str, torch.Tensor] = field(default_factory=dict)  # ``extra`` maps (mask head)
 
 
 @torch.no_grad()
 def classify_with_taps(
-    model: nn.Module, x: torch.Tensor, *, arch: str = "inception_v3", tap: str = DEFAULT_TAP
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    arch: str = "inception_v3",
+    tap: str = DEFAULT_TAP,
+    extra: tuple[str, ...] = (),
 ) -> ForwardResult:
     """Run the classifier (eval mode) once, keeping the tapped and the last feature maps.
 
@@ -179,16 +185,18 @@ def classify_with_taps(
         x: B x 3 x H x W preprocessed images.
         arch: ``model.arch`` (names the last feature map).
         tap: the greedy branch's input module.
+        extra: more modules whose outputs are kept in ``ForwardResult.taps`` (the mask head's).
     """
     model.eval()
     final = get_spec(arch).final_features
-    with feature_taps(model, (tap, final)) as taps:
+    with feature_taps(model, tuple(dict.fromkeys((tap, final, *extra)))) as taps:
         out = model(x)
     logits = out[0] if isinstance(out, tuple) else out
     return ForwardResult(
         probs=torch.softmax(logits.float(), dim=1)[:, POSITIVE_CLASS],
         tap=taps.outputs[tap],
         final=taps.outputs[final],
+        taps={name: taps.outputs[name] for name in extra},
     )
 
 

@@ -60,8 +60,11 @@ class CamConfig(StrictModel):
     gate on the raw map; ``clean`` tidies the mask (see :class:`MaskCleanConfig`).
     """
 
-    method: Literal["greedy", "plain"] = Field(
-        "greedy", description="greedy: the trained branch; plain: classifier's Mixed_7c x fc"
+    method: Literal["greedy", "plain", "mask_head"] = Field(
+        "greedy",
+        description="greedy: the trained branch (DeepSolar); plain: classifier's Mixed_7c x fc; "
+        "mask_head: a supervised decoder trained on masks (train-mask-head), read from the "
+        "segmenter checkpoint",
     )
     stage: int | None = Field(
         None, ge=1, description="greedy branch stage to read the CAM from (None: the last trained)"
@@ -94,6 +97,13 @@ class CamConfig(StrictModel):
     clean: MaskCleanConfig = Field(
         default_factory=MaskCleanConfig,
         description="morphological clean-up of each mask before it is saved / vectorised",
+    )
+    mask_threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="method mask_head: a pixel is panel where the decoder's probability is "
+        "strictly above this (no min-max; threshold, stage and floor are CAM-only)",
     )
 
     # Fields that existed before the mask options: they alone make up a run key for defaults.
@@ -160,8 +170,82 @@ class TrainSegmenterConfig(StrictModel):
         return _resolve_path(value)
 
 
+class MaskHeadConfig(StrictModel):
+    """A light FPN-style decoder on frozen classifier feature maps (see ``segmentation.maskhead``)."""
+
+    taps: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=6,
+        description="classifier modules to read, shallow to deep; None: the arch's default "
+        "(efficientnet_lite*: blocks.1, blocks.2, blocks.4 = stride 4, 8, 16; inception_v3: "
+        "Conv2d_4a_3x3, Mixed_5d, Mixed_6e)",
+    )
+    channels: int = Field(64, ge=1, le=1024, description="decoder width")
+
+
+class MaskHeadOptimConfig(StrictModel):
+    """AdamW on BCE + soft Dice of the decoder's logits against the chips' masks."""
+
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(10, ge=1, le=1000)
+    dice_weight: float = Field(1.0, ge=0.0, description="loss = BCE + dice_weight x soft Dice")
+    pos_weight: float = Field(1.0, gt=0.0, description="BCE weight of panel pixels")
+
+
+class MaskHeadDataConfig(StrictModel):
+    """Chips with masks (every positive chip needs one), cut into cells as the classifier was."""
+
+    train: list[ChipSource] = Field(min_length=1)
+    subtiles: SubtileConfig | None = Field(
+        None, description="cut chips wider than a tile into tile-sized cells (as the classifier)"
+    )
+    rot90: bool = Field(
+        False, description="cache the 4 rotations of each cell and draw one per epoch (4x memory)"
+    )
+    val_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="seeded, stratified share of the train CHIPS held out to pick the epoch "
+        "(best validation IoU); 0: keep the last epoch",
+    )
+    num_workers: int = Field(0, ge=0)
+    min_side_px: int = Field(16, ge=1)
+
+
+class MaskHeadTrainLoopConfig(StrictModel):
+    seed: int = 0
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on CPU")
+    progress: bool = True
+
+
+class TrainMaskHeadConfig(StrictModel):
+    """A supervised mask head trained on the masks, on top of a frozen classifier checkpoint."""
+
+    classifier_checkpoint: Path
+    head: MaskHeadConfig = MaskHeadConfig()
+    optim: MaskHeadOptimConfig = MaskHeadOptimConfig()
+    data: MaskHeadDataConfig
+    train: MaskHeadTrainLoopConfig = MaskHeadTrainLoopConfig()
+
+    @field_validator("classifier_checkpoint", mode="before")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        return _resolve_path(value)
+
+
+def uses_segmenter(method: str) -> bool:
+    """Whether a CAM method reads ``segmenter_checkpoint`` (greedy branch or mask head)."""
+    return method != "plain"
+
+
 def default_segmenter(classifier: Path, segmenter: Path | None, method: str) -> Path | None:
-    """The builtin classifier comes with its builtin greedy CAM branch (``segmenter`` unset)."""
-    if segmenter is None and method == "greedy" and str(classifier) == "builtin":
+    """The builtin classifier comes with its builtin greedy CAM branch and mask head
+    (``segmenter`` unset)."""
+    if segmenter is None and uses_segmenter(method) and str(classifier) == "builtin":
         return Path("builtin")
     return segmenter

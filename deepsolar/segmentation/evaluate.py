@@ -1,6 +1,8 @@
-"""Evaluate CAM masks against ground-truth masks: plain CAM vs greedy stage 1 vs stage 2.
+"""Evaluate masks against ground-truth masks: plain CAM vs greedy stage 1 vs stage 2 (vs the
+supervised mask head, when one is given).
 
-Metrics, per method (``plain`` = classifier's Mixed_7c x fc; ``stageK`` = greedy branch):
+Metrics, per method (``plain`` = classifier's Mixed_7c x fc; ``stageK`` = greedy branch;
+``mask_head`` = the decoder of :mod:`.maskhead`, sigmoid > ``mask_threshold``):
 
 - **pipeline** (what ``segment-tiles`` produces): masks only where the classifier says positive,
   empty elsewhere. Micro IoU / Dice over every pixel of every tile; mean absolute per-tile
@@ -56,6 +58,7 @@ from deepsolar.report_table import Column, ci_cells, format_text, write_report
 from deepsolar.segmentation.area import tile_row_pixel_area_m2
 from deepsolar.segmentation.cam import CamMaps, clean_mask, mask_from_cam
 from deepsolar.segmentation.config import CamConfig, MaskCleanConfig
+from deepsolar.segmentation.maskhead import MASK_HEAD, mask_head_mask
 from deepsolar.segmentation.pipeline import Segmenter
 from deepsolar.tiling import Tile
 
@@ -162,6 +165,8 @@ TABLE_NOTES = (
     "(DeepSolar: 3.0% / 2.1%).",
     "regional err (all, pipeline): over every chip, masks only where the classifier says "
     "positive (what segment-tiles reports); for whole-tile, every chip is called positive.",
+    "plain / stageK: CAM (min-max per tile, threshold); mask_head: the supervised decoder "
+    "trained on masks (sigmoid > mask_threshold), an option beside DeepSolar's CAM.",
     "whole-tile: the trivial mask 'every pixel is panel'. mean-fraction: every chip gets the "
     "mean truth panel fraction of the same chips (positives for the per-chip columns, all chips "
     "for the last): in-sample, so its regional error is ~0 by construction on equal-sized chips.",
@@ -388,6 +393,12 @@ class EvaluateSegmentationConfig(StrictModel):
 
     classifier_checkpoint: Path
     segmenter_checkpoint: Path | None = Field(None, description="None: plain CAM only")
+    mask_head_checkpoint: Path | None = Field(
+        None,
+        description="a train-mask-head checkpoint: its masks are reported beside the CAM "
+        "methods (method mask_head)",
+    )
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="CamConfig.mask_threshold")
     sets: list[EvalSet] = Field(min_length=1)
     cam_threshold: float = Field(0.37, gt=0.0, lt=1.0)
     classifier_threshold: float | None = Field(None, gt=0.0, lt=1.0)
@@ -411,7 +422,9 @@ class EvaluateSegmentationConfig(StrictModel):
         "trained to (its data.subtiles); false: resize whole chips (DeepSolar's way)",
     )
 
-    @field_validator("classifier_checkpoint", "segmenter_checkpoint", mode="before")
+    @field_validator(
+        "classifier_checkpoint", "segmenter_checkpoint", "mask_head_checkpoint", mode="before"
+    )
     @classmethod
     def _expand(cls, v: object) -> object:
         return _resolve_path(v)
@@ -471,10 +484,15 @@ def stitch_masks(
         n_full, o_full = np.zeros(cm.shape, np.float32), np.zeros(cm.shape, bool)
         p_full = np.zeros(cm.shape, bool)
         for j, (left, top, right, bottom) in enumerate(cm.windows):
-            nm, mk = mask_from_cam(
-                maps[j : j + 1], (bottom - top, right - left), threshold=threshold,
-                floor=rule.floor, floor_on=rule.floor_on, floor_scope=rule.floor_scope,
-            )  # fmt: skip
+            if method == MASK_HEAD:  # logits, not a CAM: no min-max, no floor
+                nm, mk = mask_head_mask(
+                    maps.positive[j : j + 1], (bottom - top, right - left), rule.mask_threshold
+                )
+            else:
+                nm, mk = mask_from_cam(
+                    maps[j : j + 1], (bottom - top, right - left), threshold=threshold,
+                    floor=rule.floor, floor_on=rule.floor_on, floor_scope=rule.floor_scope,
+                )  # fmt: skip
             m = mk[0].cpu().numpy()
             n_full[top:bottom, left:right] = nm[0].cpu().numpy()
             o_full[top:bottom, left:right] = m
@@ -656,6 +674,7 @@ def format_report(report: dict[str, Any]) -> str:
         "# Segmentation evaluation", "",
         f"classifier: `{report['classifier_checkpoint']}`  ",
         f"segmenter: `{report['segmenter_checkpoint']}`  ",
+        f"mask head: `{report['mask_head_checkpoint']}` (threshold {report['mask_threshold']})  ",
         f"CAM threshold {report['cam_threshold']}, classifier threshold {report['classifier_threshold']}",
         "",
         "DeepSolar (Yu et al. 2018): per-image area error 27.3% (residential) / 18.8% "
@@ -704,14 +723,18 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
         floor_on=cfg.cam_floor_on,
         floor_scope=cfg.cam_floor_scope,
         clean=cfg.clean,
+        mask_threshold=cfg.mask_threshold,
     )
     seg = Segmenter.from_checkpoints(
-        cfg.classifier_checkpoint, cfg.segmenter_checkpoint, cam, cfg.device
-    )
+        cfg.classifier_checkpoint, cfg.segmenter_checkpoint, cam, cfg.device,
+        mask_head_checkpoint=cfg.mask_head_checkpoint,
+    )  # fmt: skip
     frames = []
     report: dict[str, Any] = {
         "classifier_checkpoint": str(cfg.classifier_checkpoint),
         "segmenter_checkpoint": str(cfg.segmenter_checkpoint),
+        "mask_head_checkpoint": str(cfg.mask_head_checkpoint),
+        "mask_threshold": cfg.mask_threshold,
         "cam_threshold": cfg.cam_threshold,
         "cam_floor": cfg.cam_floor,
         "cam_floor_on": cfg.cam_floor_on,
@@ -738,9 +761,10 @@ def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) 
     report["table"] = baseline_table(per_tile, reps=cfg.bootstrap_reps, seed=cfg.seed)
     write_report(
         report["table"], TABLE_COLUMNS, out, stem="table",
-        title="Segmentation evaluation: CAM methods beside trivial baselines",
+        title="Segmentation evaluation: CAM methods (and mask head) beside trivial baselines",
         meta={k: report[k] for k in ("classifier_checkpoint", "segmenter_checkpoint",
-                                     "cam_threshold", "classifier_threshold")},
+                                     "mask_head_checkpoint", "cam_threshold", "mask_threshold",
+                                     "classifier_threshold")},
         notes=TABLE_NOTES,
     )  # fmt: skip
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))

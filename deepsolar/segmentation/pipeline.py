@@ -1,7 +1,8 @@
 """Classify + segment images and tile stores: probabilities, masks (PNG 0/255), areas, overlays.
 
 :class:`Segmenter` runs the classifier once per batch (``Mixed_5d`` / ``Mixed_7c`` captured by
-hooks) and the greedy branch only on the tiles called positive. :func:`segment_tile_store` does a
+hooks) and the greedy branch (or, with ``cam.method: mask_head``, the supervised mask head of
+:mod:`.maskhead` on its own taps) only on the tiles called positive. :func:`segment_tile_store` does a
 whole tile store (``manifest.gpkg`` layer ``tiles``) resumably: a JSON-lines journal next to the
 manifest records each finished tile (after its mask PNG is in place); a re-run skips them, and the
 Parquet table is rebuilt atomically from the journal at the end.
@@ -44,7 +45,14 @@ from deepsolar.segmentation.cam import (
     mask_to_png_array,
     plain_cam_maps,
 )
-from deepsolar.segmentation.config import CamConfig, default_segmenter
+from deepsolar.segmentation.config import CamConfig, default_segmenter, uses_segmenter
+from deepsolar.segmentation.maskhead import (
+    MASK_HEAD,
+    LoadedMaskHead,
+    check_mask_head_backbone,
+    load_mask_head,
+    mask_head_mask,
+)
 from deepsolar.segmentation.train import LoadedSegmenter, check_backbone, load_segmenter
 from deepsolar.tiling import Tile
 
@@ -67,14 +75,30 @@ class TileSegmentation:
 
 
 class Segmenter:
-    """A classifier and (for ``method: greedy``) its CAM branch, ready for inference."""
+    """A classifier and (for ``method: greedy``) its CAM branch or (``method: mask_head``) its
+    mask head, ready for inference. Evaluation may hold both to compare them side by side."""
 
     def __init__(
-        self, clf: LoadedClassifier, seg: LoadedSegmenter | None, cam: CamConfig | None = None
+        self,
+        clf: LoadedClassifier,
+        seg: LoadedSegmenter | None,
+        cam: CamConfig | None = None,
+        mask_head: LoadedMaskHead | None = None,
     ) -> None:
         self.clf = clf
         self.seg = seg
+        self.mask_head = mask_head
         self.cam = cam or CamConfig()
+        if self.cam.method == MASK_HEAD and mask_head is None:
+            raise ConfigError(
+                "cam.method mask_head needs a mask-head checkpoint",
+                where="segmenter_checkpoint",
+                fix="train one with train-mask-head and pass it as the segmenter checkpoint, or "
+                "set cam.method: greedy / plain",
+            )
+        if mask_head is not None:
+            check_mask_head_backbone(mask_head, clf)
+            mask_head.decoder.to(clf.device).eval()
         if self.cam.method == "greedy":
             if seg is None:
                 raise ConfigError(
@@ -99,14 +123,21 @@ class Segmenter:
         segmenter_checkpoint: str | Path | None,
         cam: CamConfig | None = None,
         device: str = "auto",
+        mask_head_checkpoint: str | Path | None = None,
     ) -> Segmenter:
+        """``segmenter_checkpoint`` is the greedy branch, or the mask head when ``cam.method``
+        is mask_head; ``mask_head_checkpoint`` adds a mask head beside a greedy branch."""
+        cam = cam or CamConfig()
         clf = load_classifier(classifier_checkpoint, device)
-        seg = (
-            load_segmenter(segmenter_checkpoint, clf.device)
-            if segmenter_checkpoint is not None
-            else None
-        )
-        return cls(clf, seg, cam)
+        seg, head = None, None
+        if segmenter_checkpoint is not None:
+            if cam.method == MASK_HEAD:
+                head = load_mask_head(segmenter_checkpoint, clf.device)
+            else:
+                seg = load_segmenter(segmenter_checkpoint, clf.device)
+        if mask_head_checkpoint is not None:
+            head = load_mask_head(mask_head_checkpoint, clf.device)
+        return cls(clf, seg, cam, head)
 
     @property
     def arch(self) -> str:
@@ -118,7 +149,15 @@ class Segmenter:
         return resolve_tap(cfg_tap, self.arch)
 
     def _forward(self, x: torch.Tensor) -> ForwardResult:
-        return classify_with_taps(self.clf.model, x, arch=self.arch, tap=self.tap)
+        extra = self.mask_head.taps if self.mask_head is not None else ()
+        return classify_with_taps(self.clf.model, x, arch=self.arch, tap=self.tap, extra=extra)
+
+    def _mask_head_maps(self, fwd: ForwardResult, idx: torch.Tensor | None = None) -> CamMaps:
+        """The mask head's native logits as CamMaps (both fields: there is no margin map)."""
+        assert self.mask_head is not None
+        feats = [fwd.taps[t] if idx is None else fwd.taps[t][idx] for t in self.mask_head.taps]
+        logits = self.mask_head.decoder(feats)
+        return CamMaps(logits, logits)
 
     @property
     def threshold(self) -> float:
@@ -134,7 +173,8 @@ class Segmenter:
     def native_cams(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(probabilities, native CAMs of every kind) for a preprocessed batch: for evaluation.
 
-        Keys: ``plain`` and, with a segmenter, ``stage1`` .. ``stageK``.
+        Keys: ``plain`` and, with a segmenter, ``stage1`` .. ``stageK``; with a mask head,
+        ``mask_head`` (its native logits, see :meth:`mask`).
         """
         probs, maps = self.native_cam_maps(x)
         return probs, {k: m.positive for k, m in maps.items()}
@@ -147,16 +187,30 @@ class Segmenter:
         if self.seg is not None:
             for k in range(1, self.seg.stages_trained + 1):
                 maps[f"stage{k}"] = greedy_cam_maps(self.seg.branch, fwd.tap, k)
+        if self.mask_head is not None:
+            maps[MASK_HEAD] = self._mask_head_maps(fwd)
         return fwd.probs, maps
 
     def mask(
-        self, maps: CamMaps, size_hw: tuple[int, int], m_per_px: float | None = None
+        self,
+        maps: CamMaps,
+        size_hw: tuple[int, int],
+        m_per_px: float | None = None,
+        kind: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(normalised CAM, boolean mask) of one image's native maps under this CamConfig."""
-        norm, mask = mask_from_cam(
-            maps, size_hw, threshold=self.cam.threshold, floor=self.cam.floor,
-            floor_on=self.cam.floor_on, floor_scope=self.cam.floor_scope,
-        )  # fmt: skip
+        """(normalised CAM, boolean mask) of one image's native maps under this CamConfig.
+
+        ``kind`` (default: ``cam.method``): ``mask_head`` maps are logits, whose mask is
+        sigmoid > ``cam.mask_threshold`` (the "CAM" returned is the probability); any other kind
+        is a CAM (min-max, threshold, floor).
+        """
+        if (kind or self.cam.method) == MASK_HEAD:
+            norm, mask = mask_head_mask(maps.positive, size_hw, self.cam.mask_threshold)
+        else:
+            norm, mask = mask_from_cam(
+                maps, size_hw, threshold=self.cam.threshold, floor=self.cam.floor,
+                floor_on=self.cam.floor_on, floor_scope=self.cam.floor_scope,
+            )  # fmt: skip
         m = mask[0].cpu().numpy()
         if self.cam.clean.active:
             if m_per_px is None:
@@ -191,6 +245,8 @@ class Segmenter:
         idx = torch.as_tensor(pos, device=x.device)
         if self.cam.method == "greedy":
             maps = greedy_cam_maps(self.seg.branch, fwd.tap[idx], self.cam.stage)
+        elif self.cam.method == MASK_HEAD:
+            maps = self._mask_head_maps(fwd, idx)
         else:
             maps = plain_cam_maps(self.clf.model, fwd.final[idx], self.arch)
         for j, i in enumerate(pos):
@@ -252,9 +308,10 @@ def file_sha256(path: Path) -> str:
 
 def run_key(job: SegmentTilesJob) -> str:
     """What the results depend on: both checkpoints' bytes and the CAM settings."""
+    kind = "mask_head" if job.cam.method == MASK_HEAD else "segmenter"
     parts = {
         "classifier": file_sha256(resolve_checkpoint(job.classifier_checkpoint, "classifier")),
-        "segmenter": file_sha256(resolve_checkpoint(job.segmenter_checkpoint, "segmenter"))
+        "segmenter": file_sha256(resolve_checkpoint(job.segmenter_checkpoint, kind))
         if job.segmenter_checkpoint
         else None,
         "cam": job.cam.key_dict(),
@@ -289,7 +346,9 @@ class SegmentTilesJob(StrictModel):
         Path("builtin"), description="a train-classifier best.pt; 'builtin': the shipped model"
     )
     segmenter_checkpoint: Path | None = Field(
-        None, description="needed for cam.method greedy; with the builtin classifier: builtin"
+        None,
+        description="needed for cam.method greedy (a train-segmenter checkpoint) and mask_head "
+        "(a train-mask-head checkpoint); with the builtin classifier: builtin",
     )
     cam: CamConfig = CamConfig()
     batch_size: int = Field(16, ge=1)
@@ -343,8 +402,8 @@ def segment_tile_store(job: SegmentTilesJob, *, progress: Any = None) -> Segment
     if job.num_threads and resolve_device(job.device).type == "cpu":
         torch.set_num_threads(job.num_threads)
     segmenter = Segmenter.from_checkpoints(
-        job.classifier_checkpoint, job.segmenter_checkpoint if job.cam.method == "greedy" else None,
-        job.cam, job.device,
+        job.classifier_checkpoint,
+        job.segmenter_checkpoint if uses_segmenter(job.cam.method) else None, job.cam, job.device,
     )  # fmt: skip
     key = run_key(job)
     journal_path = store / JOURNAL_NAME

@@ -24,6 +24,7 @@ from deepsolar.manifest import read_manifest
 from deepsolar.runners import TaskRunnerConfig
 from deepsolar.segmentation.area import mask_area_m2_tile
 from deepsolar.segmentation.cam import mask_to_png_array
+from deepsolar.segmentation.config import uses_segmenter
 from deepsolar.segmentation.pipeline import (
     JOURNAL_NAME,
     Segmenter,
@@ -100,7 +101,7 @@ def cached_segmenter(job: SegmentTilesJob) -> Segmenter:
         cache.clear()
         cache[key] = Segmenter.from_checkpoints(
             job.classifier_checkpoint,
-            job.segmenter_checkpoint if job.cam.method == "greedy" else None,
+            job.segmenter_checkpoint if uses_segmenter(job.cam.method) else None,
             job.cam,
             job.device,
         )
