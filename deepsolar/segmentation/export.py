@@ -6,6 +6,11 @@ classifier as it loads, so the exported pair still checks as matching.
 
     python -c "from deepsolar.segmentation.export import export_pair; \\
         export_pair('out/reference/best.pt', 'out/reference-seg/segmenter.pt', 'data/models')"
+
+The supervised mask head (trained on the exported builtin classifier) is exported the same way::
+
+    python -c "from deepsolar.segmentation.export import export_mask_head; \\
+        export_mask_head('out/reference-mask-head/mask_head.pt', 'data/models')"
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from deepsolar.checkpoints import BUILTIN_FILES, save_checkpoint
 from deepsolar.classifier.predict import load_classifier
 from deepsolar.classifier.train import load_checkpoint
 from deepsolar.segmentation.branch import backbone_fingerprint, resolve_tap
+from deepsolar.segmentation.maskhead import load_mask_head_checkpoint
 from deepsolar.segmentation.train import load_segmenter_checkpoint
 
 DROP = ("optimizer_state", "scheduler_state")
@@ -60,3 +66,31 @@ def export_pair(
     seg["config"] = {**seg["config"], "classifier_checkpoint": "builtin"}
     seg_path = save_checkpoint(out / BUILTIN_FILES["segmenter"], seg)
     return clf_path, seg_path
+
+
+def export_mask_head(
+    mask_head: str | Path, out_dir: str | Path, classifier: str | Path = "builtin"
+) -> Path:
+    """Write ``builtin-mask-head.pt`` (float16) into ``out_dir``.
+
+    Args:
+        mask_head: a train-mask-head checkpoint (mask_head.pt) trained on ``classifier``.
+        out_dir: destination folder (e.g. ``data/models``).
+        classifier: the classifier it pairs with (default: the builtin one); its fingerprint up
+            to the deepest tap is recomputed as it loads, and must match the training's.
+
+    Returns:
+        The written path.
+    """
+    full = load_mask_head_checkpoint(mask_head)
+    ckpt = _compact(full, "decoder_state")
+    for k, v in ckpt["decoder_state"].items():  # a tensor float16 cannot hold stays float32
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            ckpt["decoder_state"][k] = full["decoder_state"][k]
+    clf = load_classifier(classifier, "cpu")
+    fingerprint = backbone_fingerprint(clf.model, ckpt["taps"][-1])
+    if fingerprint != ckpt["backbone_fingerprint"]:
+        raise ValueError(f"{mask_head} was not trained on {classifier}")
+    ckpt["classifier_checkpoint"] = str(classifier)
+    ckpt["config"] = {**ckpt["config"], "classifier_checkpoint": str(classifier)}
+    return save_checkpoint(Path(out_dir) / BUILTIN_FILES["mask_head"], ckpt)

@@ -240,3 +240,20 @@ def test_mask_head_in_a_tile_store_and_in_the_evaluation_table(
     assert predictors == ["plain", "stage1", "stage2", MASK_HEAD, "whole-tile", "mean-fraction"]
     row = next(r for r in report["table"] if r["predictor"] == MASK_HEAD)
     assert row["n_positive"] == 6 and 0 <= row["mean_iou"] <= 1
+
+
+def test_export_is_half_precision_and_still_matches_its_classifier(
+    tiny_classifier, mask_head_ckpt, tmp_path
+):
+    from deepsolar.segmentation.export import export_mask_head
+
+    path = export_mask_head(mask_head_ckpt, tmp_path, classifier=tiny_classifier)
+    raw = torch.load(path, weights_only=True)
+    assert raw["precision"] == "float16" and "optimizer_state" not in raw
+    assert raw["decoder_state"]["out.weight"].dtype == torch.float16
+    seg = Segmenter.from_checkpoints(tiny_classifier, path, CamConfig(method="mask_head"), "cpu")
+    full = load_mask_head(mask_head_ckpt)
+    feats = [torch.randn(1, c, 5, 5) for c in full.decoder.in_channels]
+    with torch.no_grad():
+        a, b = seg.mask_head.decoder(feats), full.decoder(feats)
+    assert torch.allclose(a, b, rtol=0.01, atol=0.01 * float(b.abs().max()))
