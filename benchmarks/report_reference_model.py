@@ -7,13 +7,14 @@ with 95% bootstrap intervals, against issue 10's targets. What ``data/models/MOD
 2. solar_pv_gray's valid split holds near-duplicates of its train split (the same scene rotated or
    flipped): recall is also reported on the valid chips with no near-duplicate in train (difference
    hash under the 8 rotations/flips, Hamming distance <= ``--dup-bits``).
-3. Segmentation: plain CAM, greedy CAM stage 1 and 2 beside the whole-tile mask and the mean panel
-   fraction, per-chip IoU on positives, per-chip and regional area errors.
+3. Segmentation: plain CAM, greedy CAM stage 1 and 2 and the supervised mask head (``mask_head``,
+   an option: DeepSolar's CAM stays the default) beside the whole-tile mask and the mean panel
+   fraction, per-chip IoU on positives, per-chip and regional area errors, in one table.
 4. The targets, measured value, met or not.
 
     python benchmarks/report_reference_model.py                     # the shipped builtin model
     python benchmarks/report_reference_model.py --classifier out/reference/best.pt \\
-        --segmenter out/reference-seg/segmenter.pt --out out/reference-report
+        --segmenter out/reference-seg/segmenter.pt --mask-head none --out out/reference-report
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--classifier", default="builtin")
     ap.add_argument("--segmenter", default="builtin")
+    ap.add_argument(
+        "--mask-head", default="builtin",
+        help="a train-mask-head checkpoint reported beside the CAMs ('none': CAMs only)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("out/reference-report"))
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap resamples")
     ap.add_argument("--dup-bits", type=int, default=10, help="near-duplicate Hamming distance")
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if "segmentation" in args.parts:
         cfg = EvaluateSegmentationConfig(
             classifier_checkpoint=args.classifier, segmenter_checkpoint=args.segmenter,
+            mask_head_checkpoint=None if args.mask_head == "none" else args.mask_head,
             sets=[s.model_dump() for s in sources], device="cpu", bootstrap_reps=args.reps,
             overlays=4,
         )  # fmt: skip
