@@ -17,7 +17,7 @@ from deepsolar.cli import COMMANDS, EXIT_FAILED, EXIT_USAGE, build_parser, main
 
 FLOWS = {
     "demo", "download-tiles", "train-classifier", "evaluate-classifier", "train-segmenter",
-    "evaluate-segmenter",
+    "evaluate-segmenter", "train-mask-head",
     "segment-tiles", "map-region", "solarforest",
 }  # fmt: skip
 NOT_FLOWS = {"serve"}  # `deepsolar serve`: a local server + worker, not a flow

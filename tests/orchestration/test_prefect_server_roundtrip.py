@@ -30,7 +30,7 @@ from deepsolar.manifest import read_manifest
 POOL = "deepsolar"
 FLOWS = {
     "download-tiles", "train-classifier", "evaluate-classifier", "train-segmenter",
-    "evaluate-segmenter",
+    "evaluate-segmenter", "train-mask-head",
     "segment-tiles", "map-region", "solarforest", "demo",
 }  # fmt: skip
 
