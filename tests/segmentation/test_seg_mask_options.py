@@ -207,7 +207,8 @@ def test_evaluate_segmenter_options_from_the_command_line(tmp_path):
         config=None, source=[str(tmp_path)], split=None, ground_m_per_px=0.1, whole_chips=False,
         classifier=tmp_path / "c.pt", segmenter=None, cam_threshold=None, device=None,
         bootstrap_reps=None, overlays=None, cam_floor=0.0, cam_floor_on="margin", open_m=0.5,
-        close_m=None, fill_holes_m2=1.0, cam_floor_scope="tile",
+        close_m=None, fill_holes_m2=1.0, cam_floor_scope="tile", mask_head=None,
+        mask_threshold=None,
     )  # fmt: skip
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
