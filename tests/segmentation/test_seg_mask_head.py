@@ -45,6 +45,15 @@ def synthetic_chip(rng: np.random.Generator, positive: bool, size: int) -> np.nd
     return a
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one torch thread (two spin-wait on a busy 2-core machine, ~100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def lite_model() -> torch.nn.Module:
     cfg = TrainClassifierConfig.model_validate(
