@@ -6,6 +6,7 @@
 - :mod:`.train` - greedy stage-wise training, checkpoints per stage
 - :mod:`.area` - mask -> m² (tiles: per-row latitude; rasters: transform)
 - :mod:`.pipeline` - classify + segment images and tile stores, overlays
+- :mod:`.maskhead` - an option where masks exist: a supervised decoder on the frozen classifier
 - :mod:`.evaluate` - IoU / Dice / area errors vs ground-truth masks, side by side
 """
 
@@ -25,8 +26,10 @@ from deepsolar.segmentation.config import (
     CamConfig,
     SegDataConfig,
     SegOptimConfig,
+    TrainMaskHeadConfig,
     TrainSegmenterConfig,
 )
+from deepsolar.segmentation.maskhead import MaskDecoder, fit_mask_head, load_mask_head
 from deepsolar.segmentation.pipeline import (
     Segmenter,
     SegmentTilesJob,
@@ -39,15 +42,19 @@ __all__ = [
     "BranchConfig",
     "CamConfig",
     "GreedyCamBranch",
+    "MaskDecoder",
     "SegDataConfig",
     "SegOptimConfig",
     "SegmentTilesJob",
     "Segmenter",
+    "TrainMaskHeadConfig",
     "TrainSegmenterConfig",
     "cam_to_mask",
     "class_activation_map",
+    "fit_mask_head",
     "fit_segmenter",
     "greedy_cam",
+    "load_mask_head",
     "load_segmenter",
     "mask_area_m2_tile",
     "mask_area_m2_transform",
