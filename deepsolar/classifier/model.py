@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 from torchvision.models import Inception3, Inception_V3_Weights
 
+from deepsolar.checkpoints import resolve_checkpoint
 from deepsolar.classifier.backbones import (
     BackboneSpec,
     create_timm_model,
@@ -70,13 +71,14 @@ def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A local weights file: a plain state dict or a deepsolar checkpoint (``model_state``)."""
-    p = Path(path)
+    """A local weights file: a plain state dict or a deepsolar checkpoint (``model_state``);
+    ``builtin`` is the shipped reference classifier (data/models/builtin-classifier.pt)."""
+    p = resolve_checkpoint(path, "classifier")
     if not p.is_file():
         raise InputDataError(
             "weights file not found",
             where=str(p),
-            fix="set model.weights to an existing file, 'imagenet' or 'none'",
+            fix="set model.weights to an existing file, 'builtin', 'imagenet' or 'none'",
         )
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)

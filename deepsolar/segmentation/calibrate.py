@@ -1,5 +1,6 @@
-"""A calibrated activation floor for ``CamConfig.floor``: a quantile of the CAM maxima of truly
-positive training tiles.
+"""Calibrated mask rules from labelled training data: an activation floor for ``CamConfig.floor``
+(a quantile of the CAM maxima of truly positive training tiles) or a CAM threshold for
+``CamConfig.threshold`` (the one whose pipeline masks best match the training masks' area).
 
 DeepSolar's per-tile min-max marks part of every tile called positive, however weak its CAM. A
 floor on the raw CAM lets a tile mark nothing, but raw CAM values have model-specific units, so
@@ -12,13 +13,20 @@ fraction q of the truly positive training tiles would have their strongest pixel
         --ground-m-per-px 0.2 --quantile 0.1
 
 prints the floor and the ``cam:`` lines to put in a segment-tiles / map-region config.
+
+DeepSolar's 0.37 threshold on the min-max normalised CAM was tuned on its own data; a classifier
+fine-tuned elsewhere draws CAMs of another shape, so ``--fit threshold`` picks it again on
+training chips with masks (:func:`fit_cam_threshold`): the pipeline's masks (only tiles called
+positive, as ``segment-tiles`` keeps them) are summed over every training sample for each
+candidate threshold, and the threshold whose total panel area is nearest the truth's (objective
+``area``, ties to the higher IoU) or whose pixel IoU is highest (``iou``) is chosen.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +37,19 @@ from deepsolar.classifier.data import load_sources, read_chip, source_from_path
 from deepsolar.classifier.subtiles import expand_chips
 from deepsolar.errors import DeepSolarError, InputDataError
 from deepsolar.segmentation.config import CamConfig, default_segmenter
+from deepsolar.segmentation.evaluate import (
+    AnySet,
+    CellMaps,
+    batched_items,
+    items_cell_maps,
+    iter_set,
+    mask_counts,
+    masked_area,
+    stitch_masks,
+)
 from deepsolar.segmentation.pipeline import Segmenter
+
+THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(2, 20))  # 0.10 .. 0.95
 
 
 def cam_kind(segmenter: Segmenter) -> str:
@@ -85,10 +105,116 @@ def floor_from_maxima(maxima: pd.DataFrame, quantile: float, on: str = "positive
     return float(np.quantile(pos, quantile))
 
 
+def threshold_sweep(
+    segmenter: Segmenter,
+    sets: Sequence[AnySet],
+    thresholds: Sequence[float] = THRESHOLD_GRID,
+    *,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Pipeline masks of every sample of ``sets`` under each CAM threshold, summed.
+
+    Args:
+        segmenter: classifier + CAM rule (its ``cam`` gives method, stage, floor and clean-up).
+        sets: labelled samples with masks (scene tile stores with truth, chip folders, manifests).
+        thresholds: candidate values of ``CamConfig.threshold`` (min-max normalised CAM, 0-1).
+        batch_size: images per forward pass.
+
+    Returns:
+        one row per threshold: ``pred_area`` / ``true_area`` (m² where the samples are
+        georeferenced, else pixels), ``area_ratio`` (pred / true), ``iou`` (pixel IoU).
+    """
+    kind = cam_kind(segmenter)
+    subtiles = segmenter.clf.config.data.subtiles
+    acc = {t: np.zeros(4) for t in thresholds}  # pred area, tp, fp, fn
+    true_area = 0.0
+    for s in sets:
+        for batch in batched_items(iter_set(s), batch_size):
+            cells = items_cell_maps(segmenter, batch, subtiles, batch_size)
+            for item, cm in zip(batch, cells, strict=True):
+                cm.maps = {kind: cm.maps[kind]}
+                true_area += masked_area(item.truth, item.pixel_area)
+                for t, pipe in _pipe_masks(cm, kind, thresholds, segmenter):
+                    acc[t] += (masked_area(pipe, item.pixel_area), *mask_counts(pipe, item.truth))
+    rows = []
+    for t, (pred, tp, fp, fn) in acc.items():
+        rows.append({
+            "threshold": t, "pred_area": pred, "true_area": true_area,
+            "area_ratio": pred / true_area if true_area else np.nan,
+            "iou": tp / (tp + fp + fn) if tp + fp + fn else np.nan,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _pipe_masks(
+    cm: CellMaps, kind: str, thresholds: Sequence[float], segmenter: Segmenter
+) -> Iterator[tuple[float, np.ndarray]]:
+    """(threshold, pipeline mask) for each threshold. Without clean-up one stitch at the lowest
+    threshold suffices: a higher threshold only removes pixels whose normalised CAM is <= it."""
+    if segmenter.cam.clean.active:  # opening/closing do not commute with thresholding
+        for t in thresholds:
+            yield t, stitch_masks(cm, t, segmenter.cam, segmenter.threshold).pipe[kind]
+        return
+    lowest = stitch_masks(cm, min(thresholds), segmenter.cam, segmenter.threshold)
+    norm, pipe = lowest.norm[kind], lowest.pipe[kind]
+    for t in thresholds:
+        yield t, pipe & (norm > t)
+
+
+def pick_threshold(sweep: pd.DataFrame, objective: str = "area") -> float:
+    """The sweep's best threshold: ``area`` - total area nearest the truth's (ties: higher IoU);
+    ``iou`` - highest pixel IoU."""
+    if objective not in ("area", "iou"):
+        raise ValueError(f"objective must be 'area' or 'iou', got {objective!r}")
+    ok = sweep.dropna(subset=["area_ratio", "iou"])
+    if ok.empty or not (ok["true_area"] > 0).any():
+        raise InputDataError(
+            "no PV pixel in the calibration samples",
+            where="calibrate",
+            fix="pass training samples with panels and their masks",
+        )
+    if objective == "iou":
+        return float(ok.loc[ok["iou"].idxmax(), "threshold"])
+    err = (ok["area_ratio"] - 1.0).abs().round(6)
+    best = ok[err == err.min()]
+    return float(best.loc[best["iou"].idxmax(), "threshold"])
+
+
+def fit_cam_threshold(
+    segmenter: Segmenter, sets: Sequence[AnySet], objective: str = "area"
+) -> tuple[float, pd.DataFrame]:
+    """(chosen ``CamConfig.threshold``, the sweep) on training samples with masks."""
+    sweep = threshold_sweep(segmenter, sets)
+    return pick_threshold(sweep, objective), sweep
+
+
+def _print_floor(maxima: pd.DataFrame, floor: float, quantile: float, on: str) -> None:
+    pos = maxima[maxima["label"] == 1]
+    neg_called = maxima[(maxima["label"] == 0) & maxima["called"]]
+    col = f"max_{on}"
+    print(
+        f"{len(pos)} positive / {len(maxima) - len(pos)} negative samples; floor = "
+        f"{floor:.6g} ({quantile:g}-quantile of the positives' {on} maxima); it would "
+        f"empty {(neg_called[col] <= floor).mean() if len(neg_called) else float('nan'):.0%} of "
+        f"the {len(neg_called)} false positives"
+    )
+    print(f"cam:\n  floor: {floor:.6g}\n  floor_on: {on}")
+
+
+def _print_threshold(sweep: pd.DataFrame, threshold: float, objective: str) -> None:
+    print("threshold  area pred/true  pixel IoU")
+    for r in sweep.itertuples(index=False):
+        mark = "  <- chosen" if r.threshold == threshold else ""
+        print(f"{r.threshold:9.2f}  {r.area_ratio:14.3f}  {r.iou:9.3f}{mark}")
+    print(f"chosen by {objective} on the training samples")
+    print(f"cam:\n  threshold: {threshold:g}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--fit", choices=["floor", "threshold"], default="floor")
     ap.add_argument("--classifier", type=Path, default=Path("builtin"))
     ap.add_argument("--segmenter", type=Path, help="default: builtin with the builtin classifier")
     ap.add_argument("--method", choices=["greedy", "plain"], default="greedy")
@@ -97,37 +223,35 @@ def main(argv: list[str] | None = None) -> int:
                     help="training chips (folder or manifest.csv); repeatable")  # fmt: skip
     ap.add_argument("--split", help="with a manifest: keep this split (use the training one)")
     ap.add_argument("--ground-m-per-px", type=float, help="metres per pixel of the chips")
-    ap.add_argument("--quantile", type=float, default=0.1)
+    ap.add_argument("--quantile", type=float, default=0.1, help="--fit floor: the quantile")
     ap.add_argument("--on", choices=["positive", "margin"], default="positive")
+    ap.add_argument("--objective", choices=["area", "iou"], default="area",
+                    help="--fit threshold: match the total area, or the best pixel IoU")  # fmt: skip
+    ap.add_argument("--cam-floor", type=float, help="--fit threshold: fit under this cam.floor")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
         seg_ckpt = default_segmenter(args.classifier, args.segmenter, args.method)
+        cam = CamConfig(method=args.method, stage=args.stage, floor=args.cam_floor)
         seg = Segmenter.from_checkpoints(
-            args.classifier, seg_ckpt if args.method == "greedy" else None,
-            CamConfig(method=args.method, stage=args.stage), args.device,
-        )  # fmt: skip
+            args.classifier, seg_ckpt if args.method == "greedy" else None, cam, args.device
+        )
         sources = []
         for s in args.source:
             src = source_from_path(s, split=args.split)
             if args.ground_m_per_px:
                 src = src.model_copy(update={"ground_m_per_px": args.ground_m_per_px})
             sources.append(src)
+        if args.fit == "threshold":
+            threshold, sweep = fit_cam_threshold(seg, sources, args.objective)
+            _print_threshold(sweep, threshold, args.objective)
+            return 0
         maxima = cam_maxima(seg, sources)
         floor = floor_from_maxima(maxima, args.quantile, args.on)
     except DeepSolarError as err:
         print(f"calibrate failed: {err}", file=sys.stderr)
         return 1
-    pos = maxima[maxima["label"] == 1]
-    neg_called = maxima[(maxima["label"] == 0) & maxima["called"]]
-    col = f"max_{args.on}"
-    print(
-        f"{len(pos)} positive / {len(maxima) - len(pos)} negative samples; floor = "
-        f"{floor:.6g} ({args.quantile:g}-quantile of the positives' {args.on} maxima); it would "
-        f"empty {(neg_called[col] <= floor).mean() if len(neg_called) else float('nan'):.0%} of "
-        f"the {len(neg_called)} false positives"
-    )
-    print(f"cam:\n  floor: {floor:.6g}\n  floor_on: {args.on}")
+    _print_floor(maxima, floor, args.quantile, args.on)
     return 0
 
 

@@ -430,13 +430,14 @@ class EvaluateSegmentationConfig(StrictModel):
         return _resolve_path(v)
 
 
-def _area(mask: np.ndarray, pixel_area: np.ndarray | float) -> float:
+def masked_area(mask: np.ndarray, pixel_area: np.ndarray | float) -> float:
+    """Ground area of a boolean mask: pixel_area is m² per pixel (scalar) or per row (H,)."""
     if np.ndim(pixel_area) == 0:
         return float(mask.sum()) * float(pixel_area)
     return float((mask.sum(axis=1) * np.asarray(pixel_area)).sum())
 
 
-def _batched(it: Iterator[EvalItem], n: int) -> Iterator[list[EvalItem]]:
+def batched_items(it: Iterator[EvalItem], n: int) -> Iterator[list[EvalItem]]:
     batch: list[EvalItem] = []
     for item in it:
         batch.append(item)
@@ -590,14 +591,14 @@ def evaluate_set(
     """
     rows: list[dict[str, Any]] = []
     n_overlays = 0
-    for batch in _batched(iter_set(s), batch_size):
+    for batch in batched_items(iter_set(s), batch_size):
         for item, cm in zip(batch, items_cell_maps(segmenter, batch, subtiles, batch_size),
                             strict=True):  # fmt: skip
             h, w = item.truth.shape
             res = stitch_masks(cm, cam_threshold, segmenter.cam, segmenter.threshold)
             prob, is_pos = res.prob, res.is_positive
-            true_area = _area(item.truth, item.pixel_area)
-            chip_area = _area(np.ones((h, w), bool), item.pixel_area)
+            true_area = masked_area(item.truth, item.pixel_area)
+            chip_area = masked_area(np.ones((h, w), bool), item.pixel_area)
             shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             for method in res.norm:
                 mask, pipe = res.oracle[method], res.pipe[method]
@@ -607,8 +608,8 @@ def evaluate_set(
                     "set": s.display_name, "tile": item.key, "method": method, "prob": prob,
                     "is_positive": is_pos, "tp": tp, "fp": fp, "fn": fn,
                     "o_tp": o_tp, "o_fp": o_fp, "o_fn": o_fn,
-                    "pred_area": _area(pipe, item.pixel_area),
-                    "o_pred_area": _area(mask, item.pixel_area), "true_area": true_area,
+                    "pred_area": masked_area(pipe, item.pixel_area),
+                    "o_pred_area": masked_area(mask, item.pixel_area), "true_area": true_area,
                     "n_px": h * w, "chip_area": chip_area,
                 })  # fmt: skip
                 shown[method] = (res.norm[method], mask)
