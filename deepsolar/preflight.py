@@ -3,7 +3,7 @@ long before any Prefect server starts: a bad input answers in one line within a 
 
 Each check imports only what it validates with. Every ``--config`` must exist and parse as YAML;
 the commands whose models import no torch (download-tiles, train-classifier,
-evaluate-classifier) are validated in full here, and the files they name must exist. The flows'
+evaluate-classifier, map-region, train-segmenter) are validated in full here, and the files they name must exist. The flows'
 own ``main`` validates again (the same models, before their flow starts), so ``python -m
 flows.<flow>`` refuses the same inputs.
 """
@@ -82,10 +82,57 @@ def evaluate_classifier(args: argparse.Namespace) -> None:
         check_chip_sources(cfg.data.test, str(args.config))
 
 
+def map_region_job(job: Any, where: str) -> None:
+    """A MapRegionJob's input paths exist; a download part passes download-tiles' checks."""
+    from deepsolar.runtime import check_input_paths
+    from deepsolar.tilejobs import preflight
+
+    check_input_paths(
+        {
+            "store_dir": job.store_dir,
+            "classifier_checkpoint": job.classifier_checkpoint,
+            "segmenter_checkpoint": job.segmenter_checkpoint,
+        },
+        where,
+    )
+    if job.tiles is not None:
+        preflight(job.tiles)
+
+
+def map_region(args: argparse.Namespace) -> None:
+    """The job (plain, or the deployment's {job, scale} layout) validates; its inputs exist."""
+    from deepsolar.config import validate_config
+    from deepsolar.jobs import MapRegionJob
+
+    data = load_yaml(args.config)
+    if isinstance(data, dict) and "job" in data:
+        data = data["job"]
+    map_region_job(validate_config(MapRegionJob, data, where=str(args.config)), str(args.config))
+
+
+def train_segmenter_config(cfg: Any, where: str) -> None:
+    """The classifier checkpoint and the chip sources of a TrainSegmenterConfig exist."""
+    from deepsolar.runtime import check_input_paths
+
+    check_input_paths({"classifier_checkpoint": cfg.classifier_checkpoint}, where)
+    check_chip_sources(cfg.data.train, where)
+
+
+def train_segmenter(args: argparse.Namespace) -> None:
+    """The segmenter config validates; its classifier checkpoint and chips exist."""
+    from deepsolar.config import validate_config
+    from deepsolar.segmentation.config import TrainSegmenterConfig
+
+    cfg = validate_config(TrainSegmenterConfig, load_yaml(args.config), where=str(args.config))
+    train_segmenter_config(cfg, str(args.config))
+
+
 CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "download-tiles": download_tiles,
     "train-classifier": train_classifier,
     "evaluate-classifier": evaluate_classifier,
+    "map-region": map_region,
+    "train-segmenter": train_segmenter,
 }
 
 

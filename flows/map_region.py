@@ -23,11 +23,10 @@ from deepsolar.errors import DeepSolarError
 from deepsolar.gpkg import outputs_summary
 from deepsolar.jobs import MapRegionJob
 from deepsolar.mapping import MapOutputsConfig, write_region_maps
-from deepsolar.runtime import check_input_paths
+from deepsolar.preflight import map_region_job
 from deepsolar.segmentation.pipeline import SegmentTilesJob
 from deepsolar.segmentation.shards import ScaleOutConfig
 from flows.download_tiles import download_tiles_flow
-from flows.download_tiles import preflight as download_preflight
 from flows.segment_tiles import segment_tiles_flow
 
 
@@ -83,16 +82,7 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
 def preflight(job: MapRegionJob, where: str) -> None:
     """Checks that need no Prefect server, run before one starts (a bad input is one line in a
     second or two): the input paths exist, and a download part passes download-tiles' own."""
-    check_input_paths(
-        {
-            "store_dir": job.store_dir,
-            "classifier_checkpoint": job.classifier_checkpoint,
-            "segmenter_checkpoint": job.segmenter_checkpoint,
-        },
-        where,
-    )
-    if job.tiles is not None:
-        download_preflight(job.tiles)
+    map_region_job(job, where)
 
 
 def main(argv: list[str] | None = None) -> int:

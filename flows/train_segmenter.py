@@ -20,8 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar.config import StrictModel, load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
-from deepsolar.preflight import check_chip_sources
-from deepsolar.runtime import check_input_paths
+from deepsolar.preflight import train_segmenter_config
 from deepsolar.segmentation.config import TrainSegmenterConfig
 from deepsolar.segmentation.train import fit_segmenter
 
@@ -56,8 +55,7 @@ def train_segmenter_flow(job: TrainSegmenterJob) -> dict[str, Any]:
 def preflight(cfg: TrainSegmenterConfig, where: str) -> None:
     """The classifier checkpoint and the chip sources exist: checked before Prefect's temporary
     server starts, so a wrong path is one line at once, not a failed flow run."""
-    check_input_paths({"classifier_checkpoint": cfg.classifier_checkpoint}, where)
-    check_chip_sources(cfg.data.train, where)
+    train_segmenter_config(cfg, where)
 
 
 def main(argv: list[str] | None = None) -> int:

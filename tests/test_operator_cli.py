@@ -155,8 +155,15 @@ def test_configs_and_inputs_are_refused_before_prefect_or_torch_is_imported(tmp_
         "region: {bbox: [-106.7, 35.0, -106.6, 35.1]}\ngrid: {zoom: 99}\n"
         "source: {kind: xyz, url_template: 'http://127.0.0.1:9/{z}/{x}/{y}.png'}\n"
     )
+    (tmp_path / "map-bad.yaml").write_text(f"store_dir: {tmp_path}\nbatch_size: -3\n")
+    (tmp_path / "seg-bad.yaml").write_text(
+        f"classifier_checkpoint: builtin\ndata: {{train: [{{kind: folder, path: {tmp_path}}}]}}\n"
+        "branch: {channels: 0}\n"
+    )
     nodir = str(tmp_path / "nodir")
     cases = [
+        (["map-region", "--config", "map-bad.yaml"], "batch_size"),
+        (["train-segmenter", "--config", "seg-bad.yaml"], "branch.channels"),
         (["train-classifier", "--config", "bad.yaml"], "train.epochs"),
         (["train-classifier", "--config", "broken.yaml"], "not valid YAML"),
         (["train-classifier", "--config", "nodata.yaml"], "data source not found"),

@@ -10,59 +10,50 @@
 - :mod:`.evaluate` - IoU / Dice / area errors vs ground-truth masks, side by side
 """
 
-from deepsolar.segmentation.area import mask_area_m2_tile, mask_area_m2_transform
-from deepsolar.segmentation.branch import GreedyCamBranch, mixed5d_features
-from deepsolar.segmentation.cam import (
-    cam_to_mask,
-    class_activation_map,
-    greedy_cam,
-    minmax_per_tile,
-    plain_cam,
-    threshold_mask,
-    upsample,
-)
-from deepsolar.segmentation.config import (
-    BranchConfig,
-    CamConfig,
-    SegDataConfig,
-    SegOptimConfig,
-    TrainMaskHeadConfig,
-    TrainSegmenterConfig,
-)
-from deepsolar.segmentation.maskhead import MaskDecoder, fit_mask_head, load_mask_head
-from deepsolar.segmentation.pipeline import (
-    Segmenter,
-    SegmentTilesJob,
-    save_overlay,
-    segment_tile_store,
-)
-from deepsolar.segmentation.train import fit_segmenter, load_segmenter
+from __future__ import annotations
 
-__all__ = [
-    "BranchConfig",
-    "CamConfig",
-    "GreedyCamBranch",
-    "MaskDecoder",
-    "SegDataConfig",
-    "SegOptimConfig",
-    "SegmentTilesJob",
-    "Segmenter",
-    "TrainMaskHeadConfig",
-    "TrainSegmenterConfig",
-    "cam_to_mask",
-    "class_activation_map",
-    "fit_mask_head",
-    "fit_segmenter",
-    "greedy_cam",
-    "load_mask_head",
-    "load_segmenter",
-    "mask_area_m2_tile",
-    "mask_area_m2_transform",
-    "minmax_per_tile",
-    "mixed5d_features",
-    "plain_cam",
-    "save_overlay",
-    "segment_tile_store",
-    "threshold_mask",
-    "upsample",
-]
+import importlib
+from typing import Any
+
+# name -> submodule; imported on first use, so that ``deepsolar.segmentation.config`` (pydantic
+# models) can be imported without torch (the CLI validates a config before it imports a flow).
+_EXPORTS = {
+    "mask_area_m2_tile": "area",
+    "mask_area_m2_transform": "area",
+    "GreedyCamBranch": "branch",
+    "mixed5d_features": "branch",
+    "cam_to_mask": "cam",
+    "class_activation_map": "cam",
+    "greedy_cam": "cam",
+    "minmax_per_tile": "cam",
+    "plain_cam": "cam",
+    "threshold_mask": "cam",
+    "upsample": "cam",
+    "BranchConfig": "config",
+    "CamConfig": "config",
+    "SegDataConfig": "config",
+    "SegOptimConfig": "config",
+    "TrainMaskHeadConfig": "config",
+    "TrainSegmenterConfig": "config",
+    "MaskDecoder": "maskhead",
+    "fit_mask_head": "maskhead",
+    "load_mask_head": "maskhead",
+    "Segmenter": "pipeline",
+    "SegmentTilesJob": "pipeline",
+    "save_overlay": "pipeline",
+    "segment_tile_store": "pipeline",
+    "fit_segmenter": "train",
+    "load_segmenter": "train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The exported names, each from its submodule on first access (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_EXPORTS)
