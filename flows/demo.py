@@ -1,17 +1,23 @@
 """The offline demo (``make demo``): the whole pipeline on built-in SYNTHETIC scenes.
 
-1. generate two seeded synthetic orthophotos with ground truth over real Albuquerque (NM) census
-   tracts: a *training* scene and a held-out *evaluation* scene;
-2. cut both into DeepSolar's zoom-21 / 320-px tiles (``download-tiles``, local-raster source);
-3. train the classifier on the training scene's tiles (``train-classifier``, a CPU-sized schedule:
-   configs/classifier-demo.yaml);
-4. train the greedy CAM branch on the same tiles (``train-segmenter``);
-5. map the evaluation scene (``map-region``: classify, segment, polygons, systems, tract / county /
+1. generate seeded synthetic orthophotos with ground truth over real Albuquerque (NM) census
+   tracts: two *training* scenes and a held-out *evaluation* scene;
+2. cut them into DeepSolar's zoom-21 / 320-px tiles (``download-tiles``, local-raster source);
+3. fine-tune the shipped reference classifier (ImageNet-pretrained EfficientNet-Lite0, see
+   data/models/MODEL_CARD.md) on the training scenes' tiles (``train-classifier``,
+   configs/classifier-demo.yaml, about 2 minutes on 2 cores);
+4. greedy CAM: the builtin greedy branch (its tap, blocks.2, is frozen in step 3, so its
+   features are unchanged; the backbone fingerprint is checked) or, with ``train_segmenter``,
+   a branch trained on the training tiles (``train-segmenter``, DeepSolar's greedy recipe);
+5. calibrate the CAM threshold on the *training* scenes' truth masks (the one whose total mask
+   area matches theirs; DeepSolar's 0.37 was tuned on its own data);
+6. map the evaluation scene (``map-region``: classify, segment, polygons, systems, tract / county /
    state aggregates, GeoPackage + PNG maps + tables);
-6. score the result against the evaluation scene's truth: tile precision / recall, system count
-   error, area error per tract and in total.
+7. score the result against the evaluation scene's truth: tile precision / recall, system count
+   error, area error per tract and in total, CAM IoU beside the whole-tile baseline.
 
-Nothing is downloaded; everything is written under ``--out`` (default ``out/demo``).
+Nothing is downloaded; everything is written under ``--out`` (default ``out/demo``). Nothing in
+steps 3-6 sees the evaluation scene's truth.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
@@ -32,18 +39,22 @@ from rasterio.warp import transform_bounds
 
 from deepsolar.accuracy import region_scores, tile_scores
 from deepsolar.aggregate import scanned_geometry
+from deepsolar.checkpoints import BUILTIN, resolve_checkpoint
 from deepsolar.classifier.config import SceneSource
 from deepsolar.config import StrictModel, validate_config
 from deepsolar.errors import DeepSolarError
 from deepsolar.jobs import DownloadTilesJob, MapRegionJob
 from deepsolar.mapping import MapOutputsConfig
+from deepsolar.merge import MergeConfig
 from deepsolar.region import RegionConfig
-from deepsolar.segmentation.config import TrainSegmenterConfig
+from deepsolar.segmentation.calibrate import fit_cam_threshold
+from deepsolar.segmentation.config import CamConfig, TrainSegmenterConfig
 from deepsolar.segmentation.evaluate import (
     EvaluateSegmentationConfig,
     SceneMaskSet,
     evaluate_segmentation,
 )
+from deepsolar.segmentation.pipeline import Segmenter
 from deepsolar.sources import LocalRasterSourceConfig
 from deepsolar.synthetic import SyntheticSceneConfig, generate_scene, read_truth
 from deepsolar.tiling import (
@@ -61,12 +72,27 @@ from flows.train_segmenter import TrainSegmenterJob, train_segmenter_flow
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _train_scene_default() -> SyntheticSceneConfig:
-    # another seed, 800 m east of the evaluation scene (the generator's default centre)
+def _train_scenes_default() -> list[SyntheticSceneConfig]:
+    # other seeds, 800 m and 1.6 km east of the evaluation scene (the generator's default centre)
     base = SyntheticSceneConfig()
-    return SyntheticSceneConfig(
-        seed=1, center_lon=base.center_lon + 0.0088, width_px=8000, height_px=8000
-    )
+    return [
+        SyntheticSceneConfig(
+            seed=k, center_lon=base.center_lon + 0.0088 * k, width_px=8000, height_px=8000
+        )
+        for k in (1, 2)
+    ]
+
+
+def _demo_cam() -> CamConfig:
+    # DeepSolar's greedy CAM; threshold replaced by the calibrated one; a pixel must also vote
+    # solar (logit margin > 0), so a weak tile may mark nothing
+    return CamConfig(method="greedy", floor=0.0, floor_on="margin")
+
+
+def _demo_merge() -> MergeConfig:
+    # chosen on the demo's *training* scene (benchmarks/measure_mask_options.py, docs/maps.md):
+    # rows of one ground-mounted array lie 1-4 m apart; CAM specks under 10 m² are not a system
+    return MergeConfig(gap_m=4.0, tile_edge_gap_m=3.0, min_system_area_m2=10.0)
 
 
 class DemoJob(StrictModel):
@@ -74,10 +100,23 @@ class DemoJob(StrictModel):
 
     out_dir: Path = Path("out/demo")
     eval_scene: SyntheticSceneConfig = Field(default_factory=SyntheticSceneConfig)
-    train_scene: SyntheticSceneConfig = Field(default_factory=_train_scene_default)
+    train_scenes: list[SyntheticSceneConfig] = Field(
+        default_factory=_train_scenes_default, min_length=1
+    )
     grid: TileGridConfig = Field(default_factory=TileGridConfig)
     classifier_config: Path = REPO / "configs" / "classifier-demo.yaml"
-    segmenter_epochs_per_stage: float = Field(30.0, gt=0)
+    train_segmenter: bool = Field(
+        False,
+        description="train a greedy CAM branch on the training tiles (DeepSolar's recipe) "
+        "instead of reusing the builtin branch (needs a classifier whose blocks up to the tap "
+        "stay frozen, as configs/classifier-demo.yaml)",
+    )
+    segmenter_epochs_per_stage: float = Field(8.0, gt=0)
+    cam: CamConfig = Field(default_factory=_demo_cam)
+    calibrate_cam_threshold: bool = Field(
+        True, description="fit cam.threshold on the training scenes' masks (area objective)"
+    )
+    merge: MergeConfig = Field(default_factory=_demo_merge)
     min_pv_area_m2: float = Field(
         1.0, gt=0, description="truth: a tile is positive from this PV area"
     )
@@ -138,7 +177,7 @@ def _tiles_for_scene(scene: Any, job: DemoJob, store: Path, name: str) -> dict[s
 
 @task(name="compare-cam-methods", cache_policy=NO_CACHE)
 def cam_eval_task(
-    clf: Path, seg: Path, manifest: Path, truth: Path, out_dir: Path
+    clf: Path, seg: Path, manifest: Path, truth: Path, cam: CamConfig, out_dir: Path
 ) -> dict[str, Any]:
     """Plain CAM vs greedy stage 1 vs stage 2 on the held-out scene (DeepSolar's claim)."""
     cfg = EvaluateSegmentationConfig(
@@ -149,9 +188,54 @@ def cam_eval_task(
                 manifest=manifest, truth_path=truth, truth_layer="panels", name="synthetic-scene"
             )
         ],  # fmt: skip
+        cam_threshold=cam.threshold,
+        cam_floor=cam.floor,
+        cam_floor_on=cam.floor_on,
         overlays=4,
+        num_threads=2,
     )
     return evaluate_segmentation(cfg, out_dir)
+
+
+@task(name="calibrate-cam-threshold", cache_policy=NO_CACHE)
+def calibrate_task(
+    clf: Path, seg: Path, cam: CamConfig, sets: list[SceneMaskSet], out_dir: Path
+) -> dict[str, Any]:
+    """The CAM threshold whose masks on the training scenes add up to their true panel area."""
+    torch.set_num_threads(2)
+    segmenter = Segmenter.from_checkpoints(clf, seg, cam, "cpu")
+    threshold, sweep = fit_cam_threshold(segmenter, sets, objective="area")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep.to_csv(out_dir / "cam-threshold-sweep.csv", index=False)
+    return {"threshold": threshold, "sweep": sweep.to_dict(orient="records")}
+
+
+def _scene_source(name: str, store: Path, scene: Any, job: DemoJob) -> SceneSource:
+    return SceneSource(
+        name=name,
+        path=store / "manifest.gpkg",
+        truth_path=scene.truth_path,
+        truth_layer="panels",
+        min_pv_area_m2=job.min_pv_area_m2,
+    )
+
+
+def _segmenter(job: DemoJob, clf: Path, sources: list[SceneSource], out: Path) -> Path:
+    if not job.train_segmenter:
+        return resolve_checkpoint(BUILTIN, "segmenter")
+    seg = train_segmenter_flow(
+        TrainSegmenterJob(
+            config=TrainSegmenterConfig(
+                classifier_checkpoint=clf,
+                branch={"tap": "blocks.2"},
+                data={"train": sources},
+                optim={"epochs_per_stage": job.segmenter_epochs_per_stage},
+                train={"seed": 0, "num_threads": 2, "cache_features": True, "progress": False},
+            ),
+            out_dir=out / "segmenter",
+        )
+    )
+    return Path(seg["final_checkpoint"])
 
 
 @flow(name="demo", validate_parameters=True)
@@ -159,60 +243,59 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
     job = validate_config(DemoJob, job if job is not None else {})
     out = Path(job.out_dir).resolve()
     t0 = time.monotonic()
-    train_scene = scene_task(job.train_scene, out / "train-scene")
+    sources = []
+    for k, cfg in enumerate(job.train_scenes, start=1):
+        scene = scene_task(cfg, out / f"train-scene-{k}")
+        name = f"synthetic-train-scene-{k}"
+        _tiles_for_scene(scene, job, out / f"train-store-{k}", name)
+        sources.append(_scene_source(name, out / f"train-store-{k}", scene, job))
     eval_scene = scene_task(job.eval_scene, out / "scene")
-    _tiles_for_scene(train_scene, job, out / "train-store", "synthetic-train-scene")
     tiles = _tiles_for_scene(eval_scene, job, out / "store", "synthetic-scene")
 
-    train_source = SceneSource(
-        name="synthetic-train-scene",
-        path=out / "train-store" / "manifest.gpkg",
-        truth_path=train_scene.truth_path,
-        truth_layer="panels",
-        min_pv_area_m2=job.min_pv_area_m2,
-    )
-    clf = train_classifier_flow(
+    clf_run = train_classifier_flow(
         TrainClassifierParams(
             config_path=job.classifier_config,
             overrides={
-                "data": {"train": [train_source.model_dump(mode="json")], "test_fraction": 0.0}
+                "data": {"train": [s.model_dump(mode="json") for s in sources], "test_fraction": 0}
             },
             out_dir=out / "classifier",
             evaluate_test=False,
         )
     )
-    seg = train_segmenter_flow(
-        TrainSegmenterJob(
-            config=TrainSegmenterConfig(
-                classifier_checkpoint=clf["best_checkpoint"],
-                data={"train": [train_source]},
-                optim={"epochs_per_stage": job.segmenter_epochs_per_stage},
-            ),
-            out_dir=out / "segmenter",
-        )
-    )
+    clf = Path(clf_run["best_checkpoint"])
+    seg = _segmenter(job, clf, sources, out)
+    cam = job.cam
+    calib = None
+    if job.calibrate_cam_threshold:
+        calib_sets = [
+            SceneMaskSet(
+                manifest=s.path, truth_path=s.truth_path, truth_layer="panels", name=s.name
+            )
+            for s in sources
+        ]
+        calib = calibrate_task(clf, seg, cam, calib_sets, out / "calibration")
+        cam = cam.model_copy(update={"threshold": calib["threshold"]})
     outputs = MapOutputsConfig(
         name="deepsolar-demo",
         title="SYNTHETIC demo scene",
         note="SYNTHETIC imagery - not a real solar inventory",
+        merge=job.merge,
     )
     mapped = map_region_flow(
         MapRegionJob(
             store_dir=out / "store",
-            classifier_checkpoint=clf["best_checkpoint"],
-            segmenter_checkpoint=seg["final_checkpoint"],
+            classifier_checkpoint=clf,
+            segmenter_checkpoint=seg,
+            cam=cam,
             outputs=outputs,
             overlays=job.overlays,
             out_dir=out / "maps",
         )
     )
     cams = cam_eval_task(
-        Path(clf["best_checkpoint"]),
-        Path(seg["final_checkpoint"]),
-        out / "store" / "manifest.gpkg",
-        eval_scene.truth_path,
+        clf, seg, out / "store" / "manifest.gpkg", eval_scene.truth_path, cam,
         out / "segmentation-eval",
-    )
+    )  # fmt: skip
     gpkg = Path(mapped["maps"]["paths"]["geopackage"])
     scores = score_task(gpkg, eval_scene.truth_path, job.min_pv_area_m2, outputs.merge)
     result = {
@@ -223,13 +306,18 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
         "tiles_dir": tiles["out_dir"],
         "tile_manifest": tiles["manifest_path"],
         "n_tiles": tiles["n_ok"],
-        "classifier_checkpoint": clf["best_checkpoint"],
-        "segmenter_checkpoint": seg["final_checkpoint"],
+        "classifier_checkpoint": str(clf),
+        "classifier_validation": clf_run.get("val_metrics"),
+        "segmenter_checkpoint": str(seg),
+        "cam": cam.model_dump(mode="json"),
+        "cam_threshold_calibration": calib,
+        "merge": job.merge.model_dump(mode="json"),
         "geopackage": str(gpkg),
         "maps": mapped["maps"]["paths"].get("maps"),
         "overlays": mapped["segmentation"].get("overlays"),
         "accuracy": scores,
         "cam_comparison": cams["sets"]["synthetic-scene"],
+        "cam_table": [r for r in cams["table"] if r["source"] == "synthetic-scene"],
         "cam_report": str(out / "segmentation-eval" / "report.md"),
     }
     (out / "demo-summary.json").write_text(json.dumps(result, indent=2, default=str))
@@ -250,6 +338,9 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"  tile manifest    : {res['tile_manifest']}")
     print(f"  classifier       : {res['classifier_checkpoint']}")
     print(f"  segmenter        : {res['segmenter_checkpoint']}")
+    cal = res.get("cam_threshold_calibration")
+    if cal:
+        print(f"  CAM threshold    : {cal['threshold']:g} (fit on the training scenes' masks)")
     gpkg = Path(res["geopackage"])
     out = gpkg.parent.parent
     print(f"  GeoPackage       : {gpkg}  (open in QGIS; labelled SYNTHETIC in its metadata)")
@@ -288,15 +379,29 @@ def print_report(res: dict[str, Any]) -> None:
             f" ({_pct(row['area_rel_error'])})"
         )
     print(
-        "\nCAM methods on the truth-positive tiles (DeepSolar: per-image area error 27.3% / 18.8%,"
+        f"\nCAM masks on the {_n_pos(res)} truth-positive tiles (mask whatever the classifier says;"
+        f" CAM threshold {res['cam']['threshold']:g}, floor {res['cam']['floor']});"
     )
-    print(f"regional 3.0% / 2.1%); full report: {res['cam_report']}")
-    for method, m in res["cam_comparison"].items():
-        print(
-            f"  {method:>8}: IoU {_pct(m['oracle_iou'])},"
-            f" per-tile area error {_pct(m['oracle_per_tile_area_error'])},"
-            f" regional area error {_pct(m['oracle_regional_area_error'])}"
+    print(
+        "DeepSolar: per-image area error 27.3% / 18.8%, regional 3.0% / 2.1%; full report:"
+        f" {res['cam_report']}"
+    )
+    for r in res["cam_table"]:
+        iou = "n/a" if r["mean_iou"] is None else f"{_pct(r['mean_iou'])}"
+        ci = (
+            ""
+            if r["mean_iou"] is None
+            else f" [{_pct(r['mean_iou_lo'])}, {_pct(r['mean_iou_hi'])}]"
         )
+        print(
+            f"  {r['predictor']:>13}: IoU {iou}{ci}, median area error"
+            f" {_pct(r['median_area_error'])}, regional {_pct(r['regional_area_error_pos'])}"
+        )
+    print(f"\nWall time: {res['elapsed_s']:.0f} s (see README for what is bit-identical).")
+
+
+def _n_pos(res: dict[str, Any]) -> int:
+    return res["cam_table"][0]["n_positive"] if res["cam_table"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:
