@@ -3,7 +3,7 @@ long before any Prefect server starts: a bad input answers in one line within a 
 
 Each check imports only what it validates with. Every ``--config`` must exist and parse as YAML;
 the commands whose models import no torch (download-tiles, train-classifier,
-evaluate-classifier, map-region, train-segmenter) are validated in full here, and the files they name must exist. The flows'
+evaluate-classifier, map-region, segment-tiles, train-segmenter) are validated in full here, and the files they name must exist. The flows'
 own ``main`` validates again (the same models, before their flow starts), so ``python -m
 flows.<flow>`` refuses the same inputs.
 """
@@ -127,12 +127,35 @@ def train_segmenter(args: argparse.Namespace) -> None:
     train_segmenter_config(cfg, str(args.config))
 
 
+def segment_tiles(args: argparse.Namespace) -> None:
+    """A --config validates as a SegmentTilesJob (plain or {job, scale}); its inputs exist."""
+    if not _arg(args, "config"):
+        return
+    from deepsolar.config import validate_config
+    from deepsolar.runtime import check_input_paths
+    from deepsolar.segmentation.config import SegmentTilesJob
+
+    data = load_yaml(args.config)
+    if isinstance(data, dict) and "job" in data:
+        data = data["job"]
+    job = validate_config(SegmentTilesJob, data, where=str(args.config))
+    check_input_paths(
+        {
+            "manifest": job.manifest,
+            "classifier_checkpoint": job.classifier_checkpoint,
+            "segmenter_checkpoint": job.segmenter_checkpoint,
+        },
+        str(args.config),
+    )
+
+
 CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "download-tiles": download_tiles,
     "train-classifier": train_classifier,
     "evaluate-classifier": evaluate_classifier,
     "map-region": map_region,
     "train-segmenter": train_segmenter,
+    "segment-tiles": segment_tiles,
 }
 
 

@@ -160,9 +160,11 @@ def test_configs_and_inputs_are_refused_before_prefect_or_torch_is_imported(tmp_
         f"classifier_checkpoint: builtin\ndata: {{train: [{{kind: folder, path: {tmp_path}}}]}}\n"
         "branch: {channels: 0}\n"
     )
+    (tmp_path / "segtiles-bad.yaml").write_text(f"manifest: {tmp_path}\ncam: {{threshold: 2}}\n")
     nodir = str(tmp_path / "nodir")
     cases = [
         (["map-region", "--config", "map-bad.yaml"], "batch_size"),
+        (["segment-tiles", "--config", "segtiles-bad.yaml"], "cam.threshold"),
         (["train-segmenter", "--config", "seg-bad.yaml"], "branch.channels"),
         (["train-classifier", "--config", "bad.yaml"], "train.epochs"),
         (["train-classifier", "--config", "broken.yaml"], "not valid YAML"),

@@ -39,7 +39,7 @@ _EXPORTS = {
     "fit_mask_head": "maskhead",
     "load_mask_head": "maskhead",
     "Segmenter": "pipeline",
-    "SegmentTilesJob": "pipeline",
+    "SegmentTilesJob": "config",
     "save_overlay": "pipeline",
     "segment_tile_store": "pipeline",
     "fit_segmenter": "train",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from deepsolar.classifier.config import ChipSource, SubtileConfig, _resolve_path
 from deepsolar.config import StrictModel
@@ -249,3 +249,32 @@ def default_segmenter(classifier: Path, segmenter: Path | None, method: str) -> 
     if segmenter is None and uses_segmenter(method) and str(classifier) == "builtin":
         return Path("builtin")
     return segmenter
+
+
+class SegmentTilesJob(StrictModel):
+    """Input of ``segment-tiles``."""
+
+    manifest: Path = Field(description="a tile store's manifest.gpkg (layer 'tiles') or folder")
+    classifier_checkpoint: Path = Field(
+        Path("builtin"), description="a train-classifier best.pt; 'builtin': the shipped model"
+    )
+    segmenter_checkpoint: Path | None = Field(
+        None,
+        description="needed for cam.method greedy (a train-segmenter checkpoint) and mask_head "
+        "(a train-mask-head checkpoint); with the builtin classifier: builtin",
+    )
+    cam: CamConfig = CamConfig()
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    overlays: int = Field(0, ge=0, description="PNG overlays for this many positive tiles")
+    overlay_seed: int = 0
+
+    @model_validator(mode="after")
+    def _builtin_pair(self) -> SegmentTilesJob:
+        seg = default_segmenter(
+            self.classifier_checkpoint, self.segmenter_checkpoint, self.cam.method
+        )
+        if seg != self.segmenter_checkpoint:  # assignment re-validates: only once
+            self.segmenter_checkpoint = seg
+        return self

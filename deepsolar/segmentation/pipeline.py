@@ -23,14 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from pydantic import Field, model_validator
 
 from deepsolar.checkpoints import resolve_checkpoint
 from deepsolar.classifier.data import read_chip
 from deepsolar.classifier.model import preprocess
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.classifier.train import resolve_device
-from deepsolar.config import StrictModel
 from deepsolar.errors import ConfigError, InputDataError
 from deepsolar.manifest import read_manifest
 from deepsolar.segmentation.area import mask_area_m2_tile
@@ -45,7 +43,12 @@ from deepsolar.segmentation.cam import (
     mask_to_png_array,
     plain_cam_maps,
 )
-from deepsolar.segmentation.config import CamConfig, default_segmenter, uses_segmenter
+from deepsolar.segmentation.config import (  # noqa: F401 - SegmentTilesJob re-exported
+    CamConfig,
+    SegmentTilesJob,
+    default_segmenter,
+    uses_segmenter,
+)
 from deepsolar.segmentation.maskhead import (
     MASK_HEAD,
     LoadedMaskHead,
@@ -336,35 +339,6 @@ def read_journal(path: Path, key: str) -> dict[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- the tile store
-
-
-class SegmentTilesJob(StrictModel):
-    """Input of ``segment-tiles``."""
-
-    manifest: Path = Field(description="a tile store's manifest.gpkg (layer 'tiles') or folder")
-    classifier_checkpoint: Path = Field(
-        Path("builtin"), description="a train-classifier best.pt; 'builtin': the shipped model"
-    )
-    segmenter_checkpoint: Path | None = Field(
-        None,
-        description="needed for cam.method greedy (a train-segmenter checkpoint) and mask_head "
-        "(a train-mask-head checkpoint); with the builtin classifier: builtin",
-    )
-    cam: CamConfig = CamConfig()
-    batch_size: int = Field(16, ge=1)
-    device: str = "auto"
-    num_threads: int | None = Field(None, ge=1)
-    overlays: int = Field(0, ge=0, description="PNG overlays for this many positive tiles")
-    overlay_seed: int = 0
-
-    @model_validator(mode="after")
-    def _builtin_pair(self) -> SegmentTilesJob:
-        seg = default_segmenter(
-            self.classifier_checkpoint, self.segmenter_checkpoint, self.cam.method
-        )
-        if seg != self.segmenter_checkpoint:  # assignment re-validates: only once
-            self.segmenter_checkpoint = seg
-        return self
 
 
 @dataclass
