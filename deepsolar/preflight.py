@@ -3,7 +3,7 @@ long before any Prefect server starts: a bad input answers in one line within a 
 
 Each check imports only what it validates with. Every ``--config`` must exist and parse as YAML;
 the commands whose models import no torch (download-tiles, train-classifier,
-evaluate-classifier, map-region, segment-tiles, train-segmenter) are validated in full here, and the files they name must exist. The flows'
+evaluate-classifier, map-region, segment-tiles, train-segmenter, solarforest) are validated in full here, and the files they name must exist. The flows'
 own ``main`` validates again (the same models, before their flow starts), so ``python -m
 flows.<flow>`` refuses the same inputs.
 """
@@ -104,10 +104,26 @@ def map_region(args: argparse.Namespace) -> None:
     from deepsolar.config import validate_config
     from deepsolar.jobs import MapRegionJob
 
-    data = load_yaml(args.config)
+    data, scale = _job_and_scale(args.config)
+    job = validate_config(MapRegionJob, data, where=str(args.config))
+    _check_scale(scale, str(args.config))
+    map_region_job(job, str(args.config))
+
+
+def _job_and_scale(config: Any) -> tuple[Any, dict[str, Any] | None]:
+    """A flow config's job mapping and its ``scale`` part (the deployment's {job, scale} layout)."""
+    data = load_yaml(config)
     if isinstance(data, dict) and "job" in data:
-        data = data["job"]
-    map_region_job(validate_config(MapRegionJob, data, where=str(args.config)), str(args.config))
+        return data["job"], dict(data.get("scale") or {})
+    return data, None
+
+
+def _check_scale(scale: dict[str, Any] | None, where: str) -> None:
+    if scale is not None:
+        from deepsolar.config import validate_config
+        from deepsolar.segmentation.config import ScaleOutConfig
+
+        validate_config(ScaleOutConfig, scale, where=f"{where}: scale")
 
 
 def train_segmenter_config(cfg: Any, where: str) -> None:
@@ -135,10 +151,9 @@ def segment_tiles(args: argparse.Namespace) -> None:
     from deepsolar.runtime import check_input_paths
     from deepsolar.segmentation.config import SegmentTilesJob
 
-    data = load_yaml(args.config)
-    if isinstance(data, dict) and "job" in data:
-        data = data["job"]
+    data, scale = _job_and_scale(args.config)
     job = validate_config(SegmentTilesJob, data, where=str(args.config))
+    _check_scale(scale, str(args.config))
     check_input_paths(
         {
             "manifest": job.manifest,
@@ -149,6 +164,13 @@ def segment_tiles(args: argparse.Namespace) -> None:
     )
 
 
+def solarforest(args: argparse.Namespace) -> None:
+    """The parameters (config + --set / --mode / --output-dir / --quick) validate; files exist."""
+    from deepsolar.solarforest_job import check_inputs, params_from_args
+
+    check_inputs(params_from_args(args))
+
+
 CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "download-tiles": download_tiles,
     "train-classifier": train_classifier,
@@ -156,6 +178,7 @@ CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "map-region": map_region,
     "train-segmenter": train_segmenter,
     "segment-tiles": segment_tiles,
+    "solarforest": solarforest,
 }
 
 

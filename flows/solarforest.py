@@ -19,96 +19,22 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field, model_validator
 
 from deepsolar import solarforest as sf
-from deepsolar.config import StrictModel, load_yaml, validate_config
-from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
-from deepsolar.tractdb import DEEPSOLAR_TRACT_URL, get_tract_db, read_tract_polygons
-
-
-class SolarForestFlowParams(StrictModel):
-    """Parameters of the ``solarforest`` flow (see configs/solarforest.yaml)."""
-
-    mode: Literal["train", "evaluate", "predict"] = "evaluate"
-    features_path: Path | None = Field(
-        None, description="DeepSolar tract table (deepsolar_tract.csv or a subset of it)"
-    )
-    features_url: str | None = Field(
-        None, description=f"download the national table instead (e.g. {DEEPSOLAR_TRACT_URL})"
-    )
-    cache_dir: Path = Path("data/cache/deepsolar")
-    lexicon_path: Path | None = Field(
-        None, description="deepsolar_lexicon.csv; default: the one beside features_path"
-    )
-    target_path: Path | None = Field(
-        None, description="per-tract target from our mapping flow (.gpkg/.csv/.parquet, GEOID)"
-    )
-    target_layer: str = "tracts"
-    tracts_path: Path | None = Field(
-        None, description="tract polygons for the predictions layer; default: target_path if .gpkg"
-    )
-    tracts_layer: str | None = None
-    output_dir: Path = Path("out/solarforest")
-    model_path: Path | None = Field(None, description="default: <output_dir>/solarforest.skops")
-    predictions_gpkg: Path | None = Field(
-        None,
-        description="GeoPackage whose 'tracts' layer receives the predictions (may be the mapping "
-        "flow's own GeoPackage); default: <output_dir>/solarforest_predictions.gpkg",
-    )
-    evaluation: sf.EvaluationConfig = Field(
-        default_factory=sf.EvaluationConfig,
-        description="evaluate mode: targets, transforms, models and bootstrap of the R² table",
-    )
-    permutation_importance: bool = True
-    model: sf.SolarForestConfig = Field(default_factory=sf.SolarForestConfig)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SolarForestFlowParams:
-        if (self.features_path is None) == (self.features_url is None):
-            raise ValueError("give exactly one of features_path or features_url")
-        return self
-
-    @property
-    def targets(self) -> list[str]:
-        """Target columns this run needs (every evaluated target in evaluate mode)."""
-        if self.mode == "evaluate":
-            return self.evaluation.resolved_targets(self.model.target)
-        return [self.model.target]
-
-    @property
-    def resolved_model_path(self) -> Path:
-        return self.model_path or self.output_dir / "solarforest.skops"
-
-
-def check_inputs(p: SolarForestFlowParams) -> None:
-    """Fail before any work on inputs that cannot exist (missing files, wrong model suffix)."""
-    files = [("features_path", p.features_path), ("lexicon_path", p.lexicon_path)]
-    files += [("target_path", p.target_path)]
-    for name, path in files:
-        if path is not None and not path.is_file():
-            raise InputDataError(
-                f"{name} not found", where=str(path), fix=f"set {name} to an existing file"
-            )
-    if p.tracts_path is not None and not Path(str(p.tracts_path).removeprefix("zip://")).exists():
-        raise InputDataError(
-            "tracts_path not found", where=str(p.tracts_path), fix="pass an existing file"
-        )
-    if p.resolved_model_path.suffix != ".skops":
-        raise ConfigError(
-            "model_path must end in .skops", where=str(p.resolved_model_path), fix="rename it"
-        )
-    if p.mode == "predict" and not p.resolved_model_path.is_file():
-        raise InputDataError(
-            "no trained model to predict with",
-            where=str(p.resolved_model_path),
-            fix="run the flow with mode: train first, or set model_path",
-        )
+from deepsolar.config import validate_config
+from deepsolar.errors import DeepSolarError
+from deepsolar.solarforest_job import (  # noqa: F401 - re-exported for callers and tests
+    QUICK,
+    SolarForestFlowParams,
+    apply_override,
+    check_inputs,
+    params_from_args,
+)
+from deepsolar.tractdb import get_tract_db, read_tract_polygons
 
 
 @task(name="get-features", cache_policy=NO_CACHE)
@@ -222,14 +148,6 @@ def solarforest(params: SolarForestFlowParams) -> dict[str, Any]:
     return {"mode": p.mode, **paths, **diag, "metrics": metrics}
 
 
-#: ``--quick``: the same table with fewer trees and resamples (for a first look).
-QUICK = {
-    "model.n_estimators": 30,
-    "evaluation.bootstrap_samples": 200,
-    "permutation_importance": "false",
-}
-
-
 def summary(m: dict[str, Any]) -> str:
     """One line per evaluated target: tracts, counties, features, share of zero tracts."""
     c = m["config"]
@@ -254,22 +172,6 @@ def summary(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply ``a.b=value`` (value parsed as YAML) to a nested parameter mapping, in place."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"bad --set '{item}'", where="command line", fix="write --set key=value")
-    *parents, leaf = key.strip().split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(
-                f"'{part}' is not a section", where=f"--set {item}", fix="check the key"
-            )
-    node[leaf] = yaml.safe_load(raw)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -291,17 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     try:
-        data = load_yaml(args.config)
-        for item in args.set:
-            apply_override(data, item)
-        if args.mode:
-            data["mode"] = args.mode
-        if args.output_dir:
-            data["output_dir"] = str(args.output_dir)
-        if args.quick:
-            for item, value in QUICK.items():
-                apply_override(data, f"{item}={value}")
-        p = validate_config(SolarForestFlowParams, data, where=str(args.config))
+        p = params_from_args(args)
         check_inputs(p)
         result = solarforest(p)
     except DeepSolarError as err:

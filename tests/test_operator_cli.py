@@ -144,7 +144,7 @@ print(json.dumps({"results": results, "imported": [m for m in ("prefect", "torch
 
 def test_configs_and_inputs_are_refused_before_prefect_or_torch_is_imported(tmp_path: Path):
     """train-classifier, evaluate-classifier, evaluate-segmenter, train-segmenter, solarforest,
-    map-region, download-tiles: a bad config or input file is one line from the CLI's own checks,
+    map-region, segment-tiles, download-tiles: a bad config or input file is one line from the CLI's own checks,
     in a process that never imported Prefect (so no server could start) nor torch."""
     (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
     (tmp_path / "bad.yaml").write_text("train: {epochs: -1}\n")
@@ -161,10 +161,12 @@ def test_configs_and_inputs_are_refused_before_prefect_or_torch_is_imported(tmp_
         "branch: {channels: 0}\n"
     )
     (tmp_path / "segtiles-bad.yaml").write_text(f"manifest: {tmp_path}\ncam: {{threshold: 2}}\n")
+    (tmp_path / "sf-bad.yaml").write_text(f"mode: fly\nfeatures_path: {tmp_path}/x.csv\n")
     nodir = str(tmp_path / "nodir")
     cases = [
         (["map-region", "--config", "map-bad.yaml"], "batch_size"),
         (["segment-tiles", "--config", "segtiles-bad.yaml"], "cam.threshold"),
+        (["solarforest", "--config", "sf-bad.yaml"], "mode"),
         (["train-segmenter", "--config", "seg-bad.yaml"], "branch.channels"),
         (["train-classifier", "--config", "bad.yaml"], "train.epochs"),
         (["train-classifier", "--config", "broken.yaml"], "not valid YAML"),

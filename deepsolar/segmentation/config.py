@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from deepsolar.classifier.config import ChipSource, SubtileConfig, _resolve_path
 from deepsolar.config import StrictModel
+from deepsolar.runners import TaskRunnerConfig
 
 # DeepSolar taps Inception-v3's Mixed_5d (35x35x288 at 299 px); other backbones: see backbones.
 TAP_LAYER = "Mixed_5d"
@@ -278,3 +279,21 @@ class SegmentTilesJob(StrictModel):
         if seg != self.segmenter_checkpoint:  # assignment re-validates: only once
             self.segmenter_checkpoint = seg
         return self
+
+
+class ScaleOutConfig(StrictModel):
+    """How the per-tile work is sharded and where the shards run."""
+
+    shard_size_tiles: int = Field(
+        1024, ge=1, description="tiles per shard task (a band of tile rows); a multiple of "
+        "batch_size keeps every batch whole",
+    )  # fmt: skip
+    task_runner: TaskRunnerConfig = Field(
+        default_factory=lambda: TaskRunnerConfig(kind="threads", max_workers=1),
+        description="where shards run; one thread by default (torch already uses every core)",
+    )
+    results_dir: Path | None = Field(
+        None,
+        description="persisted shard results (the cache); default <store>/.prefect-results. "
+        "Must be shared storage when shards run on other machines",
+    )

@@ -14,17 +14,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from deepsolar.classifier.data import read_chip
 from deepsolar.classifier.train import resolve_device
 from deepsolar.config import StrictModel
 from deepsolar.errors import InputDataError
 from deepsolar.manifest import read_manifest
-from deepsolar.runners import TaskRunnerConfig
 from deepsolar.segmentation.area import mask_area_m2_tile
 from deepsolar.segmentation.cam import mask_to_png_array
-from deepsolar.segmentation.config import uses_segmenter
+from deepsolar.segmentation.config import (  # noqa: F401 - ScaleOutConfig re-exported
+    ScaleOutConfig,
+    uses_segmenter,
+)
 from deepsolar.segmentation.pipeline import (
     JOURNAL_NAME,
     Segmenter,
@@ -38,24 +38,6 @@ from deepsolar.segmentation.pipeline import (
 from deepsolar.tiling import Tile
 
 RESULTS_DIRNAME = ".prefect-results"
-
-
-class ScaleOutConfig(StrictModel):
-    """How the per-tile work is sharded and where the shards run."""
-
-    shard_size_tiles: int = Field(
-        1024, ge=1, description="tiles per shard task (a band of tile rows); a multiple of "
-        "batch_size keeps every batch whole",
-    )  # fmt: skip
-    task_runner: TaskRunnerConfig = Field(
-        default_factory=lambda: TaskRunnerConfig(kind="threads", max_workers=1),
-        description="where shards run; one thread by default (torch already uses every core)",
-    )
-    results_dir: Path | None = Field(
-        None,
-        description="persisted shard results (the cache); default <store>/.prefect-results. "
-        "Must be shared storage when shards run on other machines",
-    )
 
 
 class TileShard(StrictModel):
