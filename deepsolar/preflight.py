@@ -3,7 +3,7 @@ long before any Prefect server starts: a bad input answers in one line within a 
 
 Each check imports only what it validates with. Every ``--config`` must exist and parse as YAML;
 the commands whose models import no torch (download-tiles, train-classifier,
-evaluate-classifier, map-region, segment-tiles, train-segmenter, solarforest) are validated in full here, and the files they name must exist. The flows'
+evaluate-classifier, map-region, segment-tiles, train-segmenter, evaluate-segmenter, solarforest) are validated in full here, and the files they name must exist. The flows'
 own ``main`` validates again (the same models, before their flow starts), so ``python -m
 flows.<flow>`` refuses the same inputs.
 """
@@ -171,6 +171,25 @@ def solarforest(args: argparse.Namespace) -> None:
     check_inputs(params_from_args(args))
 
 
+def evaluate_segmenter(args: argparse.Namespace) -> None:
+    """With --config: the config (command-line values over it) validates; its checkpoints exist.
+    (--source paths are checked by the CLI itself.)"""
+    if not _arg(args, "config") or _arg(args, "source"):
+        return
+    from deepsolar.runtime import check_input_paths
+    from deepsolar.segmentation.config import evaluation_config_from_args
+
+    cfg = evaluation_config_from_args(args)
+    check_input_paths(
+        {
+            "classifier_checkpoint": cfg.classifier_checkpoint,
+            "segmenter_checkpoint": cfg.segmenter_checkpoint,
+            "mask_head_checkpoint": cfg.mask_head_checkpoint,
+        },
+        str(args.config),
+    )
+
+
 CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "download-tiles": download_tiles,
     "train-classifier": train_classifier,
@@ -179,6 +198,7 @@ CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train-segmenter": train_segmenter,
     "segment-tiles": segment_tiles,
     "solarforest": solarforest,
+    "evaluate-segmenter": evaluate_segmenter,
 }
 
 

@@ -23,14 +23,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.classifier.data import source_from_path
-from deepsolar.config import StrictModel, load_yaml, validate_config
-from deepsolar.errors import ConfigError, DeepSolarError
-from deepsolar.segmentation.evaluate import (
-    EvaluateSegmentationConfig,
-    evaluate_segmentation,
-    format_table,
-)
+from deepsolar.config import StrictModel, validate_config
+from deepsolar.errors import DeepSolarError
+from deepsolar.segmentation.config import EvaluateSegmentationConfig
+from deepsolar.segmentation.config import evaluation_config_from_args as build_config
+from deepsolar.segmentation.evaluate import evaluate_segmentation, format_table
 
 
 class EvaluateSegmenterJob(StrictModel):
@@ -54,55 +51,6 @@ def evaluate_segmenter_flow(job: EvaluateSegmenterJob) -> dict[str, Any]:
             r["mean_iou_lo"], r["mean_iou_hi"],
         )  # fmt: skip
     return report
-
-
-def build_config(args: argparse.Namespace) -> EvaluateSegmentationConfig:
-    """The YAML of ``--config`` (if any) with the command line's values over it."""
-    data: dict[str, Any] = load_yaml(args.config) if args.config else {}
-    if args.source:
-        extra = {"ground_m_per_px": args.ground_m_per_px} if args.ground_m_per_px else {}
-        data["sets"] = [
-            {**source_from_path(s, split=args.split).model_dump(exclude_none=True), **extra}
-            for s in args.source
-        ]
-    if args.whole_chips:
-        data["subtiles"] = False
-    clean = {
-        k: v
-        for k, v in (
-            ("open_m", args.open_m), ("close_m", args.close_m),
-            ("fill_holes_m2", args.fill_holes_m2),
-        )
-        if v is not None
-    }  # fmt: skip
-    if clean:
-        data["clean"] = {**(data.get("clean") or {}), **clean}
-    for key, value in (
-        ("cam_floor", args.cam_floor),
-        ("cam_floor_on", args.cam_floor_on),
-        ("cam_floor_scope", args.cam_floor_scope),
-        ("classifier_checkpoint", args.classifier),
-        ("segmenter_checkpoint", args.segmenter),
-        ("mask_head_checkpoint", args.mask_head),
-        ("mask_threshold", args.mask_threshold),
-        ("cam_threshold", args.cam_threshold),
-        ("device", args.device),
-        ("bootstrap_reps", args.bootstrap_reps),
-        ("overlays", args.overlays),
-    ):
-        if value is not None:
-            data[key] = value
-    if "classifier_checkpoint" not in data:
-        raise ConfigError(
-            "no classifier checkpoint", where="evaluate-segmenter",
-            fix="pass --classifier best.pt (or a --config with classifier_checkpoint)",
-        )  # fmt: skip
-    if not data.get("sets"):
-        raise ConfigError(
-            "no sets to evaluate on", where="evaluate-segmenter",
-            fix="pass --source PATH (a folder with images/ + masks/, or a manifest.csv)",
-        )  # fmt: skip
-    return validate_config(EvaluateSegmentationConfig, data, where=str(args.config or "options"))
 
 
 def main(argv: list[str] | None = None) -> int:

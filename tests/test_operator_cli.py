@@ -162,11 +162,16 @@ def test_configs_and_inputs_are_refused_before_prefect_or_torch_is_imported(tmp_
     )
     (tmp_path / "segtiles-bad.yaml").write_text(f"manifest: {tmp_path}\ncam: {{threshold: 2}}\n")
     (tmp_path / "sf-bad.yaml").write_text(f"mode: fly\nfeatures_path: {tmp_path}/x.csv\n")
+    (tmp_path / "segeval-bad.yaml").write_text(
+        f"classifier_checkpoint: builtin\ncam_threshold: 7\n"
+        f"sets: [{{kind: images, path: {tmp_path}}}]\n"
+    )
     nodir = str(tmp_path / "nodir")
     cases = [
         (["map-region", "--config", "map-bad.yaml"], "batch_size"),
         (["segment-tiles", "--config", "segtiles-bad.yaml"], "cam.threshold"),
         (["solarforest", "--config", "sf-bad.yaml"], "mode"),
+        (["evaluate-segmenter", "--config", "segeval-bad.yaml"], "cam_threshold"),
         (["train-segmenter", "--config", "seg-bad.yaml"], "branch.channels"),
         (["train-classifier", "--config", "bad.yaml"], "train.epochs"),
         (["train-classifier", "--config", "broken.yaml"], "not valid YAML"),

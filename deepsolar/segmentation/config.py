@@ -6,13 +6,21 @@ training (for reports), ``segment-tiles`` and the evaluation.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from deepsolar.classifier.config import ChipSource, SubtileConfig, _resolve_path
-from deepsolar.config import StrictModel
+from deepsolar.classifier.config import (
+    ChipSource,
+    ImagesSource,
+    ManifestSource,
+    SubtileConfig,
+    _resolve_path,
+)
+from deepsolar.config import StrictModel, load_yaml, validate_config
+from deepsolar.errors import ConfigError
 from deepsolar.runners import TaskRunnerConfig
 
 # DeepSolar taps Inception-v3's Mixed_5d (35x35x288 at 299 px); other backbones: see backbones.
@@ -297,3 +305,147 @@ class ScaleOutConfig(StrictModel):
         description="persisted shard results (the cache); default <store>/.prefect-results. "
         "Must be shared storage when shards run on other machines",
     )
+
+
+# ---------------------------------------------------------------- evaluation (evaluate.py)
+
+
+class ChipMaskSet(StrictModel):
+    """A shared chip set's ``manifest.csv`` with ``mask`` column (masks under ``{split}/masks``)."""
+
+    kind: Literal["chips"] = "chips"
+    manifest: Path
+    split: str = "valid"
+    name: str | None = None
+    max_chips: int | None = Field(None, ge=1, description="first N rows (for quick runs)")
+    m_per_px: float | None = Field(None, gt=0, description="None: areas in pixels")
+
+    @field_validator("manifest", mode="before")
+    @classmethod
+    def _expand(cls, v: object) -> object:
+        return _resolve_path(v)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"{self.manifest.parent.name}/{self.split}"
+
+
+class SceneMaskSet(StrictModel):
+    """A tile store (manifest.gpkg) over a scene with PV truth polygons (e.g. the SYNTHETIC demo)."""
+
+    kind: Literal["scene"] = "scene"
+    manifest: Path
+    truth_path: Path
+    truth_layer: str | None = None
+    truth_visible_column: str | None = None
+    name: str | None = None
+    max_chips: int | None = Field(None, ge=1)
+
+    @field_validator("manifest", "truth_path", mode="before")
+    @classmethod
+    def _expand(cls, v: object) -> object:
+        return _resolve_path(v)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.manifest.parent.name
+
+
+EvalSet = Annotated[
+    ChipMaskSet | SceneMaskSet | ImagesSource | ManifestSource, Field(discriminator="kind")
+]
+AnySet = ChipMaskSet | SceneMaskSet | ImagesSource | ManifestSource
+
+
+class EvaluateSegmentationConfig(StrictModel):
+    """What ``python -m deepsolar.segmentation.evaluate --config`` reads."""
+
+    classifier_checkpoint: Path
+    segmenter_checkpoint: Path | None = Field(None, description="None: plain CAM only")
+    mask_head_checkpoint: Path | None = Field(
+        None,
+        description="a train-mask-head checkpoint: its masks are reported beside the CAM "
+        "methods (method mask_head)",
+    )
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="CamConfig.mask_threshold")
+    sets: list[EvalSet] = Field(min_length=1)
+    cam_threshold: float = Field(0.37, gt=0.0, lt=1.0)
+    classifier_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    overlays: int = Field(6, ge=0, description="comparison PNGs per set (truth-positive tiles)")
+    bootstrap_reps: int = Field(1000, ge=1, description="resamples for the IoU intervals")
+    seed: int = Field(0, description="seed of the bootstrap resamples")
+    cam_floor: float | None = Field(
+        None, allow_inf_nan=False, description="CamConfig.floor (None: DeepSolar's rule)"
+    )
+    cam_floor_on: Literal["margin", "positive"] = Field("margin", description="CamConfig.floor_on")
+    cam_floor_scope: Literal["pixel", "tile"] = Field("pixel", description="CamConfig.floor_scope")
+    clean: MaskCleanConfig = Field(
+        default_factory=MaskCleanConfig, description="CamConfig.clean (needs the chips' GSD)"
+    )
+    subtiles: bool = Field(
+        True,
+        description="cut chips wider than a tile into tile-sized cells as the classifier was "
+        "trained to (its data.subtiles); false: resize whole chips (DeepSolar's way)",
+    )
+
+    @field_validator(
+        "classifier_checkpoint", "segmenter_checkpoint", "mask_head_checkpoint", mode="before"
+    )
+    @classmethod
+    def _expand(cls, v: object) -> object:
+        return _resolve_path(v)
+
+
+def evaluation_config_from_args(args: argparse.Namespace) -> EvaluateSegmentationConfig:
+    """``evaluate-segmenter``'s config: the YAML of ``--config`` (if any) with the command
+    line's values over it (``--source`` folders/manifests become chip sets)."""
+    data: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    if args.source:
+        from deepsolar.classifier.data import source_from_path  # torch: only with --source
+
+        extra = {"ground_m_per_px": args.ground_m_per_px} if args.ground_m_per_px else {}
+        data["sets"] = [
+            {**source_from_path(s, split=args.split).model_dump(exclude_none=True), **extra}
+            for s in args.source
+        ]
+    if args.whole_chips:
+        data["subtiles"] = False
+    clean = {
+        k: v
+        for k, v in (
+            ("open_m", args.open_m), ("close_m", args.close_m),
+            ("fill_holes_m2", args.fill_holes_m2),
+        )
+        if v is not None
+    }  # fmt: skip
+    if clean:
+        data["clean"] = {**(data.get("clean") or {}), **clean}
+    for key, value in (
+        ("cam_floor", args.cam_floor),
+        ("cam_floor_on", args.cam_floor_on),
+        ("cam_floor_scope", args.cam_floor_scope),
+        ("classifier_checkpoint", args.classifier),
+        ("segmenter_checkpoint", args.segmenter),
+        ("mask_head_checkpoint", args.mask_head),
+        ("mask_threshold", args.mask_threshold),
+        ("cam_threshold", args.cam_threshold),
+        ("device", args.device),
+        ("bootstrap_reps", args.bootstrap_reps),
+        ("overlays", args.overlays),
+    ):
+        if value is not None:
+            data[key] = value
+    if "classifier_checkpoint" not in data:
+        raise ConfigError(
+            "no classifier checkpoint", where="evaluate-segmenter",
+            fix="pass --classifier best.pt (or a --config with classifier_checkpoint)",
+        )  # fmt: skip
+    if not data.get("sets"):
+        raise ConfigError(
+            "no sets to evaluate on", where="evaluate-segmenter",
+            fix="pass --source PATH (a folder with images/ + masks/, or a manifest.csv)",
+        )  # fmt: skip
+    return validate_config(EvaluateSegmentationConfig, data, where=str(args.config or "options"))

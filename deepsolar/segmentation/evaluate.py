@@ -40,24 +40,31 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from pydantic import Field, field_validator
 
 from deepsolar.bootstrap import mean_ci
-from deepsolar.classifier.config import ImagesSource, ManifestSource, SubtileConfig, _resolve_path
+from deepsolar.classifier.config import ImagesSource, ManifestSource, SubtileConfig
 from deepsolar.classifier.data import load_source, read_chip, read_mask
 from deepsolar.classifier.subtiles import Window, cells_per_side, grid_windows
-from deepsolar.config import StrictModel, load_yaml, validate_config
+from deepsolar.config import load_yaml, validate_config
 from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
 from deepsolar.report_table import Column, ci_cells, format_text, write_report
 from deepsolar.segmentation.area import tile_row_pixel_area_m2
 from deepsolar.segmentation.cam import CamMaps, clean_mask, mask_from_cam
-from deepsolar.segmentation.config import CamConfig, MaskCleanConfig
+from deepsolar.segmentation.config import (  # noqa: F401 - evaluation configs re-exported
+    AnySet,
+    CamConfig,
+    ChipMaskSet,
+    EvalSet,
+    EvaluateSegmentationConfig,
+    MaskCleanConfig,
+    SceneMaskSet,
+)
 from deepsolar.segmentation.maskhead import MASK_HEAD, mask_head_mask
 from deepsolar.segmentation.pipeline import Segmenter
 from deepsolar.tiling import Tile
@@ -234,53 +241,6 @@ def baseline_table(
 # ---------------------------------------------------------------- evaluation sets
 
 
-class ChipMaskSet(StrictModel):
-    """A shared chip set's ``manifest.csv`` with ``mask`` column (masks under ``{split}/masks``)."""
-
-    kind: Literal["chips"] = "chips"
-    manifest: Path
-    split: str = "valid"
-    name: str | None = None
-    max_chips: int | None = Field(None, ge=1, description="first N rows (for quick runs)")
-    m_per_px: float | None = Field(None, gt=0, description="None: areas in pixels")
-
-    @field_validator("manifest", mode="before")
-    @classmethod
-    def _expand(cls, v: object) -> object:
-        return _resolve_path(v)
-
-    @property
-    def display_name(self) -> str:
-        return self.name or f"{self.manifest.parent.name}/{self.split}"
-
-
-class SceneMaskSet(StrictModel):
-    """A tile store (manifest.gpkg) over a scene with PV truth polygons (e.g. the SYNTHETIC demo)."""
-
-    kind: Literal["scene"] = "scene"
-    manifest: Path
-    truth_path: Path
-    truth_layer: str | None = None
-    truth_visible_column: str | None = None
-    name: str | None = None
-    max_chips: int | None = Field(None, ge=1)
-
-    @field_validator("manifest", "truth_path", mode="before")
-    @classmethod
-    def _expand(cls, v: object) -> object:
-        return _resolve_path(v)
-
-    @property
-    def display_name(self) -> str:
-        return self.name or self.manifest.parent.name
-
-
-EvalSet = Annotated[
-    ChipMaskSet | SceneMaskSet | ImagesSource | ManifestSource, Field(discriminator="kind")
-]
-AnySet = ChipMaskSet | SceneMaskSet | ImagesSource | ManifestSource
-
-
 @dataclass
 class EvalItem:
     key: str
@@ -386,48 +346,6 @@ def iter_set(s: AnySet) -> Iterator[EvalItem]:
 
 
 # ---------------------------------------------------------------- the run
-
-
-class EvaluateSegmentationConfig(StrictModel):
-    """What ``python -m deepsolar.segmentation.evaluate --config`` reads."""
-
-    classifier_checkpoint: Path
-    segmenter_checkpoint: Path | None = Field(None, description="None: plain CAM only")
-    mask_head_checkpoint: Path | None = Field(
-        None,
-        description="a train-mask-head checkpoint: its masks are reported beside the CAM "
-        "methods (method mask_head)",
-    )
-    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="CamConfig.mask_threshold")
-    sets: list[EvalSet] = Field(min_length=1)
-    cam_threshold: float = Field(0.37, gt=0.0, lt=1.0)
-    classifier_threshold: float | None = Field(None, gt=0.0, lt=1.0)
-    batch_size: int = Field(16, ge=1)
-    device: str = "auto"
-    num_threads: int | None = Field(None, ge=1)
-    overlays: int = Field(6, ge=0, description="comparison PNGs per set (truth-positive tiles)")
-    bootstrap_reps: int = Field(1000, ge=1, description="resamples for the IoU intervals")
-    seed: int = Field(0, description="seed of the bootstrap resamples")
-    cam_floor: float | None = Field(
-        None, allow_inf_nan=False, description="CamConfig.floor (None: DeepSolar's rule)"
-    )
-    cam_floor_on: Literal["margin", "positive"] = Field("margin", description="CamConfig.floor_on")
-    cam_floor_scope: Literal["pixel", "tile"] = Field("pixel", description="CamConfig.floor_scope")
-    clean: MaskCleanConfig = Field(
-        default_factory=MaskCleanConfig, description="CamConfig.clean (needs the chips' GSD)"
-    )
-    subtiles: bool = Field(
-        True,
-        description="cut chips wider than a tile into tile-sized cells as the classifier was "
-        "trained to (its data.subtiles); false: resize whole chips (DeepSolar's way)",
-    )
-
-    @field_validator(
-        "classifier_checkpoint", "segmenter_checkpoint", "mask_head_checkpoint", mode="before"
-    )
-    @classmethod
-    def _expand(cls, v: object) -> object:
-        return _resolve_path(v)
 
 
 def masked_area(mask: np.ndarray, pixel_area: np.ndarray | float) -> float:
