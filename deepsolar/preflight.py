@@ -3,7 +3,7 @@ long before any Prefect server starts: a bad input answers in one line within a 
 
 Each check imports only what it validates with. Every ``--config`` must exist and parse as YAML;
 the commands whose models import no torch (download-tiles, train-classifier,
-evaluate-classifier, map-region, segment-tiles, train-segmenter, evaluate-segmenter, solarforest) are validated in full here, and the files they name must exist. The flows'
+evaluate-classifier, map-region, segment-tiles, train-segmenter, train-mask-head, evaluate-segmenter, solarforest) are validated in full here, and the files they name must exist. The flows'
 own ``main`` validates again (the same models, before their flow starts), so ``python -m
 flows.<flow>`` refuses the same inputs.
 """
@@ -127,7 +127,8 @@ def _check_scale(scale: dict[str, Any] | None, where: str) -> None:
 
 
 def train_segmenter_config(cfg: Any, where: str) -> None:
-    """The classifier checkpoint and the chip sources of a TrainSegmenterConfig exist."""
+    """The classifier checkpoint and the chip sources of a TrainSegmenterConfig (or a
+    TrainMaskHeadConfig) exist."""
     from deepsolar.runtime import check_input_paths
 
     check_input_paths({"classifier_checkpoint": cfg.classifier_checkpoint}, where)
@@ -140,6 +141,15 @@ def train_segmenter(args: argparse.Namespace) -> None:
     from deepsolar.segmentation.config import TrainSegmenterConfig
 
     cfg = validate_config(TrainSegmenterConfig, load_yaml(args.config), where=str(args.config))
+    train_segmenter_config(cfg, str(args.config))
+
+
+def train_mask_head(args: argparse.Namespace) -> None:
+    """The mask-head config validates; its classifier checkpoint and chips exist."""
+    from deepsolar.config import validate_config
+    from deepsolar.segmentation.config import TrainMaskHeadConfig
+
+    cfg = validate_config(TrainMaskHeadConfig, load_yaml(args.config), where=str(args.config))
     train_segmenter_config(cfg, str(args.config))
 
 
@@ -196,6 +206,7 @@ CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "evaluate-classifier": evaluate_classifier,
     "map-region": map_region,
     "train-segmenter": train_segmenter,
+    "train-mask-head": train_mask_head,
     "segment-tiles": segment_tiles,
     "solarforest": solarforest,
     "evaluate-segmenter": evaluate_segmenter,

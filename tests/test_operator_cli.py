@@ -166,6 +166,9 @@ def test_configs_and_inputs_are_refused_before_prefect_or_torch_is_imported(tmp_
         f"classifier_checkpoint: builtin\ncam_threshold: 7\n"
         f"sets: [{{kind: images, path: {tmp_path}}}]\n"
     )
+    (tmp_path / "mh-nodata.yaml").write_text(
+        f"classifier_checkpoint: builtin\ndata: {{train: [{{kind: folder, path: {tmp_path}/no}}]}}\n"
+    )
     nodir = str(tmp_path / "nodir")
     cases = [
         (["map-region", "--config", "map-bad.yaml"], "batch_size"),
@@ -173,6 +176,7 @@ def test_configs_and_inputs_are_refused_before_prefect_or_torch_is_imported(tmp_
         (["solarforest", "--config", "sf-bad.yaml"], "mode"),
         (["evaluate-segmenter", "--config", "segeval-bad.yaml"], "cam_threshold"),
         (["train-segmenter", "--config", "seg-bad.yaml"], "branch.channels"),
+        (["train-mask-head", "--config", "mh-nodata.yaml"], "data source not found"),
         (["train-classifier", "--config", "bad.yaml"], "train.epochs"),
         (["train-classifier", "--config", "broken.yaml"], "not valid YAML"),
         (["train-classifier", "--config", "nodata.yaml"], "data source not found"),
