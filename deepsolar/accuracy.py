@@ -18,6 +18,13 @@ import numpy as np
 import pandas as pd
 
 from deepsolar.aggregate import aggregate_systems
+from deepsolar.bootstrap import (
+    bootstrap_ci,
+    confusion_columns,
+    f1_stat,
+    precision_stat,
+    recall_stat,
+)
 from deepsolar.classifier.data import labels_from_truth
 from deepsolar.merge import MergeConfig, merge_panels
 
@@ -25,7 +32,8 @@ from deepsolar.merge import MergeConfig, merge_panels
 def tile_scores(
     tiles: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, min_pv_area_m2: float = 1.0
 ) -> dict[str, Any]:
-    """Precision, recall and F1 of ``tiles['is_positive']`` against the truth polygons."""
+    """Precision, recall and F1 of ``tiles['is_positive']`` against the truth polygons, with 95%
+    bootstrap intervals (``precision_lo`` / ``precision_hi`` ...; None where undefined)."""
     y_true = labels_from_truth(tiles, truth, min_pv_area_m2).reindex(tiles["tile_id"]).to_numpy()
     y_pred = tiles["is_positive"].fillna(False).astype(bool).to_numpy()
     tp = int(np.sum(y_pred & (y_true == 1)))
@@ -34,7 +42,7 @@ def tile_scores(
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    return {
+    scores = {
         "n_tiles": int(len(tiles)),
         "n_true_positive_tiles": int(np.sum(y_true == 1)),
         "tp": tp,
@@ -44,6 +52,13 @@ def tile_scores(
         "recall": recall,
         "f1": f1,
     }
+    # 95% percentile bootstrap over tiles (seeded; tiles resampled independently, so spatial
+    # correlation between neighbouring tiles makes these intervals somewhat too narrow)
+    cols = confusion_columns(y_true == 1, y_pred)
+    for name, stat in (("precision", precision_stat), ("recall", recall_stat), ("f1", f1_stat)):
+        iv = bootstrap_ci(cols, stat)
+        scores[f"{name}_lo"], scores[f"{name}_hi"] = iv.lo, iv.hi
+    return scores
 
 
 def truth_systems(

@@ -371,8 +371,9 @@ def print_report(res: dict[str, Any]) -> None:
     )
     print("\nAccuracy on the held-out SYNTHETIC scene (DeepSolar reports P 93% / R 89-91%):")
     print(
-        f"  tiles   : precision {_pct(t['precision'])}, recall {_pct(t['recall'])}, F1 {_pct(t['f1'])}"
-        f"  ({t['n_true_positive_tiles']} positive of {t['n_tiles']} tiles)"
+        f"  tiles   : precision {_pct(t['precision'])} {_ci(t, 'precision')}, recall"
+        f" {_pct(t['recall'])} {_ci(t, 'recall')}, F1 {_pct(t['f1'])} {_ci(t, 'f1')}"
+        f"  ({t['n_true_positive_tiles']} positive of {t['n_tiles']} tiles; 95% bootstrap)"
     )
     print(
         f"  systems : {acc['systems_detected']} detected vs {acc['systems_true']} true"
@@ -407,6 +408,11 @@ def print_report(res: dict[str, Any]) -> None:
             f" {_pct(r['median_area_error'])}, regional {_pct(r['regional_area_error_pos'])}"
         )
     print(f"\nWall time: {res['elapsed_s']:.0f} s (see README for what is bit-identical).")
+
+
+def _ci(scores: dict[str, Any], name: str) -> str:
+    lo, hi = scores.get(f"{name}_lo"), scores.get(f"{name}_hi")
+    return "" if lo is None or hi is None else f"[{_pct(lo)}, {_pct(hi)}]"
 
 
 def _n_pos(res: dict[str, Any]) -> int:

@@ -137,6 +137,9 @@ def test_accuracy_against_truth(store) -> None:
     truth2 = pd.concat([truth, extra], ignore_index=True)
     t2 = tile_scores(tiles, truth2, min_pv_area_m2=1.0)
     assert (t2["tp"], t2["fn"]) == (2, 1) and t2["recall"] == pytest.approx(2 / 3)
+    # bootstrap intervals: precision is 1 in every resample; recall's spans the point estimate
+    assert t2["precision_lo"] == t2["precision_hi"] == 1.0
+    assert 0.0 <= t2["recall_lo"] < 2 / 3 < t2["recall_hi"] <= 1.0
     s2 = region_scores(layers["systems"], truth2, tracts, scanned)
     true_area = float(equal_area_m2(truth2).sum())
     assert s2["area_true_m2"] == pytest.approx(true_area, rel=1e-6)
