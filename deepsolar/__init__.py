@@ -4,4 +4,27 @@ A reproduction of DeepSolar (Yu et al., Joule 2018). The library lives here; Pre
 wire it together live in the top-level ``flows`` package.
 """
 
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A PEP 562 module ``__getattr__`` for ``package``: each name of ``exports`` (name ->
+    submodule) is imported from its submodule on first access and cached in the package, so the
+    package's light modules (pydantic configs) import without torch."""
+    namespace = sys.modules[package].__dict__
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
