@@ -126,31 +126,42 @@ def _check_scale(scale: dict[str, Any] | None, where: str) -> None:
         validate_config(ScaleOutConfig, scale, where=f"{where}: scale")
 
 
-def train_segmenter_config(cfg: Any, where: str) -> None:
-    """The classifier checkpoint and the chip sources of a TrainSegmenterConfig (or a
-    TrainMaskHeadConfig) exist."""
+def trainer_inputs(cfg: Any, where: str) -> None:
+    """The classifier checkpoint and the chip sources of a config that trains on a frozen
+    classifier (TrainSegmenterConfig, TrainMaskHeadConfig) exist."""
     from deepsolar.runtime import check_input_paths
 
     check_input_paths({"classifier_checkpoint": cfg.classifier_checkpoint}, where)
     check_chip_sources(cfg.data.train, where)
 
 
-def train_segmenter(args: argparse.Namespace) -> None:
-    """The segmenter config validates; its classifier checkpoint and chips exist."""
-    from deepsolar.config import validate_config
-    from deepsolar.segmentation.config import TrainSegmenterConfig
+def _trainer(model_name: str) -> Callable[[argparse.Namespace], None]:
+    """The check of a command training on a frozen classifier: its config (the model
+    ``model_name`` of segmentation.config) validates; checkpoint and chips exist."""
 
-    cfg = validate_config(TrainSegmenterConfig, load_yaml(args.config), where=str(args.config))
-    train_segmenter_config(cfg, str(args.config))
+    def check(args: argparse.Namespace) -> None:
+        from deepsolar.config import validate_config
+        from deepsolar.segmentation import config as seg_config
+
+        model = getattr(seg_config, model_name)
+        cfg = validate_config(model, load_yaml(args.config), where=str(args.config))
+        trainer_inputs(cfg, str(args.config))
+
+    return check
 
 
-def train_mask_head(args: argparse.Namespace) -> None:
-    """The mask-head config validates; its classifier checkpoint and chips exist."""
-    from deepsolar.config import validate_config
-    from deepsolar.segmentation.config import TrainMaskHeadConfig
+def segment_tiles_job(job: Any, where: str) -> None:
+    """A SegmentTilesJob's store manifest and checkpoints exist."""
+    from deepsolar.runtime import check_input_paths
 
-    cfg = validate_config(TrainMaskHeadConfig, load_yaml(args.config), where=str(args.config))
-    train_segmenter_config(cfg, str(args.config))
+    check_input_paths(
+        {
+            "manifest": job.manifest,
+            "classifier_checkpoint": job.classifier_checkpoint,
+            "segmenter_checkpoint": job.segmenter_checkpoint,
+        },
+        where,
+    )
 
 
 def segment_tiles(args: argparse.Namespace) -> None:
@@ -158,20 +169,12 @@ def segment_tiles(args: argparse.Namespace) -> None:
     if not _arg(args, "config"):
         return
     from deepsolar.config import validate_config
-    from deepsolar.runtime import check_input_paths
     from deepsolar.segmentation.config import SegmentTilesJob
 
     data, scale = _job_and_scale(args.config)
     job = validate_config(SegmentTilesJob, data, where=str(args.config))
     _check_scale(scale, str(args.config))
-    check_input_paths(
-        {
-            "manifest": job.manifest,
-            "classifier_checkpoint": job.classifier_checkpoint,
-            "segmenter_checkpoint": job.segmenter_checkpoint,
-        },
-        str(args.config),
-    )
+    segment_tiles_job(job, str(args.config))
 
 
 def solarforest(args: argparse.Namespace) -> None:
@@ -205,8 +208,8 @@ CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train-classifier": train_classifier,
     "evaluate-classifier": evaluate_classifier,
     "map-region": map_region,
-    "train-segmenter": train_segmenter,
-    "train-mask-head": train_mask_head,
+    "train-segmenter": _trainer("TrainSegmenterConfig"),
+    "train-mask-head": _trainer("TrainMaskHeadConfig"),
     "segment-tiles": segment_tiles,
     "solarforest": solarforest,
     "evaluate-segmenter": evaluate_segmenter,

@@ -79,12 +79,6 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
     return {"download": downloaded, "segmentation": seg, "maps": maps}
 
 
-def preflight(job: MapRegionJob, where: str) -> None:
-    """Checks that need no Prefect server, run before one starts (a bad input is one line in a
-    second or two): the input paths exist, and a download part passes download-tiles' own."""
-    map_region_job(job, where)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner["n_workers" if args.runner == "dask" else "max_workers"] = args.workers
             scale_data["task_runner"] = runner
         scale = validate_config(ScaleOutConfig, scale_data, where=f"{args.config}: scale")
-        preflight(job, str(args.config))
+        map_region_job(job, str(args.config))  # before Prefect's temporary server
         res = map_region_flow(job, scale)
     except DeepSolarError as err:
         print(f"map-region failed: {err}", file=sys.stderr)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from deepsolar.config import load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
 from deepsolar.manifest import check_journal_paths
-from deepsolar.runtime import check_input_paths
+from deepsolar.preflight import segment_tiles_job
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.pipeline import (
     JOURNAL_NAME,
@@ -247,14 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                 "results_dir": args.results_dir,
             }
         scale = validate_config(ScaleOutConfig, scale_data, where="scale")
-        check_input_paths(  # before Prefect's temporary server starts: one line at once
-            {
-                "manifest": job.manifest,
-                "classifier_checkpoint": job.classifier_checkpoint,
-                "segmenter_checkpoint": job.segmenter_checkpoint,
-            },
-            str(args.config or "command line"),
-        )
+        # before Prefect's temporary server starts: one line at once
+        segment_tiles_job(job, str(args.config or "command line"))
         summary = segment_tiles_flow(job, scale)
     except DeepSolarError as err:
         print(f"segment-tiles failed: {err}", file=sys.stderr)

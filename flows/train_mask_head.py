@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar.config import StrictModel, load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
-from deepsolar.preflight import train_segmenter_config
+from deepsolar.preflight import trainer_inputs
 from deepsolar.segmentation.config import TrainMaskHeadConfig
 from deepsolar.segmentation.maskhead import fit_mask_head
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = validate_config(TrainMaskHeadConfig, load_yaml(args.config), where=str(args.config))
-        train_segmenter_config(cfg, str(args.config))  # before Prefect's temporary server
+        trainer_inputs(cfg, str(args.config))  # before Prefect's temporary server
         summary = train_mask_head_flow(TrainMaskHeadJob(config=cfg, out_dir=args.out))
     except DeepSolarError as err:
         print(f"train-mask-head failed: {err}", file=sys.stderr)

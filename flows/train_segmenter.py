@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar.config import StrictModel, load_yaml, validate_config
 from deepsolar.errors import DeepSolarError
-from deepsolar.preflight import train_segmenter_config
+from deepsolar.preflight import trainer_inputs
 from deepsolar.segmentation.config import TrainSegmenterConfig
 from deepsolar.segmentation.train import fit_segmenter
 
@@ -52,12 +52,6 @@ def train_segmenter_flow(job: TrainSegmenterJob) -> dict[str, Any]:
     return summary
 
 
-def preflight(cfg: TrainSegmenterConfig, where: str) -> None:
-    """The classifier checkpoint and the chip sources exist: checked before Prefect's temporary
-    server starts, so a wrong path is one line at once, not a failed flow run."""
-    train_segmenter_config(cfg, where)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = validate_config(TrainSegmenterConfig, load_yaml(args.config), where=str(args.config))
-        preflight(cfg, str(args.config))
+        trainer_inputs(cfg, str(args.config))  # before Prefect's temporary server
         summary = train_segmenter_flow(TrainSegmenterJob(config=cfg, out_dir=args.out))
     except DeepSolarError as err:
         print(f"train-segmenter failed: {err}", file=sys.stderr)
