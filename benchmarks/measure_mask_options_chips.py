@@ -19,9 +19,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -33,17 +31,12 @@ from deepsolar.segmentation.evaluate import (
     item_cell_maps,
     iter_set,
     mask_counts,
+    masked_area,
     per_tile_relative_error,
     regional_relative_error,
     stitch_masks,
 )
 from deepsolar.segmentation.pipeline import Segmenter
-
-
-def _area(mask: np.ndarray, pixel_area: Any) -> float:
-    if np.ndim(pixel_area) == 0:
-        return float(mask.sum()) * float(pixel_area)
-    return float((mask.sum(axis=1) * np.asarray(pixel_area)).sum())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                 break
             n += 1
             cm = item_cell_maps(seg, item, subtiles)
-            true_area = _area(item.truth, item.pixel_area)
+            true_area = masked_area(item.truth, item.pixel_area)
             for name, rule in rules:
                 im = stitch_masks(cm, cfg.cam_threshold, rule, seg.threshold)
                 pipe = im.pipe[kind]
                 tp, fp, fn = mask_counts(pipe, item.truth)
                 acc.setdefault((s.display_name, name), []).append({
-                    "tp": tp, "fp": fp, "fn": fn, "pred_area": _area(pipe, item.pixel_area),
+                    "tp": tp, "fp": fp, "fn": fn, "pred_area": masked_area(pipe, item.pixel_area),
                     "true_area": true_area, "positive": bool(im.is_positive),
                 })  # fmt: skip
         print(f"{s.display_name}: {n} chips ({time.monotonic() - t0:.0f} s)", flush=True)

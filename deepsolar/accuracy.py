@@ -36,9 +36,8 @@ def tile_scores(
     bootstrap intervals (``precision_lo`` / ``precision_hi`` ...; None where undefined)."""
     y_true = labels_from_truth(tiles, truth, min_pv_area_m2).reindex(tiles["tile_id"]).to_numpy()
     y_pred = tiles["is_positive"].fillna(False).astype(bool).to_numpy()
-    tp = int(np.sum(y_pred & (y_true == 1)))
-    fp = int(np.sum(y_pred & (y_true == 0)))
-    fn = int(np.sum(~y_pred & (y_true == 1)))
+    cols = confusion_columns(y_true == 1, y_pred)  # per tile (tp, fp, fn) indicators
+    tp, fp, fn = (int(v) for v in cols.sum(axis=0))
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
@@ -54,7 +53,6 @@ def tile_scores(
     }
     # 95% percentile bootstrap over tiles (seeded; tiles resampled independently, so spatial
     # correlation between neighbouring tiles makes these intervals somewhat too narrow)
-    cols = confusion_columns(y_true == 1, y_pred)
     for name, stat in (("precision", precision_stat), ("recall", recall_stat), ("f1", f1_stat)):
         iv = bootstrap_ci(cols, stat)
         scores[f"{name}_lo"], scores[f"{name}_hi"] = iv.lo, iv.hi
