@@ -216,15 +216,7 @@ def test_make_serve_stops_on_one_signal(tmp_path: Path, sig: signal.Signals, cod
         )
     family: list[psutil.Process] = []
     try:
-        t0 = time.monotonic()
-        while "started!" not in log.read_text():  # "Worker 'ProcessWorker ...' started!"
-            if proc.poll() is not None or time.monotonic() - t0 > 300:
-                pytest.fail(f"make serve did not start a worker: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        family = _descendants(proc.pid)
-        cmdlines = [" ".join(p.cmdline()) for p in family]
-        assert any("server start" in c for c in cmdlines), cmdlines
-        assert any("worker start" in c for c in cmdlines), cmdlines
+        family = _wait_for_serve(proc, log, "make serve")
         t0 = time.monotonic()
         os.killpg(proc.pid, sig)
         try:
@@ -245,6 +237,21 @@ def test_make_serve_stops_on_one_signal(tmp_path: Path, sig: signal.Signals, cod
         assert not _group_members(proc.pid), _group_members(proc.pid)
     finally:
         _kill_all(proc, family)
+
+
+def _wait_for_serve(proc: subprocess.Popen, log: Path, what: str) -> list[psutil.Process]:
+    """Wait until ``what`` (writing to ``log``) has started its worker; its processes, which
+    must include the Prefect server and the worker."""
+    t0 = time.monotonic()
+    while "started!" not in log.read_text():  # "Worker 'ProcessWorker ...' started!"
+        if proc.poll() is not None or time.monotonic() - t0 > 300:
+            pytest.fail(f"{what} did not start a worker: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    family = _descendants(proc.pid)
+    cmdlines = [" ".join(p.cmdline()) for p in family]
+    assert any("server start" in c for c in cmdlines), cmdlines
+    assert any("worker start" in c for c in cmdlines), cmdlines
+    return family
 
 
 @pytest.mark.slow
@@ -268,15 +275,7 @@ def test_kill_9_of_serve_leaves_no_server_or_worker(tmp_path: Path) -> None:
         )
     family: list[psutil.Process] = []
     try:
-        t0 = time.monotonic()
-        while "started!" not in log.read_text():  # "Worker 'ProcessWorker ...' started!"
-            if proc.poll() is not None or time.monotonic() - t0 > 300:
-                pytest.fail(f"deepsolar serve did not start a worker: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        family = _descendants(proc.pid)
-        cmdlines = [" ".join(p.cmdline()) for p in family]
-        assert any("server start" in c for c in cmdlines), cmdlines
-        assert any("worker start" in c for c in cmdlines), cmdlines
+        family = _wait_for_serve(proc, log, "deepsolar serve")
         proc.kill()
         proc.wait()
         t0 = time.monotonic()
