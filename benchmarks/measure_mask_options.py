@@ -42,6 +42,7 @@ from deepsolar.mapping import units_in_scan
 from deepsolar.merge import MergeConfig, merge_panels_labelled
 from deepsolar.polygons import PolygonConfig, masks_to_polygons
 from deepsolar.region import RegionConfig
+from deepsolar.segmentation.calibrate import cam_kind
 from deepsolar.segmentation.cam import CamMaps
 from deepsolar.segmentation.config import CamConfig, default_segmenter
 from deepsolar.segmentation.pipeline import Segmenter
@@ -108,15 +109,11 @@ def forward_store(seg: Segmenter, store: Path, batch: int = 16) -> dict[str, Any
     tiles = tiles[tiles["status"] == "ok"].reset_index(drop=True)
     probs, maps, sizes = {}, {}, {}
     rows = list(tiles[["tile_id", "path"]].itertuples(index=False))
+    kind = cam_kind(seg)
     for i in range(0, len(rows), batch):
         part = rows[i : i + batch]
         images = [read_chip(store / str(r.path)) for r in part]
         p, cams = seg.native_cam_maps(seg.preprocess(images))
-        kind = (
-            "plain"
-            if seg.cam.method == "plain"
-            else f"stage{seg.cam.stage or seg.seg.stages_trained}"
-        )
         for j, r in enumerate(part):
             probs[r.tile_id] = float(p[j])
             sizes[r.tile_id] = (images[j].size[1], images[j].size[0])
