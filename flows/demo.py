@@ -11,13 +11,16 @@
    tap, blocks.2, is frozen in step 3, so its features are unchanged; the fingerprint is checked);
 5. calibrate the CAM threshold on the *training* scenes' truth masks (the one whose total mask
    area matches theirs; DeepSolar's 0.37 was tuned on its own data);
-6. map the evaluation scene (``map-region``: classify, segment, polygons, systems, tract / county /
+6. train the supervised mask head (``train-mask-head``, a light decoder on the frozen classifier)
+   on the training scenes' truth masks, rasterised per tile; with ``map_method: greedy`` the map
+   uses DeepSolar's greedy CAM instead (both are compared on the held-out scene's masks either way);
+7. map the evaluation scene (``map-region``: classify, segment, polygons, systems, tract / county /
    state aggregates, GeoPackage + PNG maps + tables);
-7. score the result against the evaluation scene's truth: tile precision / recall, system count
+8. score the result against the evaluation scene's truth: tile precision / recall, system count
    error, area error per tract and in total, CAM IoU beside the whole-tile baseline.
 
 Nothing is downloaded; everything is written under ``--out`` (default ``out/demo``). Nothing in
-steps 3-6 sees the evaluation scene's truth.
+steps 3-7 sees the evaluation scene's truth.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import geopandas as gpd
 import torch
@@ -48,7 +51,7 @@ from deepsolar.mapping import MapOutputsConfig
 from deepsolar.merge import MergeConfig
 from deepsolar.region import RegionConfig
 from deepsolar.segmentation.calibrate import fit_cam_threshold
-from deepsolar.segmentation.config import CamConfig, TrainSegmenterConfig
+from deepsolar.segmentation.config import CamConfig, TrainMaskHeadConfig, TrainSegmenterConfig
 from deepsolar.segmentation.evaluate import (
     EvaluateSegmentationConfig,
     SceneMaskSet,
@@ -67,6 +70,7 @@ from deepsolar.tiling import (
 from flows.download_tiles import download_tiles_flow
 from flows.map_region import map_region_flow
 from flows.train_classifier import TrainClassifierParams, train_classifier_flow
+from flows.train_mask_head import TrainMaskHeadJob, train_mask_head_flow
 from flows.train_segmenter import TrainSegmenterJob, train_segmenter_flow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +119,13 @@ class DemoJob(StrictModel):
     segmenter_epochs_per_stage: float = Field(
         4.0, gt=0, description="per greedy stage; 8 measured better (README) but ~2 min slower"
     )
+    map_method: Literal["mask_head", "greedy"] = Field(
+        "mask_head",
+        description="how the map's tiles are segmented: 'mask_head' (a decoder trained on the "
+        "training scenes' masks; beyond DeepSolar) or 'greedy' (DeepSolar's greedy CAM, with the "
+        "calibrated threshold); the held-out comparison table reports both",
+    )
+    mask_head_epochs: int = Field(8, ge=1, description="train-mask-head epochs (best on 10%)")
     cam: CamConfig = Field(default_factory=_demo_cam)
     calibrate_cam_threshold: bool = Field(
         True, description="fit cam.threshold on the training scenes' masks (area objective)"
@@ -180,12 +191,14 @@ def _tiles_for_scene(scene: Any, job: DemoJob, store: Path, name: str) -> dict[s
 
 @task(name="compare-cam-methods", cache_policy=NO_CACHE)
 def cam_eval_task(
-    clf: Path, seg: Path, manifest: Path, truth: Path, cam: CamConfig, out_dir: Path
+    clf: Path, seg: Path, head: Path, manifest: Path, truth: Path, cam: CamConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Plain CAM vs greedy stage 1 vs stage 2 on the held-out scene (DeepSolar's claim)."""
+    """Plain CAM vs greedy stage 1 vs stage 2 (DeepSolar's claim) vs the mask head, held out."""
     cfg = EvaluateSegmentationConfig(
         classifier_checkpoint=clf,
         segmenter_checkpoint=seg,
+        mask_head_checkpoint=head,
+        mask_threshold=cam.mask_threshold,
         sets=[
             SceneMaskSet(
                 manifest=manifest, truth_path=truth, truth_layer="panels", name="synthetic-scene"
@@ -246,6 +259,25 @@ def _segmenter(job: DemoJob, clf: Path, sources: list[SceneSource], out: Path) -
     return Path(seg["final_checkpoint"])
 
 
+def _mask_head(clf: Path, sources: list[SceneSource], out: Path, epochs: int) -> Path:
+    head = train_mask_head_flow(
+        TrainMaskHeadJob(
+            config=TrainMaskHeadConfig(
+                classifier_checkpoint=clf,
+                data={
+                    "train": [s.model_copy(update={"masks": True}) for s in sources],
+                    "rot90": True,
+                    "val_fraction": 0.1,
+                },
+                optim={"epochs": epochs},
+                train={"seed": 0, "num_threads": DEMO_THREADS, "progress": False},
+            ),
+            out_dir=out / "mask-head",
+        )
+    )
+    return Path(head["final_checkpoint"])
+
+
 @flow(name="demo", validate_parameters=True)
 def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
     job = validate_config(DemoJob, job if job is not None else {})
@@ -284,6 +316,10 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
         ]
         calib = calibrate_task(clf, seg, cam, calib_sets, out / "calibration")
         cam = cam.model_copy(update={"threshold": calib["threshold"]})
+    head = _mask_head(clf, sources, out, job.mask_head_epochs)
+    map_cam = (
+        cam.model_copy(update={"method": "mask_head"}) if job.map_method == "mask_head" else cam
+    )
     outputs = MapOutputsConfig(
         name="deepsolar-demo",
         title="SYNTHETIC demo scene",
@@ -294,15 +330,15 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
         MapRegionJob(
             store_dir=out / "store",
             classifier_checkpoint=clf,
-            segmenter_checkpoint=seg,
-            cam=cam,
+            segmenter_checkpoint=head if job.map_method == "mask_head" else seg,
+            cam=map_cam,
             outputs=outputs,
             overlays=job.overlays,
             out_dir=out / "maps",
         )
     )
     cams = cam_eval_task(
-        clf, seg, out / "store" / "manifest.gpkg", eval_scene.truth_path, cam,
+        clf, seg, head, out / "store" / "manifest.gpkg", eval_scene.truth_path, cam,
         out / "segmentation-eval",
     )  # fmt: skip
     gpkg = Path(mapped["maps"]["paths"]["geopackage"])
@@ -318,6 +354,8 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
         "classifier_checkpoint": str(clf),
         "classifier_validation": clf_run.get("val_metrics"),
         "segmenter_checkpoint": str(seg),
+        "mask_head_checkpoint": str(head),
+        "map_method": job.map_method,
         "cam": cam.model_dump(mode="json"),
         "cam_threshold_calibration": calib,
         "merge": job.merge.model_dump(mode="json"),
@@ -346,7 +384,8 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"  tiles ({res['n_tiles']:>4})     : {res['tiles_dir']}")
     print(f"  tile manifest    : {res['tile_manifest']}")
     print(f"  classifier       : {res['classifier_checkpoint']}")
-    print(f"  segmenter        : {res['segmenter_checkpoint']}")
+    print(f"  segmenter        : {res['segmenter_checkpoint']}  (greedy CAM branch)")
+    print(f"  mask head        : {res['mask_head_checkpoint']}")
     cal = res.get("cam_threshold_calibration")
     if cal:
         print(f"  CAM threshold    : {cal['threshold']:g} (fit on the training scenes' masks)")
@@ -369,7 +408,11 @@ def print_report(res: dict[str, Any]) -> None:
         " per tract of its\n'tracts' layer, with the truth clipped to the scanned tiles; the CAM"
         f" comparison is in {res['cam_report']}."
     )
-    print("\nAccuracy on the held-out SYNTHETIC scene (DeepSolar reports P 93% / R 89-91%):")
+    how = {"mask_head": "the mask head", "greedy": "DeepSolar's greedy CAM"}[res["map_method"]]
+    print(
+        "\nAccuracy on the held-out SYNTHETIC scene (DeepSolar reports P 93% / R 89-91%);"
+        f" map masks by {how}:"
+    )
     print(
         f"  tiles   : precision {_pct(t['precision'])} {_ci(t, 'precision')}, recall"
         f" {_pct(t['recall'])} {_ci(t, 'recall')}, F1 {_pct(t['f1'])} {_ci(t, 'f1')}"
@@ -389,8 +432,9 @@ def print_report(res: dict[str, Any]) -> None:
             f" ({_pct(row['area_rel_error'])})"
         )
     print(
-        f"\nCAM masks on the {_n_pos(res)} truth-positive tiles (mask whatever the classifier says;"
-        f" CAM threshold {res['cam']['threshold']:g}, floor {res['cam']['floor']});"
+        f"\nMasks on the {_n_pos(res)} truth-positive tiles (mask whatever the classifier says;"
+        f" CAM threshold {res['cam']['threshold']:g}, floor {res['cam']['floor']}; mask head"
+        f" threshold {res['cam']['mask_threshold']:g});"
     )
     print(
         "DeepSolar: per-image area error 27.3% / 18.8%, regional 3.0% / 2.1%; full report:"
@@ -424,9 +468,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
+    ap.add_argument(
+        "--map-method",
+        choices=("mask_head", "greedy"),
+        default="mask_head",
+        help="segment the map's tiles with the mask head (default) or DeepSolar's greedy CAM",
+    )
     args = ap.parse_args(argv)
     try:
-        res = demo_flow(DemoJob(out_dir=args.out))
+        res = demo_flow(DemoJob(out_dir=args.out, map_method=args.map_method))
     except DeepSolarError as err:
         print(f"demo failed: {err}", file=sys.stderr)
         return 1

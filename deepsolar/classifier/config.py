@@ -205,6 +205,11 @@ class SceneSource(_SourceBase):
         None, description="if set, only truth rows where this column is true count"
     )
     min_pv_area_m2: float = Field(1.0, gt=0.0)
+    masks: bool = Field(
+        False,
+        description="rasterise the truth into a PV mask per tile (cached next to the manifest, "
+        "in truth-masks/<digest of the truth>/), so the scene can train a mask head",
+    )
 
     @field_validator("truth_path", mode="before")
     @classmethod

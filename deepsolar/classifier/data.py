@@ -9,16 +9,20 @@ square input (non-square chips are stretched, as DeepSolar's resize did).
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from rasterio.features import rasterize
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
@@ -30,7 +34,9 @@ from deepsolar.classifier.config import (
     SceneSource,
 )
 from deepsolar.classifier.model import preprocess
+from deepsolar.download import atomic_write_bytes
 from deepsolar.errors import InputDataError
+from deepsolar.tiling import Tile
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 EQUAL_AREA_CRS = "EPSG:5070"  # CONUS Albers: areas in m²
@@ -376,12 +382,16 @@ def chips_from_scene(src: SceneSource) -> list[Chip]:
             where=f"{src.path} / {src.truth_path}",
             fix="check the file paths and layer names",
         ) from None
-    missing = {"tile_id", "path", "status"} - set(tiles.columns)
+    needed = {"tile_id", "path", "status"} | (
+        {"zoom", "tile_size_px", "x", "y"} if src.masks else set()
+    )
+    missing = needed - set(tiles.columns)
     if missing:
         raise InputDataError(
             f"tile manifest lacks columns {sorted(missing)}",
             where=f"{src.path} layer {src.tiles_layer}",
-            fix="write tile_id, path, status and geometry",
+            fix="use a download-tiles manifest (tile_id, path, status, zoom, tile_size_px, x, y "
+            "and geometry)",
         )
     if src.truth_visible_column is not None:
         if src.truth_visible_column not in panels.columns:
@@ -394,10 +404,51 @@ def chips_from_scene(src: SceneSource) -> list[Chip]:
     tiles = tiles[tiles["status"] == "ok"]
     labels = labels_from_truth(tiles, panels, src.min_pv_area_m2)
     root = src.path.parent
+    masks = scene_mask_files(src, tiles, panels) if src.masks else {}
     return [
-        Chip(root / str(rel), int(labels.loc[tid]), src.display_name)
+        Chip(root / str(rel), int(labels.loc[tid]), src.display_name, masks.get(tid))
         for tid, rel in zip(tiles["tile_id"], tiles["path"], strict=True)
     ]
+
+
+def truth_tile_mask(tile: Tile, geoms_3857: Sequence[Any], shape: tuple[int, int]) -> np.ndarray:
+    """Boolean PV mask of ``tile`` at ``shape`` (rows, cols) from truth geometries in EPSG:3857."""
+    h, w = shape
+    if not geoms_3857:
+        return np.zeros((h, w), bool)
+    tr = tile.transform_3857 * tile.transform_3857.scale(tile.size_px / w, tile.size_px / h)
+    out = rasterize(geoms_3857, out_shape=(h, w), transform=tr, fill=0, default_value=1,
+                    dtype="uint8")  # fmt: skip
+    return out.astype(bool)
+
+
+def _truth_digest(src: SceneSource) -> str:
+    h = hashlib.sha256(src.truth_path.read_bytes())
+    h.update(f"|{src.truth_layer}|{src.truth_visible_column}".encode())
+    return h.hexdigest()[:16]
+
+
+def scene_mask_files(
+    src: SceneSource, tiles: gpd.GeoDataFrame, panels: gpd.GeoDataFrame
+) -> dict[Any, Path]:
+    """Per-tile truth masks (PNG, 255 = PV, at the tile's pixel size) under the manifest's folder.
+
+    Written once per truth file (the folder name is a digest of the truth file, layer and
+    visibility column) and reused; each file is written atomically, so an interrupted run resumes.
+    """
+    folder = src.path.parent / "truth-masks" / _truth_digest(src)
+    geoms = [g for g in panels.to_crs("EPSG:3857").geometry if g is not None and not g.is_empty]
+    out: dict[Any, Path] = {}
+    for r in tiles.itertuples(index=False):
+        path = folder / f"{r.tile_id}.png"
+        if not path.is_file():
+            tile = Tile(int(r.zoom), int(r.tile_size_px), int(r.x), int(r.y))
+            mask = truth_tile_mask(tile, geoms, (tile.size_px, tile.size_px))
+            buf = io.BytesIO()
+            Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
+            atomic_write_bytes(path, buf.getvalue(), fsync=False)
+        out[r.tile_id] = path
+    return out
 
 
 def _cap_per_class(chips: list[Chip], max_per_class: int | None, seed: int) -> list[Chip]:

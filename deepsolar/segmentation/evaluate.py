@@ -49,7 +49,7 @@ from PIL import Image
 
 from deepsolar.bootstrap import mean_ci
 from deepsolar.classifier.config import ImagesSource, ManifestSource, SubtileConfig
-from deepsolar.classifier.data import load_source, read_chip, read_mask
+from deepsolar.classifier.data import load_source, read_chip, read_mask, truth_tile_mask
 from deepsolar.classifier.subtiles import Window, cells_per_side, grid_windows
 from deepsolar.config import load_yaml, validate_config
 from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
@@ -278,7 +278,6 @@ def iter_chip_set(s: ChipMaskSet) -> Iterator[EvalItem]:
 
 def iter_scene_set(s: SceneMaskSet) -> Iterator[EvalItem]:
     import geopandas as gpd
-    from rasterio.features import rasterize
 
     from deepsolar.manifest import read_manifest
 
@@ -302,13 +301,8 @@ def iter_scene_set(s: SceneMaskSet) -> Iterator[EvalItem]:
         tile = Tile(int(r.zoom), int(r.tile_size_px), int(r.x), int(r.y))
         image = read_chip(root / str(r.path))
         w, h = image.size
-        tr = tile.transform_3857 * tile.transform_3857.scale(tile.size_px / w, tile.size_px / h)
-        mask = (
-            rasterize(geoms, out_shape=(h, w), transform=tr, fill=0, default_value=1, dtype="uint8")
-            if geoms
-            else np.zeros((h, w), np.uint8)
-        )
-        yield EvalItem(str(r.tile_id), image, mask.astype(bool), _tile_row_areas(tile, h))
+        mask = truth_tile_mask(tile, geoms, (h, w))
+        yield EvalItem(str(r.tile_id), image, mask, _tile_row_areas(tile, h))
 
 
 def _tile_row_areas(tile: Tile, h: int) -> np.ndarray:

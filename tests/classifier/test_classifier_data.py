@@ -21,9 +21,11 @@ from deepsolar.classifier.data import (
     pv_area_per_tile_m2,
     raise_batch_errors,
     read_chip,
+    read_mask,
     stratified_split,
 )
 from deepsolar.errors import InputDataError
+from deepsolar.tiling import Tile
 
 
 def _png(path, arr, mode=None):
@@ -261,3 +263,37 @@ def test_scene_source_reads_ok_tiles_with_truth_labels(tmp_path):
     # C failed to download and is skipped; B keeps 2 m² of visible PV (< 2.2) -> negative.
     assert [(c.path.name, c.label) for c in chips] == [("A.png", 1), ("B.png", 0)]
     assert chips[0].path == tmp_path / "tiles" / "A.png"
+
+
+def test_scene_source_masks_rasterise_truth_per_tile_and_are_cached(tmp_path):
+    tile = Tile(21, 32, 3_420_680, 6_640_864)  # Albuquerque
+    left, bottom, right, top = tile.bounds_3857
+    mid_x, mid_y = (left + right) / 2, (bottom + top) / 2
+    tiles = gpd.GeoDataFrame(
+        {"tile_id": [tile.id], "path": ["t.png"], "status": ["ok"], "zoom": [21],
+         "tile_size_px": [32], "x": [tile.x], "y": [tile.y]},
+        geometry=[box(left, bottom, right, top)], crs="EPSG:3857",
+    )  # fmt: skip
+    _png(tmp_path / "t.png", np.zeros((32, 32, 3), np.uint8))
+    tiles.to_file(tmp_path / "manifest.gpkg", layer="tiles")
+    # PV on the tile's north-west quarter exactly
+    panels = gpd.GeoDataFrame(geometry=[box(left, mid_y, mid_x, top)], crs="EPSG:3857")
+    panels.to_file(tmp_path / "truth.gpkg", layer="panels")
+    src = SceneSource(path=tmp_path / "manifest.gpkg", truth_path=tmp_path / "truth.gpkg",
+                      min_pv_area_m2=0.1, masks=True)  # fmt: skip
+
+    [chip] = load_source(src)
+    assert chip.label == 1 and chip.mask is not None
+    assert chip.mask.parent.parent == tmp_path / "truth-masks"
+    m = read_mask(chip.mask)
+    expected = np.zeros((32, 32), bool)
+    expected[:16, :16] = True  # rows from the north, columns from the west
+    assert np.array_equal(m, expected)
+
+    written = chip.mask.stat().st_mtime_ns
+    assert load_source(src)[0].mask.stat().st_mtime_ns == written  # reused, not rewritten
+    panels.iloc[:0].to_file(tmp_path / "truth.gpkg", layer="panels")  # the truth changes
+    [chip2] = load_source(src)
+    assert chip2.mask != chip.mask and not read_mask(chip2.mask).any() and chip2.label == 0
+    # without the option the chips carry no mask
+    assert load_source(src.model_copy(update={"masks": False}))[0].mask is None
