@@ -5,7 +5,7 @@ packed into the 3,431 real TIGER 2010 tracts of CT, DE, DC, MA, NH, RI and VT fr
 ``../shared/data/boundaries``: a far denser load per tract than the real database). Each
 measurement runs in its own process pinned to 2 CPU cores, so its peak memory is its own:
 
-- ``ours``: :func:`deepsolar.aggregate.aggregate_systems` onto all tracts (every output column:
+- ``ours``: :func:`deepsolar.maps.aggregate.aggregate_systems` onto all tracts (every output column:
   counts, areas, unit areas in EPSG:5070, densities);
 - ``levels``: :func:`aggregate_levels` onto tracts, counties and states at once;
 - ``baseline``: a plain ``geopandas.sjoin(predicate="within")`` + groupby (counts and areas only);
@@ -50,7 +50,7 @@ def peak_mb() -> float:
 
 
 def tract_zips() -> list[Path]:
-    from deepsolar.shared_data import shared_data_dir
+    from deepsolar.core.paths import shared_data_dir
 
     zips = sorted((shared_data_dir() / "boundaries/tiger2010_tracts").glob("tl_2010_*_tract10.zip"))
     if not zips:
@@ -65,7 +65,7 @@ def make_systems(n: int, path: Path) -> None:
     import numpy as np
     import shapely
 
-    from deepsolar.boundaries import load_tiger_tracts
+    from deepsolar.geo.boundaries import load_tiger_tracts
 
     tracts = load_tiger_tracts(tract_zips())
     rng = np.random.default_rng(2018)
@@ -86,8 +86,8 @@ def child(mode: str, systems_path: Path, side: int) -> dict:
     import geopandas as gpd
     import numpy as np
 
-    from deepsolar.aggregate import ScanCoverage, aggregate_levels, aggregate_systems
-    from deepsolar.boundaries import load_tiger_tracts, load_units
+    from deepsolar.geo.boundaries import load_tiger_tracts, load_units
+    from deepsolar.maps.aggregate import ScanCoverage, aggregate_levels, aggregate_systems
 
     tracts = load_tiger_tracts(tract_zips())
     systems = gpd.read_parquet(systems_path)
@@ -112,7 +112,7 @@ def child(mode: str, systems_path: Path, side: int) -> dict:
         out["assigned"] = int(agg["n"].sum())
     elif mode == "scan":
         # a side x side block of zoom-21 tiles over central Massachusetts, streamed in chunks
-        from deepsolar.tiling import TileGrid
+        from deepsolar.geo.tiling import TileGrid
 
         t = TileGrid().tile_at(-72.3, 42.6)
         cov = ScanCoverage()

@@ -21,6 +21,7 @@ from PIL import Image
 from torchvision.models import Inception3
 
 from deepsolar.classifier.model import preprocess
+from deepsolar.geo.tiling import TileGrid
 from deepsolar.segmentation.area import mask_area_m2_tile
 from deepsolar.segmentation.branch import GreedyCamBranch
 from deepsolar.segmentation.cam import (
@@ -29,7 +30,6 @@ from deepsolar.segmentation.cam import (
     greedy_cam,
     mask_to_png_array,
 )
-from deepsolar.tiling import TileGrid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.impute import SimpleImputer
 
 from deepsolar import solarforest as sf
-from deepsolar.shared_data import shared_data_dir
+from deepsolar.core.paths import shared_data_dir
 from deepsolar.tractdb import read_tract_db
 
 

@@ -22,10 +22,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from deepsolar.download import DownloadConfig, download_tiles
-from deepsolar.region import RegionConfig, resolve_region
-from deepsolar.sources import LocalRasterSourceConfig
-from deepsolar.tiling import ORIGIN_SHIFT_M, TileGrid, mercator_m_per_px
+from deepsolar.geo.region import RegionConfig, resolve_region
+from deepsolar.geo.tiling import ORIGIN_SHIFT_M, TileGrid, mercator_m_per_px
+from deepsolar.imagery.download import DownloadConfig, download_tiles
+from deepsolar.imagery.sources import LocalRasterSourceConfig
 
 
 def bench_planning(grid: TileGrid) -> None:
@@ -68,7 +68,7 @@ def make_raster(path: Path, grid: TileGrid, n_side: int) -> tuple[float, float, 
 
 
 def bench_local_loop(grid: TileGrid, n_side: int) -> None:
-    from deepsolar.tiling import mercator_to_lonlat
+    from deepsolar.geo.tiling import mercator_to_lonlat
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ortho.tif"

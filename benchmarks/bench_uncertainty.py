@@ -1,8 +1,8 @@
-"""Cost of the 95% intervals (deepsolar.uncertainty) in aggregation, against no intervals.
+"""Cost of the 95% intervals (deepsolar.maps.uncertainty) in aggregation, against no intervals.
 
 SYNTHETIC systems (seeded random points, ``--n``, 20-60 m² each) inside the 1,478 real TIGER 2010
 tracts of Massachusetts (``../shared/data/boundaries``), aggregated onto those tracts plus the
-built-in counties and states by :func:`deepsolar.aggregate.aggregate_levels`. The scan is a
+built-in counties and states by :func:`deepsolar.maps.aggregate.aggregate_levels`. The scan is a
 zoom-15 grid of 320-px tiles over the state with 5% of the tiles dropped at random, so most units
 are partly scanned (the sampling term is computed) and the densities' threshold is 0 (every unit
 with a scan gets an interval). Both runs in the same process, each timed ``--repeat`` times (best
@@ -20,11 +20,11 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from deepsolar.aggregate import ScanCoverage, aggregate_levels
-from deepsolar.boundaries import load_tiger_tracts, load_units
-from deepsolar.shared_data import shared_data_dir
-from deepsolar.tiling import TileGrid
-from deepsolar.uncertainty import DetectorCounts
+from deepsolar.core.paths import shared_data_dir
+from deepsolar.geo.boundaries import load_tiger_tracts, load_units
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.maps.aggregate import ScanCoverage, aggregate_levels
+from deepsolar.maps.uncertainty import DetectorCounts
 
 
 def synthetic_inputs(n: int, seed: int = 0):

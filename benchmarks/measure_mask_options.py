@@ -10,7 +10,7 @@ systems, area and pixel overlap, against DeepSolar's rule (min-max + 0.37, merge
    come from the mask rule alone;
 3. calibrates the "quantile" floor on a second SYNTHETIC scene (another seed, not the one
    scored): the q-quantile of the positive-class CAM maxima over its truly positive tiles;
-4. per variant: masks -> polygons -> systems, scored with ``deepsolar.accuracy.region_scores``
+4. per variant: masks -> polygons -> systems, scored with ``deepsolar.maps.accuracy.region_scores``
    (truth merged by one fixed rule for every variant), pixel IoU over all tiles, area marked on
    tiles without PV, and how many of the truth's multi-tile arrays come back as one system.
 
@@ -32,24 +32,24 @@ import torch
 from rasterio.features import rasterize
 from rasterio.warp import transform_bounds
 
-from deepsolar.accuracy import region_scores
-from deepsolar.aggregate import scanned_geometry
-from deepsolar.boundaries import BoundarySourcesConfig
 from deepsolar.classifier.data import labels_from_truth, read_chip
+from deepsolar.geo.boundaries import BoundarySourcesConfig
+from deepsolar.geo.region import RegionConfig
+from deepsolar.geo.tiling import WEB_MERCATOR, Tile, TileGrid
+from deepsolar.imagery.manifest import read_manifest
+from deepsolar.imagery.sources import LocalRasterSourceConfig
 from deepsolar.jobs import DownloadTilesJob
-from deepsolar.manifest import read_manifest
-from deepsolar.mapping import units_in_scan
-from deepsolar.merge import MergeConfig, merge_panels_labelled
-from deepsolar.polygons import PolygonConfig, masks_to_polygons
-from deepsolar.region import RegionConfig
+from deepsolar.maps.accuracy import region_scores
+from deepsolar.maps.aggregate import scanned_geometry
+from deepsolar.maps.mapping import units_in_scan
+from deepsolar.maps.merge import MergeConfig, merge_panels_labelled
+from deepsolar.maps.polygons import PolygonConfig, masks_to_polygons
 from deepsolar.segmentation.calibrate import cam_kind
 from deepsolar.segmentation.cam import CamMaps
 from deepsolar.segmentation.config import CamConfig, default_segmenter
 from deepsolar.segmentation.pipeline import Segmenter
-from deepsolar.sources import LocalRasterSourceConfig
 from deepsolar.synthetic import SyntheticSceneConfig, generate_scene, read_truth
 from deepsolar.tilejobs import run_download_tiles
-from deepsolar.tiling import WEB_MERCATOR, Tile, TileGrid
 from flows.demo import inner_tile_bbox
 
 TRUTH_MERGE = MergeConfig()  # how truth arrays are grouped into systems: fixed for all variants

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from deepsolar.config import load_yaml, validate_config
+from deepsolar.core.config import load_yaml, validate_config
 from deepsolar.segmentation.calibrate import cam_kind, cam_maxima, floor_from_maxima
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.evaluate import (

@@ -31,18 +31,18 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from deepsolar.bootstrap import mean_ci
 from deepsolar.classifier.config import ManifestSource
 from deepsolar.classifier.data import load_source
 from deepsolar.classifier.predict import evaluate_checkpoint, format_report_table
-from deepsolar.report_table import Column, ci_cells, format_text
+from deepsolar.core.bootstrap import mean_ci
+from deepsolar.core.paths import shared_data_dir
+from deepsolar.core.report_table import Column, ci_cells, format_text
 from deepsolar.segmentation.evaluate import (
     OVERALL,
     EvaluateSegmentationConfig,
     evaluate_segmentation,
     format_table,
 )
-from deepsolar.shared_data import shared_data_dir
 
 SETS = (("skylight_roof", 0.15), ("solar_pv_gray", 0.2))
 

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepsolar.errors import ConfigError, DeepSolarError
+from deepsolar.core.errors import ConfigError, DeepSolarError
+from deepsolar.core.runtime import StopOnSignals, stop_exit_code, stop_requested
 from deepsolar.preflight import check_command
-from deepsolar.runtime import StopOnSignals, stop_exit_code, stop_requested
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 
@@ -95,7 +95,14 @@ COMMANDS = [
         "demo", "flows.demo",
         "the whole pipeline offline on built-in SYNTHETIC scenes: scenes, tiles, classifier, "
         "segmenter, map, accuracy report",
-        [Opt("--out", "output folder (default out/demo)", {"metavar": "DIR"})],
+        [
+            Opt("--out", "output folder (default out/demo)", {"metavar": "DIR"}),
+            Opt(
+                "--map-method",
+                "segment the map's tiles with the mask head (default) or DeepSolar's greedy CAM",
+                {"choices": ["mask_head", "greedy"]},
+            ),
+        ],
         "deepsolar demo --out out/demo",
     ),
     Command(

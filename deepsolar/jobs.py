@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from deepsolar.config import StrictModel
-from deepsolar.mapping import MapOutputsConfig
+from deepsolar.core.config import StrictModel
+from deepsolar.maps.mapping import MapOutputsConfig
 from deepsolar.segmentation.config import CamConfig, default_segmenter
 
 # The download-tiles job lives in deepsolar.tilejobs (no torch import); re-exported here.

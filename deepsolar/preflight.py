@@ -16,8 +16,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from deepsolar.config import load_yaml
-from deepsolar.errors import ConfigError
+from deepsolar.core.config import load_yaml
+from deepsolar.core.errors import ConfigError
 
 
 def _arg(args: argparse.Namespace, name: str) -> Any:
@@ -56,7 +56,7 @@ def _json_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def download_tiles(args: argparse.Namespace) -> None:
     """The job validates, its region resolves, its source opens and covers it, and its tile
     count is under max_tiles."""
-    from deepsolar.config import validate_config
+    from deepsolar.core.config import validate_config
     from deepsolar.tilejobs import DownloadTilesJob, preflight
 
     job = validate_config(DownloadTilesJob, load_yaml(args.config), where=str(args.config))
@@ -84,7 +84,7 @@ def evaluate_classifier(args: argparse.Namespace) -> None:
 
 def map_region_job(job: Any, where: str) -> None:
     """A MapRegionJob's input paths exist; a download part passes download-tiles' checks."""
-    from deepsolar.runtime import check_input_paths
+    from deepsolar.core.runtime import check_input_paths
     from deepsolar.tilejobs import preflight
 
     check_input_paths(
@@ -101,7 +101,7 @@ def map_region_job(job: Any, where: str) -> None:
 
 def map_region(args: argparse.Namespace) -> None:
     """The job (plain, or the deployment's {job, scale} layout) validates; its inputs exist."""
-    from deepsolar.config import validate_config
+    from deepsolar.core.config import validate_config
     from deepsolar.jobs import MapRegionJob
 
     data, scale = _job_and_scale(args.config)
@@ -120,7 +120,7 @@ def _job_and_scale(config: Any) -> tuple[Any, dict[str, Any] | None]:
 
 def _check_scale(scale: dict[str, Any] | None, where: str) -> None:
     if scale is not None:
-        from deepsolar.config import validate_config
+        from deepsolar.core.config import validate_config
         from deepsolar.segmentation.config import ScaleOutConfig
 
         validate_config(ScaleOutConfig, scale, where=f"{where}: scale")
@@ -129,7 +129,7 @@ def _check_scale(scale: dict[str, Any] | None, where: str) -> None:
 def trainer_inputs(cfg: Any, where: str) -> None:
     """The classifier checkpoint and the chip sources of a config that trains on a frozen
     classifier (TrainSegmenterConfig, TrainMaskHeadConfig) exist."""
-    from deepsolar.runtime import check_input_paths
+    from deepsolar.core.runtime import check_input_paths
 
     check_input_paths({"classifier_checkpoint": cfg.classifier_checkpoint}, where)
     check_chip_sources(cfg.data.train, where)
@@ -140,7 +140,7 @@ def _trainer(model_name: str) -> Callable[[argparse.Namespace], None]:
     ``model_name`` of segmentation.config) validates; checkpoint and chips exist."""
 
     def check(args: argparse.Namespace) -> None:
-        from deepsolar.config import validate_config
+        from deepsolar.core.config import validate_config
         from deepsolar.segmentation import config as seg_config
 
         model = getattr(seg_config, model_name)
@@ -152,7 +152,7 @@ def _trainer(model_name: str) -> Callable[[argparse.Namespace], None]:
 
 def segment_tiles_job(job: Any, where: str) -> None:
     """A SegmentTilesJob's store manifest and checkpoints exist."""
-    from deepsolar.runtime import check_input_paths
+    from deepsolar.core.runtime import check_input_paths
 
     check_input_paths(
         {
@@ -168,7 +168,7 @@ def segment_tiles(args: argparse.Namespace) -> None:
     """A --config validates as a SegmentTilesJob (plain or {job, scale}); its inputs exist."""
     if not _arg(args, "config"):
         return
-    from deepsolar.config import validate_config
+    from deepsolar.core.config import validate_config
     from deepsolar.segmentation.config import SegmentTilesJob
 
     data, scale = _job_and_scale(args.config)
@@ -189,7 +189,7 @@ def evaluate_segmenter(args: argparse.Namespace) -> None:
     (--source paths are checked by the CLI itself.)"""
     if not _arg(args, "config") or _arg(args, "source"):
         return
-    from deepsolar.runtime import check_input_paths
+    from deepsolar.core.runtime import check_input_paths
     from deepsolar.segmentation.config import evaluation_config_from_args
 
     cfg = evaluation_config_from_args(args)

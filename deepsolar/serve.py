@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deepsolar.errors import DeepSolarError
+from deepsolar.core.errors import DeepSolarError
 
 # Seconds the worker (with its flow runs) and then the server get after their signal.
 WORKER_GRACE_S = 2.0

@@ -55,8 +55,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from deepsolar.config import StrictModel
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.tractdb import (
     DEFAULT_TARGET,
     FEATURE_GROUPS,

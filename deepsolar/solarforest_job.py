@@ -12,8 +12,8 @@ import yaml
 from pydantic import Field, model_validator
 
 from deepsolar import solarforest as sf
-from deepsolar.config import StrictModel, load_yaml, validate_config
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.config import StrictModel, load_yaml, validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.tractdb import DEEPSOLAR_TRACT_URL
 
 

@@ -50,9 +50,9 @@ from rasterio.features import rasterize
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from deepsolar.config import StrictModel, validate_config
-from deepsolar.errors import ConfigError, InputDataError
-from deepsolar.tiling import (
+from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.geo.tiling import (
     ORIGIN_SHIFT_M,
     WEB_MERCATOR,
     ground_resolution_m_per_px,
@@ -2379,7 +2379,7 @@ def read_truth(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m deepsolar.synthetic OUT_DIR [--seed N] [--config scene.yaml]``."""
-    from deepsolar.config import load_yaml
+    from deepsolar.core.config import load_yaml
 
     ap = argparse.ArgumentParser(
         prog="python -m deepsolar.synthetic", description="Generate the SYNTHETIC demo scene."

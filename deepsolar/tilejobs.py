@@ -13,12 +13,12 @@ from typing import Any
 
 from pydantic import Field
 
-from deepsolar.config import StrictModel
-from deepsolar.download import DownloadConfig, DownloadSummary, download_tiles
-from deepsolar.errors import RegionError
-from deepsolar.region import Region, RegionConfig, resolve_region
-from deepsolar.sources import ImagerySource, SourceConfig
-from deepsolar.tiling import TileGrid, TileGridConfig
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import RegionError
+from deepsolar.geo.region import Region, RegionConfig, resolve_region
+from deepsolar.geo.tiling import TileGrid, TileGridConfig
+from deepsolar.imagery.download import DownloadConfig, DownloadSummary, download_tiles
+from deepsolar.imagery.sources import ImagerySource, SourceConfig
 
 
 class DownloadTilesJob(StrictModel):

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepsolar.errors import DownloadError, InputDataError, OfflineError
+from deepsolar.core.errors import DownloadError, InputDataError, OfflineError
 
 log = logging.getLogger(__name__)
 

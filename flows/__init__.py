@@ -7,6 +7,6 @@ Prefect's temporary API server a start-up limit that a loaded machine meets (Pre
 environment win.
 """
 
-from deepsolar.runtime import prefect_env_defaults
+from deepsolar.core.runtime import prefect_env_defaults
 
 prefect_env_defaults()

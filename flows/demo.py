@@ -40,16 +40,24 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 from rasterio.warp import transform_bounds
 
-from deepsolar.accuracy import region_scores, tile_scores
-from deepsolar.aggregate import scanned_geometry
-from deepsolar.checkpoints import BUILTIN, resolve_checkpoint
 from deepsolar.classifier.config import SceneSource
-from deepsolar.config import StrictModel, validate_config
-from deepsolar.errors import DeepSolarError
+from deepsolar.core.checkpoints import BUILTIN, resolve_checkpoint
+from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.errors import DeepSolarError
+from deepsolar.geo.region import RegionConfig
+from deepsolar.geo.tiling import (
+    ORIGIN_SHIFT_M,
+    WEB_MERCATOR,
+    TileGrid,
+    TileGridConfig,
+    mercator_to_lonlat,
+)
+from deepsolar.imagery.sources import LocalRasterSourceConfig
 from deepsolar.jobs import DownloadTilesJob, MapRegionJob
-from deepsolar.mapping import MapOutputsConfig
-from deepsolar.merge import MergeConfig
-from deepsolar.region import RegionConfig
+from deepsolar.maps.accuracy import region_scores, tile_scores
+from deepsolar.maps.aggregate import scanned_geometry
+from deepsolar.maps.mapping import MapOutputsConfig
+from deepsolar.maps.merge import MergeConfig
 from deepsolar.segmentation.calibrate import fit_cam_threshold
 from deepsolar.segmentation.config import CamConfig, TrainMaskHeadConfig, TrainSegmenterConfig
 from deepsolar.segmentation.evaluate import (
@@ -58,15 +66,7 @@ from deepsolar.segmentation.evaluate import (
     evaluate_segmentation,
 )
 from deepsolar.segmentation.pipeline import Segmenter
-from deepsolar.sources import LocalRasterSourceConfig
 from deepsolar.synthetic import SyntheticSceneConfig, generate_scene, read_truth
-from deepsolar.tiling import (
-    ORIGIN_SHIFT_M,
-    WEB_MERCATOR,
-    TileGrid,
-    TileGridConfig,
-    mercator_to_lonlat,
-)
 from flows.download_tiles import download_tiles_flow
 from flows.map_region import map_region_flow
 from flows.train_classifier import TrainClassifierParams, train_classifier_flow

@@ -14,10 +14,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from deepsolar.config import load_yaml, validate_config
-from deepsolar.download import download_tiles
-from deepsolar.errors import DeepSolarError
-from deepsolar.region import resolve_region
+from deepsolar.core.config import load_yaml, validate_config
+from deepsolar.core.errors import DeepSolarError
+from deepsolar.geo.region import resolve_region
+from deepsolar.imagery.download import download_tiles
 from deepsolar.tilejobs import (
     DownloadTilesJob,
     SizedIterable,
@@ -80,6 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from deepsolar.runtime import run_entry
+    from deepsolar.core.runtime import run_entry
 
     sys.exit(run_entry(main, "download-tiles"))

@@ -23,8 +23,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.config import StrictModel, validate_config
-from deepsolar.errors import DeepSolarError
+from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.errors import DeepSolarError
 from deepsolar.segmentation.config import EvaluateSegmentationConfig
 from deepsolar.segmentation.config import evaluation_config_from_args as build_config
 from deepsolar.segmentation.evaluate import evaluate_segmentation, format_table

@@ -18,11 +18,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.config import load_yaml, validate_config
-from deepsolar.errors import DeepSolarError
-from deepsolar.gpkg import outputs_summary
+from deepsolar.core.config import load_yaml, validate_config
+from deepsolar.core.errors import DeepSolarError
 from deepsolar.jobs import MapRegionJob
-from deepsolar.mapping import MapOutputsConfig, write_region_maps
+from deepsolar.maps.gpkg import outputs_summary
+from deepsolar.maps.mapping import MapOutputsConfig, write_region_maps
 from deepsolar.preflight import map_region_job
 from deepsolar.segmentation.pipeline import SegmentTilesJob
 from deepsolar.segmentation.shards import ScaleOutConfig
@@ -134,6 +134,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from deepsolar.runtime import run_entry
+    from deepsolar.core.runtime import run_entry
 
     sys.exit(run_entry(main, "map-region"))

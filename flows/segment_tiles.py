@@ -29,9 +29,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from tqdm.auto import tqdm
 
-from deepsolar.config import load_yaml, validate_config
-from deepsolar.errors import DeepSolarError
-from deepsolar.manifest import check_journal_paths
+from deepsolar.core.config import load_yaml, validate_config
+from deepsolar.core.errors import DeepSolarError
+from deepsolar.imagery.manifest import check_journal_paths
 from deepsolar.preflight import segment_tiles_job
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.pipeline import (
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Run the imported module's main, not __main__'s: the shard tasks' cache keys include their
     # qualified names, which must be the same however the flow is started.
-    from deepsolar.runtime import run_entry
+    from deepsolar.core.runtime import run_entry
     from flows.segment_tiles import main as _main
 
     sys.exit(run_entry(_main, "segment-tiles"))

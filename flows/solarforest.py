@@ -25,8 +25,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deepsolar import solarforest as sf
-from deepsolar.config import validate_config
-from deepsolar.errors import DeepSolarError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import DeepSolarError
 from deepsolar.solarforest_job import (  # noqa: F401 - re-exported for callers and tests
     QUICK,
     SolarForestFlowParams,

@@ -28,10 +28,10 @@ from deepsolar.classifier.config import TrainClassifierConfig, deep_merge, load_
 from deepsolar.classifier.metrics import write_json
 from deepsolar.classifier.predict import evaluate_checkpoint
 from deepsolar.classifier.train import fit
-from deepsolar.config import StrictModel, validate_config
-from deepsolar.errors import DeepSolarError, InputDataError
+from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.errors import DeepSolarError, InputDataError
+from deepsolar.core.runtime import check_input_paths
 from deepsolar.preflight import check_chip_sources
-from deepsolar.runtime import check_input_paths
 
 
 class TrainClassifierParams(StrictModel):

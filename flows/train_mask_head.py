@@ -20,8 +20,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.config import StrictModel, load_yaml, validate_config
-from deepsolar.errors import DeepSolarError
+from deepsolar.core.config import StrictModel, load_yaml, validate_config
+from deepsolar.core.errors import DeepSolarError
 from deepsolar.preflight import trainer_inputs
 from deepsolar.segmentation.config import TrainMaskHeadConfig
 from deepsolar.segmentation.maskhead import fit_mask_head

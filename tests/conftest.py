@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deepsolar.shared_data import shared_data_dir
+from deepsolar.core.paths import shared_data_dir
 
 
 @pytest.fixture(scope="session")

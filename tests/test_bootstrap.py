@@ -1,11 +1,11 @@
-"""Percentile bootstrap intervals (deepsolar.bootstrap): coverage, width, pairing, edge cases."""
+"""Percentile bootstrap intervals (deepsolar.core.bootstrap): coverage, width, pairing, edge cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from deepsolar.bootstrap import (
+from deepsolar.core.bootstrap import (
     bootstrap_ci,
     confusion_columns,
     f1_stat,

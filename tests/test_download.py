@@ -24,7 +24,9 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 from tileserver import Fault, TileServer, encode, pattern_pixels, tile_pixels, tiles_around
 
-from deepsolar.download import (
+from deepsolar.core.errors import DownloadError, SourceError
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.imagery.download import (
     BadBody,
     DownloadConfig,
     HttpFetcher,
@@ -33,10 +35,8 @@ from deepsolar.download import (
     download_tiles,
     parse_retry_after,
 )
-from deepsolar.errors import DownloadError, SourceError
-from deepsolar.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
-from deepsolar.sources import LocalRasterSourceConfig, XYZSourceConfig
-from deepsolar.tiling import TileGrid
+from deepsolar.imagery.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
+from deepsolar.imagery.sources import LocalRasterSourceConfig, XYZSourceConfig
 
 LON, LAT = -77.0365, 38.8977
 GRID = TileGrid(18, 256)  # one server request per grid tile: request counts are tile counts
@@ -345,9 +345,9 @@ def test_interrupted_download_resumes_without_loss_or_duplicates(
 _KILLED_CHILD = textwrap.dedent(
     """
     import sys
-    from deepsolar.download import DownloadConfig, download_tiles
-    from deepsolar.sources import XYZSourceConfig
-    from deepsolar.tiling import TileGrid
+    from deepsolar.imagery.download import DownloadConfig, download_tiles
+    from deepsolar.imagery.sources import XYZSourceConfig
+    from deepsolar.geo.tiling import TileGrid
 
     url, out = sys.argv[1], sys.argv[2]
     grid = TileGrid(18, 256)
@@ -477,8 +477,8 @@ def test_local_source_goes_through_the_same_loop(tmp_path: Path) -> None:
 
 
 def test_manifest_rows_are_in_grid_order_whatever_the_completion_order(tmp_path) -> None:
-    from deepsolar.manifest import TileRecord, read_manifest, write_manifest
-    from deepsolar.tiling import TileGrid
+    from deepsolar.geo.tiling import TileGrid
+    from deepsolar.imagery.manifest import TileRecord, read_manifest, write_manifest
 
     grid = TileGrid(21, 320)
     base = grid.tile_at(-106.6, 35.08)

@@ -18,11 +18,17 @@ from tileserver import (
     tiles_around,
 )
 
-from deepsolar.download import BadBody, DownloadConfig, HttpFetcher, decode_image, download_tiles
-from deepsolar.errors import DownloadError
-from deepsolar.manifest import read_manifest
-from deepsolar.sources import XYZSourceConfig
-from deepsolar.tiling import Tile, TileGrid
+from deepsolar.core.errors import DownloadError
+from deepsolar.geo.tiling import Tile, TileGrid
+from deepsolar.imagery.download import (
+    BadBody,
+    DownloadConfig,
+    HttpFetcher,
+    decode_image,
+    download_tiles,
+)
+from deepsolar.imagery.manifest import read_manifest
+from deepsolar.imagery.sources import XYZSourceConfig
 
 pytestmark = pytest.mark.network
 

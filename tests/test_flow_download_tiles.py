@@ -8,11 +8,11 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError, RegionError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, RegionError
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.imagery.manifest import read_manifest
 from deepsolar.jobs import DownloadTilesJob
-from deepsolar.manifest import read_manifest
-from deepsolar.tiling import TileGrid
 from flows.download_tiles import download_tiles_flow, main
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -13,8 +13,8 @@ import pytest
 from shapely.geometry import Point, box
 from sklearn.metrics import r2_score
 
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
 from flows.solarforest import SolarForestFlowParams, main, solarforest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -148,7 +148,7 @@ def test_cli_reports_a_clear_error(shared_data, tmp_path, capsys) -> None:
 
 
 def test_example_config_is_valid() -> None:
-    from deepsolar.config import load_config
+    from deepsolar.core.config import load_config
 
     repo = Path(__file__).resolve().parent.parent
     p = load_config(SolarForestFlowParams, repo / "configs/solarforest.yaml")

@@ -9,15 +9,15 @@ import pytest
 from PIL import Image
 from shapely.geometry import box
 
-from deepsolar.accuracy import region_scores, tile_scores
-from deepsolar.aggregate import scanned_geometry
-from deepsolar.boundaries import load_units
-from deepsolar.errors import InputDataError
-from deepsolar.gpkg import outputs_summary
-from deepsolar.manifest import TileRecord, tile_relpath, write_manifest
-from deepsolar.mapping import MapOutputsConfig, build_map_layers, write_region_maps
-from deepsolar.polygons import equal_area_m2
-from deepsolar.tiling import TileGrid
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.boundaries import load_units
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.imagery.manifest import TileRecord, tile_relpath, write_manifest
+from deepsolar.maps.accuracy import region_scores, tile_scores
+from deepsolar.maps.aggregate import scanned_geometry
+from deepsolar.maps.gpkg import outputs_summary
+from deepsolar.maps.mapping import MapOutputsConfig, build_map_layers, write_region_maps
+from deepsolar.maps.polygons import equal_area_m2
 
 # Albuquerque, inside the built-in tracts
 LON, LAT = -106.5175, 35.1105

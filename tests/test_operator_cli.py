@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from deepsolar.cli import main
-from deepsolar.config import short_repr, validate_config
-from deepsolar.errors import ConfigError
+from deepsolar.core.config import short_repr, validate_config
+from deepsolar.core.errors import ConfigError
 from deepsolar.tilejobs import DownloadTilesJob
 
 ROOT = Path(__file__).resolve().parents[1]

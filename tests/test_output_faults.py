@@ -19,14 +19,14 @@ from rasterio.transform import from_origin
 from shapely.geometry import box
 from tileserver import TileServer
 
-from deepsolar.config import validate_config
-from deepsolar.download import DownloadConfig, download_tiles
-from deepsolar.errors import ConfigError, InputDataError, OutputError, RegionError
-from deepsolar.manifest import MANIFEST_NAME, read_manifest
-from deepsolar.region import Region, RegionConfig
-from deepsolar.sources import LocalRasterSourceConfig, XYZSourceConfig
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, InputDataError, OutputError, RegionError
+from deepsolar.geo.region import Region, RegionConfig
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.imagery.download import DownloadConfig, download_tiles
+from deepsolar.imagery.manifest import MANIFEST_NAME, read_manifest
+from deepsolar.imagery.sources import LocalRasterSourceConfig, XYZSourceConfig
 from deepsolar.tilejobs import DownloadTilesJob, plan_tiles
-from deepsolar.tiling import TileGrid
 
 LON, LAT = -77.0365, 38.8977
 GRID = TileGrid(18, 256)

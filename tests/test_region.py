@@ -6,15 +6,15 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box
 
-from deepsolar.boundaries import (
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, InputDataError, RegionError
+from deepsolar.geo.boundaries import (
     BoundarySourcesConfig,
     load_tiger_tracts,
     load_units,
     read_boundary_file,
 )
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError, InputDataError, RegionError
-from deepsolar.region import RegionConfig, resolve_region
+from deepsolar.geo.region import RegionConfig, resolve_region
 
 
 def test_builtin_layers_have_string_geoids_and_lonlat() -> None:
@@ -106,7 +106,7 @@ def test_unknown_key_value_is_never_echoed() -> None:
 
 
 def test_changed_fields_ignores_free_keys_and_free_subtrees() -> None:
-    from deepsolar.config import changed_fields
+    from deepsolar.core.config import changed_fields
 
     saved = {"train": {"epochs": 4, "seed": 0}, "cam": {"threshold": 0.37}, "lr": 1e-3}
     now = {"train": {"epochs": 8, "seed": 1}, "cam": {"threshold": 0.5}, "lr": 1e-3, "new": 1}

@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import r2_score
 
 from deepsolar import solarforest as sf
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.tractdb import is_target_column, read_tract_db
 
 VA = "tables/deepsolar_tract_va/deepsolar_tract_VA.csv"

@@ -20,18 +20,18 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 from tileserver import Fault, TileServer, pattern_pixels, tile_pixels
 
-from deepsolar.config import validate_config
-from deepsolar.download import DownloadConfig, HttpFetcher, download_tiles
-from deepsolar.errors import ConfigError, DownloadError, InputDataError, SourceError
-from deepsolar.manifest import JOURNAL_NAME, read_manifest
-from deepsolar.sources import (
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, DownloadError, InputDataError, SourceError
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.imagery.download import DownloadConfig, HttpFetcher, download_tiles
+from deepsolar.imagery.manifest import JOURNAL_NAME, read_manifest
+from deepsolar.imagery.sources import (
     GoogleStaticSourceConfig,
     LocalRasterSourceConfig,
     XYZSourceConfig,
     build_source,
     parse_source_config,
 )
-from deepsolar.tiling import TileGrid
 
 UTM18 = "EPSG:32618"
 LON, LAT = -77.0365, 38.8977  # Washington, DC

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from tileserver import Fault, TileServer
 
-from deepsolar.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
+from deepsolar.imagery.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 STOP_LIMIT_S = 5.0

@@ -14,9 +14,16 @@ import httpx
 import pytest
 from tileserver import TileServer
 
-from deepsolar.download import DownloadConfig, HttpFetcher, download_tiles, redact, register_secret
-from deepsolar.errors import DownloadError, InputDataError
-from deepsolar.manifest import (
+from deepsolar.core.errors import DownloadError, InputDataError
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.imagery.download import (
+    DownloadConfig,
+    HttpFetcher,
+    download_tiles,
+    redact,
+    register_secret,
+)
+from deepsolar.imagery.manifest import (
     JOURNAL_NAME,
     MANIFEST_NAME,
     read_journal,
@@ -24,8 +31,7 @@ from deepsolar.manifest import (
     resolve_inside,
     write_manifest,
 )
-from deepsolar.sources import GoogleStaticSourceConfig, XYZSourceConfig
-from deepsolar.tiling import TileGrid
+from deepsolar.imagery.sources import GoogleStaticSourceConfig, XYZSourceConfig
 
 LON, LAT = -77.0365, 38.8977
 GRID = TileGrid(18, 256)
@@ -162,7 +168,7 @@ def test_resolve_inside(tmp_path: Path) -> None:
 
 
 def test_a_tampered_stage_journal_is_refused(tmp_path: Path) -> None:
-    from deepsolar.manifest import check_journal_paths
+    from deepsolar.imagery.manifest import check_journal_paths
 
     journal = tmp_path / "segmentation.journal.jsonl"
     good = {"tile_id": "21-320-5-7", "mask_path": "masks/21-320/5/7.png"}

@@ -19,7 +19,13 @@ from shapely.geometry import Point, box
 from sklearn.model_selection import cross_val_score
 from sklearn.tree import DecisionTreeClassifier
 
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.geo.tiling import (
+    ORIGIN_SHIFT_M,
+    TileGrid,
+    ground_resolution_m_per_px,
+    mercator_m_per_px,
+)
 from deepsolar.synthetic import (
     COMMERCIAL_AREA_RANGE_M2,
     EQUAL_AREA_CRS,
@@ -36,7 +42,6 @@ from deepsolar.synthetic import (
     read_truth,
     scene_georeference,
 )
-from deepsolar.tiling import ORIGIN_SHIFT_M, TileGrid, ground_resolution_m_per_px, mercator_m_per_px
 
 # A small scene (125 m a side) with raised shares so that every kind of object shows up.
 SMALL = dict(

@@ -11,8 +11,8 @@ import pytest
 import shapely
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 
-from deepsolar.errors import RegionError
-from deepsolar.tiling import (
+from deepsolar.core.errors import RegionError
+from deepsolar.geo.tiling import (
     Tile,
     TileGrid,
     TileGridConfig,

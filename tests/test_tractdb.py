@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepsolar.errors import DownloadError, InputDataError, OfflineError
+from deepsolar.core.errors import DownloadError, InputDataError, OfflineError
 from deepsolar.tractdb import (
     DEFAULT_TARGET,
     FEATURE_GROUPS,

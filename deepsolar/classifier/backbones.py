@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepsolar.errors import ConfigError, InputDataError, OfflineError
+from deepsolar.core.errors import ConfigError, InputDataError, OfflineError
 
 if TYPE_CHECKING:  # torch is imported where weights are loaded: configs validate without it
     import torch

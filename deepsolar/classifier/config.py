@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from deepsolar.classifier.backbones import INCEPTION_BLOCKS, check_arch, get_spec, is_timm_arch
-from deepsolar.config import StrictModel, load_yaml, validate_config
-from deepsolar.shared_data import shared_data_dir
+from deepsolar.core.config import StrictModel, load_yaml, validate_config
+from deepsolar.core.paths import resolve_data_path
 
 # Inception-v3 blocks in forward order (torchvision names); ``unfreeze_from`` takes one of these.
 # Other backbones' blocks: deepsolar.classifier.backbones.SPECS.
@@ -24,20 +24,6 @@ from deepsolar.shared_data import shared_data_dir
 MIN_AUX_INPUT_PX = 299
 # torchvision's Inception-v3 collapses below this size.
 MIN_INPUT_PX = 75
-
-SHARED_DATA_VAR = "${DEEPSOLAR_SHARED_DATA}"
-
-
-def _resolve_path(value: object) -> object:
-    """Expand a leading ``${DEEPSOLAR_SHARED_DATA}`` to the shared data folder."""
-    if isinstance(value, str) and value.startswith(SHARED_DATA_VAR):
-        rest = value[len(SHARED_DATA_VAR) :].lstrip("/")
-        return shared_data_dir() / rest
-    return value
-
-
-# Public name for other stages' configs that take the same path syntax.
-resolve_data_path = _resolve_path
 
 
 class ClassifierConfig(StrictModel):
@@ -167,7 +153,7 @@ class _SourceBase(StrictModel):
     @field_validator("path", mode="before")
     @classmethod
     def _expand_path(cls, value: object) -> object:
-        return _resolve_path(value)
+        return resolve_data_path(value)
 
     @property
     def display_name(self) -> str:
@@ -214,7 +200,7 @@ class SceneSource(_SourceBase):
     @field_validator("truth_path", mode="before")
     @classmethod
     def _expand_truth_path(cls, value: object) -> object:
-        return _resolve_path(value)
+        return resolve_data_path(value)
 
     @property
     def display_name(self) -> str:

@@ -34,9 +34,9 @@ from deepsolar.classifier.config import (
     SceneSource,
 )
 from deepsolar.classifier.model import preprocess
-from deepsolar.download import atomic_write_bytes
-from deepsolar.errors import InputDataError
-from deepsolar.tiling import Tile
+from deepsolar.core.errors import InputDataError
+from deepsolar.core.io import atomic_write_bytes
+from deepsolar.geo.tiling import Tile
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 EQUAL_AREA_CRS = "EPSG:5070"  # CONUS Albers: areas in m²

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from deepsolar.classifier.data import ChipDataset, raise_batch_errors
-from deepsolar.errors import ConfigError
+from deepsolar.core.errors import ConfigError
 
 
 def supports_cache(model: nn.Module) -> bool:

@@ -26,14 +26,14 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from deepsolar.bootstrap import (
+from deepsolar.core.bootstrap import (
     bootstrap_ci,
     confusion_columns,
     f1_stat,
     precision_stat,
     recall_stat,
 )
-from deepsolar.report_table import Column, ci_cells
+from deepsolar.core.report_table import Column, ci_cells
 
 DEFAULT_SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 

@@ -22,7 +22,6 @@ from PIL import Image
 from torch import nn
 from torchvision.models import Inception3, Inception_V3_Weights
 
-from deepsolar.checkpoints import resolve_checkpoint
 from deepsolar.classifier.backbones import (
     BackboneSpec,
     create_timm_model,
@@ -30,7 +29,8 @@ from deepsolar.classifier.backbones import (
     load_lite_imagenet,
 )
 from deepsolar.classifier.config import ClassifierConfig
-from deepsolar.errors import InputDataError, OfflineError
+from deepsolar.core.checkpoints import resolve_checkpoint
+from deepsolar.core.errors import InputDataError, OfflineError
 
 IMAGENET_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
 # [-1, 1] scaling written as a torchvision-style normalisation of [0, 1] pixels.

@@ -36,8 +36,8 @@ from deepsolar.classifier.train import (
     predict_logits,
     resolve_device,
 )
-from deepsolar.errors import InputDataError
-from deepsolar.report_table import format_text, write_report
+from deepsolar.core.errors import InputDataError
+from deepsolar.core.report_table import format_text, write_report
 
 ImageLike = str | Path | np.ndarray | Image.Image
 

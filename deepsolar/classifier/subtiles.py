@@ -24,7 +24,7 @@ from PIL import Image
 
 from deepsolar.classifier.config import SubtileConfig
 from deepsolar.classifier.data import Chip, read_mask
-from deepsolar.errors import InputDataError
+from deepsolar.core.errors import InputDataError
 
 Window = tuple[int, int, int, int]  # left, top, right, bottom (pixels)
 AMBIGUOUS = -1

@@ -26,7 +26,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from deepsolar.checkpoints import load_checkpoint_safely, save_checkpoint
 from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.data import (
     Chip,
@@ -52,8 +51,9 @@ from deepsolar.classifier.recipe import (
     set_train_mode,
 )
 from deepsolar.classifier.subtiles import chip_level, expand_chips
-from deepsolar.config import changed_fields, validate_config
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.checkpoints import load_checkpoint_safely, save_checkpoint
+from deepsolar.core.config import changed_fields, validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
 
 log = logging.getLogger("deepsolar.classifier")
 

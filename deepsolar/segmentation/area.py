@@ -16,8 +16,8 @@ import numpy as np
 from affine import Affine
 from pyproj import CRS, Geod
 
-from deepsolar.errors import InputDataError
-from deepsolar.tiling import (
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.tiling import (
     EARTH_RADIUS_M,
     WEB_MERCATOR,
     Tile,

@@ -35,7 +35,7 @@ import pandas as pd
 from deepsolar.classifier.config import ChipSource
 from deepsolar.classifier.data import load_sources, read_chip, source_from_path
 from deepsolar.classifier.subtiles import expand_chips
-from deepsolar.errors import DeepSolarError, InputDataError
+from deepsolar.core.errors import DeepSolarError, InputDataError
 from deepsolar.segmentation.config import CamConfig, default_segmenter
 from deepsolar.segmentation.evaluate import (
     AnySet,

@@ -17,11 +17,11 @@ from deepsolar.classifier.config import (
     ImagesSource,
     ManifestSource,
     SubtileConfig,
-    _resolve_path,
 )
-from deepsolar.config import StrictModel, load_yaml, validate_config
-from deepsolar.errors import ConfigError
-from deepsolar.runners import TaskRunnerConfig
+from deepsolar.core.config import StrictModel, load_yaml, validate_config
+from deepsolar.core.errors import ConfigError
+from deepsolar.core.paths import resolve_data_path
+from deepsolar.core.runners import TaskRunnerConfig
 
 # DeepSolar taps Inception-v3's Mixed_5d (35x35x288 at 299 px); other backbones: see backbones.
 TAP_LAYER = "Mixed_5d"
@@ -176,7 +176,7 @@ class TrainSegmenterConfig(StrictModel):
     @field_validator("classifier_checkpoint", mode="before")
     @classmethod
     def _expand(cls, value: object) -> object:
-        return _resolve_path(value)
+        return resolve_data_path(value)
 
 
 class MaskHeadConfig(StrictModel):
@@ -244,7 +244,7 @@ class TrainMaskHeadConfig(StrictModel):
     @field_validator("classifier_checkpoint", mode="before")
     @classmethod
     def _expand(cls, value: object) -> object:
-        return _resolve_path(value)
+        return resolve_data_path(value)
 
 
 def uses_segmenter(method: str) -> bool:
@@ -323,7 +323,7 @@ class ChipMaskSet(StrictModel):
     @field_validator("manifest", mode="before")
     @classmethod
     def _expand(cls, v: object) -> object:
-        return _resolve_path(v)
+        return resolve_data_path(v)
 
     @property
     def display_name(self) -> str:
@@ -344,7 +344,7 @@ class SceneMaskSet(StrictModel):
     @field_validator("manifest", "truth_path", mode="before")
     @classmethod
     def _expand(cls, v: object) -> object:
-        return _resolve_path(v)
+        return resolve_data_path(v)
 
     @property
     def display_name(self) -> str:
@@ -396,7 +396,7 @@ class EvaluateSegmentationConfig(StrictModel):
     )
     @classmethod
     def _expand(cls, v: object) -> object:
-        return _resolve_path(v)
+        return resolve_data_path(v)
 
 
 def evaluation_config_from_args(args: argparse.Namespace) -> EvaluateSegmentationConfig:

@@ -47,13 +47,14 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from deepsolar.bootstrap import mean_ci
 from deepsolar.classifier.config import ImagesSource, ManifestSource, SubtileConfig
 from deepsolar.classifier.data import load_source, read_chip, read_mask, truth_tile_mask
 from deepsolar.classifier.subtiles import Window, cells_per_side, grid_windows
-from deepsolar.config import load_yaml, validate_config
-from deepsolar.errors import ConfigError, DeepSolarError, InputDataError
-from deepsolar.report_table import Column, ci_cells, format_text, write_report
+from deepsolar.core.bootstrap import mean_ci
+from deepsolar.core.config import load_yaml, validate_config
+from deepsolar.core.errors import ConfigError, DeepSolarError, InputDataError
+from deepsolar.core.report_table import Column, ci_cells, format_text, write_report
+from deepsolar.geo.tiling import Tile
 from deepsolar.segmentation.area import tile_row_pixel_area_m2
 from deepsolar.segmentation.cam import CamMaps, clean_mask, mask_from_cam
 from deepsolar.segmentation.config import (  # noqa: F401 - evaluation configs re-exported
@@ -67,7 +68,6 @@ from deepsolar.segmentation.config import (  # noqa: F401 - evaluation configs r
 )
 from deepsolar.segmentation.maskhead import MASK_HEAD, mask_head_mask
 from deepsolar.segmentation.pipeline import Segmenter
-from deepsolar.tiling import Tile
 
 log = logging.getLogger("deepsolar.segmentation")
 
@@ -279,7 +279,7 @@ def iter_chip_set(s: ChipMaskSet) -> Iterator[EvalItem]:
 def iter_scene_set(s: SceneMaskSet) -> Iterator[EvalItem]:
     import geopandas as gpd
 
-    from deepsolar.manifest import read_manifest
+    from deepsolar.imagery.manifest import read_manifest
 
     tiles = read_manifest(s.manifest)
     tiles = tiles[tiles["status"] == "ok"]

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from deepsolar.checkpoints import BUILTIN_FILES, save_checkpoint
 from deepsolar.classifier.predict import load_classifier
 from deepsolar.classifier.train import load_checkpoint
+from deepsolar.core.checkpoints import BUILTIN_FILES, save_checkpoint
 from deepsolar.segmentation.branch import backbone_fingerprint, resolve_tap
 from deepsolar.segmentation.maskhead import load_mask_head_checkpoint
 from deepsolar.segmentation.train import load_segmenter_checkpoint

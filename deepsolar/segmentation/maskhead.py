@@ -42,7 +42,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from deepsolar.checkpoints import load_checkpoint_safely, save_checkpoint
 from deepsolar.classifier.data import (
     Chip,
     ChipDataset,
@@ -55,8 +54,9 @@ from deepsolar.classifier.data import (
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.classifier.subtiles import expand_chips
 from deepsolar.classifier.train import resolve_device, seed_everything
-from deepsolar.config import changed_fields, validate_config
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.checkpoints import load_checkpoint_safely, save_checkpoint
+from deepsolar.core.config import changed_fields, validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.segmentation.branch import backbone_fingerprint, freeze_backbone, taps_features
 from deepsolar.segmentation.cam import upsample
 from deepsolar.segmentation.config import TrainMaskHeadConfig

@@ -24,13 +24,14 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from deepsolar.checkpoints import resolve_checkpoint
 from deepsolar.classifier.data import read_chip
 from deepsolar.classifier.model import preprocess
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.classifier.train import resolve_device
-from deepsolar.errors import ConfigError, InputDataError
-from deepsolar.manifest import read_manifest
+from deepsolar.core.checkpoints import resolve_checkpoint
+from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.geo.tiling import Tile
+from deepsolar.imagery.manifest import read_manifest
 from deepsolar.segmentation.area import mask_area_m2_tile
 from deepsolar.segmentation.branch import resolve_tap
 from deepsolar.segmentation.cam import (
@@ -57,7 +58,6 @@ from deepsolar.segmentation.maskhead import (
     mask_head_mask,
 )
 from deepsolar.segmentation.train import LoadedSegmenter, check_backbone, load_segmenter
-from deepsolar.tiling import Tile
 
 JOURNAL_NAME = "segmentation.journal.jsonl"
 TABLE_NAME = "segmentation.parquet"

@@ -16,9 +16,10 @@ from typing import Any
 
 from deepsolar.classifier.data import read_chip
 from deepsolar.classifier.train import resolve_device
-from deepsolar.config import StrictModel
-from deepsolar.errors import InputDataError
-from deepsolar.manifest import read_manifest
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.tiling import Tile
+from deepsolar.imagery.manifest import read_manifest
 from deepsolar.segmentation.area import mask_area_m2_tile
 from deepsolar.segmentation.cam import mask_to_png_array
 from deepsolar.segmentation.config import (  # noqa: F401 - ScaleOutConfig re-exported
@@ -35,7 +36,6 @@ from deepsolar.segmentation.pipeline import (
     read_journal,
     write_png_atomic,
 )
-from deepsolar.tiling import Tile
 
 RESULTS_DIRNAME = ".prefect-results"
 

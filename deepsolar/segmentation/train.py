@@ -22,13 +22,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from deepsolar.checkpoints import load_checkpoint_safely, save_checkpoint
 from deepsolar.classifier.data import ChipDataset, class_counts, load_sources, raise_batch_errors
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.classifier.subtiles import expand_chips
 from deepsolar.classifier.train import resolve_device, seed_everything
-from deepsolar.config import changed_fields, validate_config
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.checkpoints import load_checkpoint_safely, save_checkpoint
+from deepsolar.core.config import changed_fields, validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.segmentation.branch import (
     GreedyCamBranch,
     backbone_fingerprint,

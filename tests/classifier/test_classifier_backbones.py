@@ -19,8 +19,8 @@ from deepsolar.classifier.config import ClassifierConfig, OptimConfig
 from deepsolar.classifier.frozen import split_model
 from deepsolar.classifier.model import build_classifier, preprocess
 from deepsolar.classifier.recipe import apply_finetune
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError
 
 LITES = [("efficientnet_lite0", 224, 296), ("efficientnet_lite2", 260, 386)]
 
@@ -128,7 +128,7 @@ def test_arch_names_are_validated():
 
 def test_timm_hub_weights_offline_fail_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from deepsolar.errors import OfflineError
+    from deepsolar.core.errors import OfflineError
 
     with pytest.raises(OfflineError, match="timm's pretrained weights"):
         build_classifier(ClassifierConfig(arch="timm:resnet18", weights="imagenet"))

@@ -24,8 +24,8 @@ from deepsolar.classifier.data import (
     read_mask,
     stratified_split,
 )
-from deepsolar.errors import InputDataError
-from deepsolar.tiling import Tile
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.tiling import Tile
 
 
 def _png(path, arr, mode=None):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deepsolar.errors import ConfigError
+from deepsolar.core.errors import ConfigError
 from flows.evaluate_classifier import evaluate_classifier_flow
 from flows.train_classifier import train_classifier_flow
 

@@ -14,8 +14,8 @@ from deepsolar.classifier.model import (
     model_outputs,
     preprocess,
 )
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError, InputDataError, OfflineError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, InputDataError, OfflineError
 
 IMAGENET_FILE = "inception_v3_google-0cc3c7bd.pth"
 

@@ -25,8 +25,8 @@ from deepsolar.classifier.recipe import (
     build_scheduler,
     set_train_mode,
 )
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

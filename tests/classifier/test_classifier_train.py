@@ -13,8 +13,8 @@ from PIL import Image
 from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.predict import evaluate_checkpoint, load_classifier, predict_proba
 from deepsolar.classifier.train import fit, load_checkpoint, split_data
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
 
 
 def tiny_config(tmp_path, make_chips, epochs=1.0, **train):

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from deepsolar.classifier.config import FolderSource, ImagesSource, ManifestSource
 from deepsolar.classifier.data import load_source, read_mask, source_from_path
 from deepsolar.classifier.metrics import ALL_POSITIVE, MODEL, report_rows
-from deepsolar.errors import InputDataError
+from deepsolar.core.errors import InputDataError
 
 
 def write_synthetic_images_folder(root, images="images", masks="masks"):

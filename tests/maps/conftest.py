@@ -17,7 +17,7 @@ def run_layers(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
 
 @pytest.fixture(scope="session")
 def run_outputs(run_layers, tmp_path_factory) -> dict:
-    from deepsolar.gpkg import write_run_outputs
+    from deepsolar.maps.gpkg import write_run_outputs
 
     out = tmp_path_factory.mktemp("run")
     return write_run_outputs(

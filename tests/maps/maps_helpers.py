@@ -16,12 +16,17 @@ import numpy as np
 import pytest
 import shapely
 
-from deepsolar.aggregate import ScanCoverage, aggregate_levels, scan_footprint_frame, tiles_frame
-from deepsolar.boundaries import load_tiger_tracts, load_units
-from deepsolar.merge import merge_panels_labelled
-from deepsolar.polygons import equal_area_m2, masks_to_polygons
-from deepsolar.tiling import TileGrid
-from deepsolar.uncertainty import DetectorCounts
+from deepsolar.geo.boundaries import load_tiger_tracts, load_units
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.maps.aggregate import (
+    ScanCoverage,
+    aggregate_levels,
+    scan_footprint_frame,
+    tiles_frame,
+)
+from deepsolar.maps.merge import merge_panels_labelled
+from deepsolar.maps.polygons import equal_area_m2, masks_to_polygons
+from deepsolar.maps.uncertainty import DetectorCounts
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 

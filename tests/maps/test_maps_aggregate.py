@@ -8,7 +8,10 @@ import pandas as pd
 import pytest
 import shapely
 
-from deepsolar.aggregate import (
+from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.geo.boundaries import load_tiger_tracts, load_units
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.maps.aggregate import (
     AREA_COLUMNS,
     COUNT_COLUMNS,
     DENSITY_COLUMNS,
@@ -20,11 +23,8 @@ from deepsolar.aggregate import (
     assign_points,
     scanned_geometry,
 )
-from deepsolar.boundaries import load_tiger_tracts, load_units
-from deepsolar.errors import ConfigError, InputDataError
-from deepsolar.merge import DEFAULT_RESIDENTIAL_MAX_AREA_M2, merge_panels_labelled
-from deepsolar.polygons import equal_area_m2, masks_to_polygons
-from deepsolar.tiling import TileGrid
+from deepsolar.maps.merge import DEFAULT_RESIDENTIAL_MAX_AREA_M2, merge_panels_labelled
+from deepsolar.maps.polygons import equal_area_m2, masks_to_polygons
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pyogrio
 import pytest
 import shapely
 
-from deepsolar.aggregate import DEFAULT_DENSITY_FIELD
-from deepsolar.errors import InputDataError
-from deepsolar.gpkg import (
+from deepsolar.core.errors import InputDataError
+from deepsolar.maps.aggregate import DEFAULT_DENSITY_FIELD
+from deepsolar.maps.gpkg import (
     GPKG_APPLICATION_ID,
     GPKG_USER_VERSION_1_2,
     class_breaks,

@@ -9,8 +9,9 @@ import pytest
 import rasterio.features
 import shapely
 
-from deepsolar.errors import ConfigError, InputDataError
-from deepsolar.merge import (
+from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.maps.merge import (
     DEFAULT_M2_PER_KW,
     DEFAULT_RESIDENTIAL_MAX_AREA_M2,
     SYSTEM_COLUMNS,
@@ -19,8 +20,7 @@ from deepsolar.merge import (
     merge_panels,
     merge_panels_labelled,
 )
-from deepsolar.polygons import equal_area_m2, mask_to_polygons, reproject
-from deepsolar.tiling import TileGrid
+from deepsolar.maps.polygons import equal_area_m2, mask_to_polygons, reproject
 
 GRID = TileGrid()  # zoom 21, 320 px (~17.6 m tiles at 42 N)
 
@@ -251,7 +251,7 @@ def _pieces_short_of_tile_edges(truth, short_ground_m: float, lat: float = 42.3)
     out, ids, own = [], [], []
     for piece, tid, k in zip(pieces, tile_ids, owner, strict=True):
         z, s, x, y = (int(v) for v in tid.split("-"))
-        from deepsolar.tiling import Tile
+        from deepsolar.geo.tiling import Tile
 
         shrunk = piece.intersection(Tile(z, s, x, y).footprint_3857().buffer(-inset, join_style=2))
         if shrunk.area > 0.05:

@@ -9,15 +9,15 @@ import shapely
 from affine import Affine
 from pyproj import Geod
 
-from deepsolar.errors import InputDataError
-from deepsolar.polygons import (
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.maps.polygons import (
     PANEL_COLUMNS,
     PolygonConfig,
     equal_area_m2,
     mask_to_polygons,
     masks_to_polygons,
 )
-from deepsolar.tiling import TileGrid
 
 GRID = TileGrid()  # zoom 21, 320 px
 BOSTON = GRID.tile_at(-71.06, 42.36)

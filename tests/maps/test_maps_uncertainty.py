@@ -1,4 +1,4 @@
-"""Totals with error bars (deepsolar.uncertainty): coverage on simulated units, the limiting
+"""Totals with error bars (deepsolar.maps.uncertainty): coverage on simulated units, the limiting
 cases, bias correction, config validation, and the columns aggregate_systems writes."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import shapely
 
-from deepsolar.aggregate import AggregateConfig, ScanCoverage, aggregate_systems
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError
-from deepsolar.tiling import TileGrid
-from deepsolar.uncertainty import (
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.maps.aggregate import AggregateConfig, ScanCoverage, aggregate_systems
+from deepsolar.maps.uncertainty import (
     AREA_CORRECTED,
     AREA_HI,
     AREA_LO,
@@ -222,7 +222,7 @@ def test_builtin_model_ships_its_held_out_counts():
 
 
 def test_checkpoint_metrics_are_used_only_at_its_decision_threshold(tmp_path):
-    from deepsolar.checkpoints import save_checkpoint
+    from deepsolar.core.checkpoints import save_checkpoint
 
     metrics = {
         "threshold": 0.5,

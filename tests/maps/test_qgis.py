@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from maps_helpers import SYSTEM_PYTHON, skip_or_fail, system_python_has
 
-from deepsolar.aggregate import DEFAULT_DENSITY_FIELD
+from deepsolar.maps.aggregate import DEFAULT_DENSITY_FIELD
 
 CHECK = Path(__file__).with_name("qgis_check.py")
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from deepsolar.manifest import TileRecord, tile_relpath, write_manifest
-from deepsolar.tiling import TileGrid
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.imagery.manifest import TileRecord, tile_relpath, write_manifest
 
 INPUT_PX = 139  # Mixed_7c is 3x3 here, so the plain CAM has a shape (1x1 at 75 px)
 ROWS, COLS = 4, 6  # 24 tiles

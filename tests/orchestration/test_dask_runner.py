@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from orch_helpers import COLS, ROWS, assert_same_outputs, seg_job
 
-from deepsolar.errors import ConfigError
-from deepsolar.runners import TaskRunnerConfig
+from deepsolar.core.errors import ConfigError
+from deepsolar.core.runners import TaskRunnerConfig
 
 
 def test_runner_config_builds_each_kind_and_refuses_contradictions() -> None:
@@ -22,7 +22,7 @@ def test_runner_config_builds_each_kind_and_refuses_contradictions() -> None:
     assert isinstance(remote.build(), DaskTaskRunner) and "10.0.0.5" in remote.describe()
     local = TaskRunnerConfig(kind="dask", n_workers=3).build()
     assert local.cluster_kwargs["n_workers"] == 3
-    from deepsolar.config import validate_config
+    from deepsolar.core.config import validate_config
 
     for bad, msg in [
         ({"kind": "threads", "address": "tcp://x:8786"}, "only apply to kind: dask"),

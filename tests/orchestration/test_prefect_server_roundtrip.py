@@ -25,7 +25,7 @@ from orch_helpers import (
 )
 from rasterio.transform import from_origin
 
-from deepsolar.manifest import read_manifest
+from deepsolar.imagery.manifest import read_manifest
 
 POOL = "deepsolar"
 FLOWS = {

@@ -13,8 +13,8 @@ from PIL import Image
 from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.model import build_classifier
 from deepsolar.classifier.train import checkpoint_meta, save_checkpoint
-from deepsolar.manifest import TileRecord, tile_relpath, write_manifest
-from deepsolar.tiling import TileGrid
+from deepsolar.geo.tiling import TileGrid
+from deepsolar.imagery.manifest import TileRecord, tile_relpath, write_manifest
 
 INPUT_PX = 75
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import geopandas as gpd
 import pytest
 
-from deepsolar.config import validate_config
-from deepsolar.errors import ConfigError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError
 from deepsolar.jobs import MapRegionJob
 from flows.map_region import map_region_flow
 

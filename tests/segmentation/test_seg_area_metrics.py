@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from affine import Affine
 
-from deepsolar.errors import InputDataError
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.tiling import TileGrid
 from deepsolar.segmentation.area import mask_area_m2_tile, mask_area_m2_transform
 from deepsolar.segmentation.evaluate import (
     dice,
@@ -19,7 +20,6 @@ from deepsolar.segmentation.evaluate import (
     regional_relative_error,
     summarise,
 )
-from deepsolar.tiling import TileGrid
 
 R = 6378137.0
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from deepsolar.checkpoints import resolve_checkpoint
 from deepsolar.classifier.config import SubtileConfig, TrainClassifierConfig
 from deepsolar.classifier.model import build_classifier
 from deepsolar.classifier.train import checkpoint_meta, save_checkpoint
-from deepsolar.errors import ConfigError, InputDataError
+from deepsolar.core.checkpoints import resolve_checkpoint
+from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.segmentation.branch import backbone_fingerprint, resolve_tap
 from deepsolar.segmentation.config import TrainSegmenterConfig
 from deepsolar.segmentation.evaluate import EvalItem, item_masks
@@ -144,8 +144,8 @@ def test_jobs_default_to_the_builtin_pair():
 
 
 def test_the_shipped_reference_model_loads_by_name():
-    from deepsolar.checkpoints import builtin_models_dir
     from deepsolar.classifier.predict import load_classifier
+    from deepsolar.core.checkpoints import builtin_models_dir
 
     if not (builtin_models_dir() / "builtin-classifier.pt").is_file():
         pytest.fail("data/models/builtin-classifier.pt is missing from the repository")

@@ -7,7 +7,7 @@ import torch
 from torchvision.models import Inception3
 
 from deepsolar.classifier.predict import load_classifier
-from deepsolar.errors import ConfigError
+from deepsolar.core.errors import ConfigError
 from deepsolar.segmentation.branch import (
     GreedyCamBranch,
     backbone_fingerprint,

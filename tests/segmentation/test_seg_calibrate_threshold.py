@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from deepsolar.classifier.config import ImagesSource
-from deepsolar.errors import InputDataError
+from deepsolar.core.errors import InputDataError
 from deepsolar.segmentation.calibrate import main, pick_threshold, threshold_sweep
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.evaluate import batched_items, items_cell_maps, iter_set, stitch_masks

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 from shapely.geometry import box
 
-from deepsolar.errors import ConfigError
+from deepsolar.core.errors import ConfigError
+from deepsolar.geo.tiling import TileGrid
 from deepsolar.segmentation.area import mask_area_m2_tile
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.evaluate import EvaluateSegmentationConfig, evaluate_segmentation
 from deepsolar.segmentation.pipeline import TABLE_COLUMNS, Segmenter
-from deepsolar.tiling import TileGrid
 
 
 def _probs(clf_ckpt, seg_ckpt, store):

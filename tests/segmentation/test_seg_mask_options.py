@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deepsolar.errors import ConfigError
+from deepsolar.core.errors import ConfigError
 from deepsolar.segmentation.branch import GreedyCamBranch
 from deepsolar.segmentation.cam import (
     CamMaps,

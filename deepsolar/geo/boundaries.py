@@ -19,8 +19,8 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
-from deepsolar.config import StrictModel
-from deepsolar.errors import InputDataError
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import InputDataError
 
 Level = Literal["state", "county", "tract"]
 LONLAT = "EPSG:4326"

@@ -41,9 +41,11 @@ import numpy as np
 from pydantic import Field
 from tqdm import tqdm
 
-from deepsolar.config import StrictModel
-from deepsolar.errors import DeepSolarError, DownloadError, OutputError, SourceError
-from deepsolar.manifest import (
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import DeepSolarError, DownloadError, OutputError, SourceError
+from deepsolar.core.io import atomic_write_bytes
+from deepsolar.geo.tiling import Tile
+from deepsolar.imagery.manifest import (
     JOURNAL_NAME,
     MANIFEST_NAME,
     TileJournal,
@@ -54,10 +56,9 @@ from deepsolar.manifest import (
     tile_relpath,
     write_manifest,
 )
-from deepsolar.tiling import Tile
 
 if TYPE_CHECKING:
-    from deepsolar.sources import ImagerySource
+    from deepsolar.imagery.sources import ImagerySource
 
 log = logging.getLogger(__name__)
 
@@ -502,7 +503,7 @@ class HttpFetcher:
     """Fetches images over HTTP(S) (or ``file://``) politely and robustly; safe to share by threads.
 
     ``get_image(url, redacted_url=..., expected_size=(w, h))`` returns RGB uint8 or raises
-    :class:`~deepsolar.errors.DownloadError` naming the redacted URL, the last status, the number
+    :class:`~deepsolar.core.errors.DownloadError` naming the redacted URL, the last status, the number
     of attempts and what to do.
     """
 
@@ -774,31 +775,6 @@ class HttpFetcher:
 # Files
 
 
-def atomic_write_bytes(
-    path: Path, data: bytes, *, fsync: bool = True, shared: bool = False
-) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
-
-    The temp name is fixed per destination (``.{name}.part``) because one tile is written by one
-    thread at a time (the store folder is locked), so a ``.part`` left by a killed run is reused
-    and renamed away when that tile is redone. ``shared`` (the disk cache, which several threads
-    may fill with the same entry) makes the temp name unique per thread instead.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    unique = f".{os.getpid()}-{threading.get_ident()}" if shared else ""
-    tmp = path.with_name(f".{path.name}{unique}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def encode_png(img: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV only fails on invalid arrays, checked by the caller
@@ -978,7 +954,7 @@ def download_tiles(
     earlier run into the same folder are skipped. ``on_tile`` is called (in this thread) after
     each record is journaled. At the end the manifest (``manifest.gpkg``; also ``.parquet`` with
     ``manifest_parquet``) is written from the journal, and if any tile failed a
-    :class:`~deepsolar.errors.DownloadError` says how many (its ``summary`` attribute holds the
+    :class:`~deepsolar.core.errors.DownloadError` says how many (its ``summary`` attribute holds the
     :class:`DownloadSummary`) unless ``raise_on_failure`` is false.
     """
     cfg = config or DownloadConfig()

@@ -17,16 +17,16 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from deepsolar.aggregate import aggregate_systems
-from deepsolar.bootstrap import (
+from deepsolar.classifier.data import labels_from_truth
+from deepsolar.core.bootstrap import (
     bootstrap_ci,
     confusion_columns,
     f1_stat,
     precision_stat,
     recall_stat,
 )
-from deepsolar.classifier.data import labels_from_truth
-from deepsolar.merge import MergeConfig, merge_panels
+from deepsolar.maps.aggregate import aggregate_systems
+from deepsolar.maps.merge import MergeConfig, merge_panels
 
 
 def tile_scores(
@@ -73,7 +73,7 @@ def truth_systems(
         t = t.assign(geometry=t.geometry.intersection(scanned))
         t = t[~t.geometry.is_empty]
         share = share.loc[t.index]
-    from deepsolar.polygons import equal_area_m2
+    from deepsolar.maps.polygons import equal_area_m2
 
     t = t.assign(area_m2=equal_area_m2(t) * share.to_numpy())
     t = t[["area_m2", "geometry"]]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from deepsolar.errors import InputDataError
+from deepsolar.core.errors import InputDataError
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -41,7 +41,7 @@ BUILTIN_FILES = {
 def builtin_models_dir() -> Path:
     """Folder of the shipped reference model: ``$DEEPSOLAR_MODELS_DIR`` or ``<repo>/data/models``."""
     env = os.environ.get("DEEPSOLAR_MODELS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "models"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "models"
 
 
 def resolve_checkpoint(path: str | Path, kind: str) -> Path:

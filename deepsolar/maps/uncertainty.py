@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from deepsolar.config import StrictModel
-from deepsolar.errors import InputDataError
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import InputDataError
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def detector_counts_from_checkpoint(checkpoint: str | Path) -> DetectorCounts | 
     measured at its decision threshold (a checkpoint whose threshold was changed afterwards, as
     the builtin's was, has none usable).
     """
-    from deepsolar.checkpoints import load_checkpoint_safely, resolve_checkpoint
+    from deepsolar.core.checkpoints import load_checkpoint_safely, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint, "classifier")
     side = path.with_name(path.stem + EVALUATION_SUFFIX)

@@ -30,8 +30,8 @@ from typing import Any, Literal
 import geopandas as gpd
 import pandas as pd
 
-from deepsolar.errors import InputDataError, OutputError
-from deepsolar.tiling import LONLAT, Tile
+from deepsolar.core.errors import InputDataError, OutputError
+from deepsolar.geo.tiling import LONLAT, Tile
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def read_manifest(path: str | Path) -> gpd.GeoDataFrame:
                 "no tile manifest in this folder",
                 where=str(p),
                 fix="download tiles into it first, or rebuild the manifest from its journal "
-                "with deepsolar.manifest.build_manifest(folder)",
+                "with deepsolar.imagery.manifest.build_manifest(folder)",
             )
         p = found
     if not p.is_file():
@@ -307,14 +307,14 @@ def read_manifest(path: str | Path) -> gpd.GeoDataFrame:
         raise InputDataError(
             f"cannot read the tile manifest ({type(err).__name__}: {err})",
             where=str(p),
-            fix="rebuild it from the journal with deepsolar.manifest.build_manifest(folder)",
+            fix="rebuild it from the journal with deepsolar.imagery.manifest.build_manifest(folder)",
         ) from None
     missing = [c for c in MANIFEST_COLUMNS if c not in gdf.columns]
     if missing:
         raise InputDataError(
             f"not a tile manifest: columns {missing} are missing",
             where=str(p),
-            fix="pass a manifest written by deepsolar.download.download_tiles",
+            fix="pass a manifest written by deepsolar.imagery.download.download_tiles",
         )
     _check_manifest_rows(gdf, p)
     return gdf
@@ -345,7 +345,7 @@ def _check_manifest_rows(gdf: gpd.GeoDataFrame, where: Path) -> None:
         f"the tile manifest cannot be trusted: {row} has a tile_id or path that does not match "
         "its zoom, tile_size_px, x and y (paths must stay inside the tile store)",
         where=str(where),
-        fix="rebuild it from the store's journal with deepsolar.manifest.build_manifest(folder), "
+        fix="rebuild it from the store's journal with deepsolar.imagery.manifest.build_manifest(folder), "
         "or download the tiles again",
     )
 

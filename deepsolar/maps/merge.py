@@ -34,10 +34,10 @@ from pydantic import Field
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from deepsolar.config import StrictModel, validate_config
-from deepsolar.errors import InputDataError
-from deepsolar.polygons import equal_area_m2, reproject
-from deepsolar.tiling import LONLAT, WEB_MERCATOR, Tile
+from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.tiling import LONLAT, WEB_MERCATOR, Tile
+from deepsolar.maps.polygons import equal_area_m2, reproject
 
 # Residential / non-residential split by system area (m²). The DeepSolar tract database does not
 # state its rule, but its numbers pin it down: in the real Virginia tracts
@@ -116,7 +116,7 @@ def _check_panels(panels: gpd.GeoDataFrame, where: str) -> None:
         raise InputDataError(
             f"expected a GeoDataFrame of panel polygons, got {type(panels).__name__}",
             where=where,
-            fix="pass the output of deepsolar.polygons.mask_to_polygons / masks_to_polygons",
+            fix="pass the output of deepsolar.maps.polygons.mask_to_polygons / masks_to_polygons",
         )
     if panels.crs is None:
         raise InputDataError(

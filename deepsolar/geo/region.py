@@ -13,10 +13,10 @@ from pydantic import Field, model_validator
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from deepsolar.boundaries import BoundarySourcesConfig, Level, load_units, read_boundary_file
-from deepsolar.config import StrictModel, short_repr
-from deepsolar.errors import RegionError
-from deepsolar.tiling import MAX_LAT_DEG
+from deepsolar.core.config import StrictModel, short_repr
+from deepsolar.core.errors import RegionError
+from deepsolar.geo.boundaries import BoundarySourcesConfig, Level, load_units, read_boundary_file
+from deepsolar.geo.tiling import MAX_LAT_DEG
 
 
 class RegionConfig(StrictModel):

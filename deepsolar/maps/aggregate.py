@@ -47,7 +47,7 @@ has ``inf``.
 densities are reported also get 95% intervals of their true whole-unit totals,
 ``panel_area_m2_lo95`` / ``_hi95`` and ``solar_system_count_lo95`` / ``_hi95``, and with
 ``AggregateConfig.uncertainty.bias_correction`` the ``_corrected`` totals (see
-:mod:`deepsolar.uncertainty` and docs/maps.md).
+:mod:`deepsolar.maps.uncertainty` and docs/maps.md).
 
 **Scale.** Points are assigned with a ``shapely.STRtree`` built over a chunk of points and
 queried with all units at once (``predicate="intersects"``, each unit prepared once), so the
@@ -71,12 +71,12 @@ from pydantic import Field
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from deepsolar.config import StrictModel, validate_config
-from deepsolar.errors import InputDataError
-from deepsolar.merge import DEFAULT_RESIDENTIAL_MAX_AREA_M2
-from deepsolar.polygons import equal_area_m2_array, reproject
-from deepsolar.tiling import EARTH_RADIUS_M, LONLAT, ORIGIN_SHIFT_M, Tile, mercator_m_per_px
-from deepsolar.uncertainty import (
+from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.tiling import EARTH_RADIUS_M, LONLAT, ORIGIN_SHIFT_M, Tile, mercator_m_per_px
+from deepsolar.maps.merge import DEFAULT_RESIDENTIAL_MAX_AREA_M2
+from deepsolar.maps.polygons import equal_area_m2_array, reproject
+from deepsolar.maps.uncertainty import (
     CORRECTED_COLUMNS,
     INTERVAL_COLUMNS,
     DetectorCounts,
@@ -160,7 +160,7 @@ class AggregateConfig(StrictModel):
     residential_max_area_m2: float = Field(
         DEFAULT_RESIDENTIAL_MAX_AREA_M2,
         gt=0,
-        description="used only when the residential column is absent (see deepsolar.merge)",
+        description="used only when the residential column is absent (see deepsolar.maps.merge)",
     )
     chunk_size: int = Field(
         250_000, ge=1_000, description="points per STRtree chunk (bounds peak memory)"
@@ -422,7 +422,7 @@ def _unit_geoms(units: gpd.GeoDataFrame) -> np.ndarray:
         raise InputDataError(
             "units must be a GeoDataFrame with a CRS",
             where="aggregate_systems(units=...)",
-            fix="load them with deepsolar.boundaries.load_units / load_tiger_tracts",
+            fix="load them with deepsolar.geo.boundaries.load_units / load_tiger_tracts",
         )
     geoms = _to_lonlat_array(units.geometry, "units")
     ok = shapely.get_type_id(geoms)
@@ -455,7 +455,7 @@ def _system_area(systems: gpd.GeoDataFrame, cfg: AggregateConfig) -> np.ndarray:
         raise InputDataError(
             f"systems have no {col!r} column",
             where="aggregate_systems",
-            fix="merge panels with deepsolar.merge.merge_panels, or set AggregateConfig.area_column",
+            fix="merge panels with deepsolar.maps.merge.merge_panels, or set AggregateConfig.area_column",
         )
     area = pd.to_numeric(systems[col], errors="coerce").to_numpy(dtype=float)
     if np.isnan(area).any() or (area < 0).any():
@@ -561,7 +561,7 @@ def _distinct_tile_counts(
         raise InputDataError(
             "tile counts need panels with system_id and tile_id, and systems with system_id",
             where="aggregate_systems(panels=...)",
-            fix="pass the panels labelled by deepsolar.merge.merge_panels_labelled",
+            fix="pass the panels labelled by deepsolar.maps.merge.merge_panels_labelled",
         )
     sys_ids = systems["system_id"].to_numpy()
     unit = pd.Series(unit_of_system, index=sys_ids)
@@ -612,7 +612,7 @@ def _uncertainty_columns(
     counts: DetectorCounts,
     cfg: UncertaintyConfig,
 ) -> dict[str, np.ndarray]:
-    """Interval (and corrected) columns for the units in ``geoms`` (see deepsolar.uncertainty).
+    """Interval (and corrected) columns for the units in ``geoms`` (see deepsolar.maps.uncertainty).
 
     The sampling clusters are the scan's grid tiles: each system counts in the tile holding its
     point ``pts``; a unit's scanned tiles ``n`` = scanned area / one tile's ground area at the
@@ -706,11 +706,11 @@ def aggregate_systems(
     ``scanned``: what was scanned (see :func:`scanned_geometry`); None = complete inventory.
     ``population_column`` / ``household_column`` default to DeepSolar's ``population`` /
     ``household_count`` when the units have them. ``panels``: the panel pieces with
-    ``system_id`` and ``tile_id`` (from :func:`deepsolar.merge.merge_panels_labelled`); with them
+    ``system_id`` and ``tile_id`` (from :func:`deepsolar.maps.merge.merge_panels_labelled`); with them
     the ``tile_count`` columns (distinct tiles holding a system) are written, without them they
     are left out. ``detector``: the classifier's validation counts; with them (and
     ``config.uncertainty.enabled``) the 95% interval columns are written (see
-    :mod:`deepsolar.uncertainty`). Returns ``units`` (EPSG:4326) with the columns described in
+    :mod:`deepsolar.maps.uncertainty`). Returns ``units`` (EPSG:4326) with the columns described in
     the module docstring; ``attrs`` holds ``unassigned_systems`` and the scan counts.
     """
     cfg = validate_config(AggregateConfig, config or {}, where="aggregate_systems config")
@@ -811,7 +811,7 @@ def _aggregate(
     for col in DENSITY_COLUMNS:
         if col in out.columns:
             out.loc[~reported, col] = np.nan
-    # Totals with error bars, where the densities are reported (see deepsolar.uncertainty).
+    # Totals with error bars, where the densities are reported (see deepsolar.maps.uncertainty).
     unc = cfg.uncertainty
     if detector is not None and unc.enabled:
         cols = INTERVAL_COLUMNS + (CORRECTED_COLUMNS if unc.bias_correction else ())

@@ -23,8 +23,8 @@ from pyproj import Transformer
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from deepsolar.config import StrictModel
-from deepsolar.errors import RegionError
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import RegionError
 
 EARTH_RADIUS_M = 6378137.0
 ORIGIN_SHIFT_M = math.pi * EARTH_RADIUS_M  # half the Web-Mercator world width, 20037508.34 m

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from deepsolar.aggregate import DEFAULT_DENSITY_FIELD, pct_text
-from deepsolar.errors import InputDataError
+from deepsolar.core.errors import InputDataError
+from deepsolar.maps.aggregate import DEFAULT_DENSITY_FIELD, pct_text
 
 BreakMethod = Literal["jenks", "quantile", "equal"]
 _QGIS_METHOD_ID = {"jenks": "Jenks", "quantile": "Quantile", "equal": "EqualInterval"}
@@ -985,7 +985,7 @@ def write_choropleth_png(
         raise InputDataError(
             f"layer has no column {field!r}",
             where=str(out),
-            fix="aggregate the systems first (deepsolar.aggregate.aggregate_systems)",
+            fix="aggregate the systems first (deepsolar.maps.aggregate.aggregate_systems)",
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     gdf = units.to_crs("EPSG:4326") if units.crs is not None else units

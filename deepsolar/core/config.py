@@ -2,7 +2,7 @@
 
 Each stage defines its own config model in its own module (e.g. ``tiling.TileGridConfig``);
 this module only holds the common base class and the loader that turns validation failures
-into :class:`~deepsolar.errors.ConfigError` naming the file and the field.
+into :class:`~deepsolar.core.errors.ConfigError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from deepsolar.errors import ConfigError
+from deepsolar.core.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 

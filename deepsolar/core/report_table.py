@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from deepsolar.bootstrap import Interval
+from deepsolar.core.bootstrap import Interval
 
 Kind = Literal["text", "int", "num", "pct", "ci", "pct_ci"]
 NA = "n/a"

@@ -31,9 +31,9 @@ from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError
 from shapely.geometry import shape
 
-from deepsolar.config import StrictModel
-from deepsolar.errors import InputDataError
-from deepsolar.tiling import LONLAT, WEB_MERCATOR, Tile
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.tiling import LONLAT, WEB_MERCATOR, Tile
 
 EQUAL_AREA_CONUS = "EPSG:5070"  # NAD83 / Conus Albers (equal-area)
 # EPSG:5070's area of use (west, south, east, north); outside it areas are geodesic.
@@ -163,7 +163,7 @@ def _georef(
         raise InputDataError(
             f"cannot georeference a mask from a {type(tile).__name__}",
             where=where,
-            fix="pass a deepsolar.tiling.Tile, or an affine.Affine transform with crs=...",
+            fix="pass a deepsolar.geo.tiling.Tile, or an affine.Affine transform with crs=...",
         )
     if crs is None:
         raise InputDataError(
@@ -252,7 +252,7 @@ def mask_to_polygons(
 ) -> gpd.GeoDataFrame:
     """Vectorise one tile's mask into panel polygons (EPSG:4326) with ground area.
 
-    ``tile`` is a :class:`~deepsolar.tiling.Tile` (the mask may be coarser than the tile; it is
+    ``tile`` is a :class:`~deepsolar.geo.tiling.Tile` (the mask may be coarser than the tile; it is
     stretched over the tile's footprint), an ``Affine`` pixel -> ``crs`` transform, or a
     ``(transform, crs)`` tuple. Returns one row per connected piece with columns ``tile_id``,
     ``confidence``, ``area_px`` (mask pixels), ``area_m2`` (their exact ground area) and the

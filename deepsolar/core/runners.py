@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from deepsolar.config import StrictModel
-from deepsolar.errors import ConfigError
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import ConfigError
 
 
 class TaskRunnerConfig(StrictModel):

@@ -239,7 +239,7 @@ def run_entry(main: Callable[[], int | None], name: str) -> int:
 def check_input_paths(paths: dict[str, Any], where: str) -> None:
     """Every named input path (None and 'builtin' skipped) exists, else one ConfigError naming
     the field: checked before a flow (and Prefect's temporary server) starts."""
-    from deepsolar.errors import ConfigError
+    from deepsolar.core.errors import ConfigError
 
     for field, value in paths.items():
         if value is None or str(value) == "builtin":
@@ -274,7 +274,7 @@ def _guarded_subprocess_module() -> types.ModuleType:
             args = [
                 args[0],
                 "-m",
-                "deepsolar.runtime",
+                "deepsolar.core.runtime",
                 "--guard-parent",
                 str(os.getpid()),
                 *args[3:],
@@ -282,7 +282,7 @@ def _guarded_subprocess_module() -> types.ModuleType:
             kw["start_new_session"] = True
             # deepsolar importable there however this process found it
             env = dict(kw.get("env") or os.environ)
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
             kw["env"] = env
         return subprocess.Popen(args, *a, **kw)
@@ -335,7 +335,7 @@ def guard_ephemeral_server() -> None:
 
 
 def _guard_main(argv: list[str]) -> None:
-    """``python -m deepsolar.runtime --guard-parent PID <uvicorn args>``: run uvicorn, and stop
+    """``python -m deepsolar.core.runtime --guard-parent PID <uvicorn args>``: run uvicorn, and stop
     it (SIGTERM to itself, then a hard exit) as soon as process PID is no longer its parent."""
     parent = int(argv[1])
 

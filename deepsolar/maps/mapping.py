@@ -4,7 +4,7 @@ Input is what ``segment-tiles`` leaves in a tile store: ``manifest.gpkg`` (every
 and ``segmentation.parquet`` (per tile: probability, positive or not, mask PNG, area). Output is
 one GeoPackage with layers ``scan_footprint``, ``tiles``, ``panels``, ``systems``, ``tracts``,
 ``counties``, ``states`` (styled for QGIS), PNG choropleths and CSV/Parquet tables (see
-:mod:`deepsolar.gpkg`). A run marked SYNTHETIC (``MapOutputsConfig.data_label``, or a note /
+:mod:`deepsolar.maps.gpkg`). A run marked SYNTHETIC (``MapOutputsConfig.data_label``, or a note /
 title that says SYNTHETIC) is labelled so inside the GeoPackage itself.
 Only units that meet the scanned area are written, so a county scan does not carry 3,000 empty
 counties.
@@ -21,21 +21,21 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from deepsolar.aggregate import (
+from deepsolar.core.config import StrictModel
+from deepsolar.core.errors import InputDataError
+from deepsolar.geo.boundaries import BoundarySourcesConfig, load_units
+from deepsolar.geo.tiling import Tile
+from deepsolar.imagery.manifest import read_manifest
+from deepsolar.maps.aggregate import (
     AggregateConfig,
     aggregate_levels,
     scan_footprint_frame,
     scanned_geometry,
 )
-from deepsolar.boundaries import BoundarySourcesConfig, load_units
-from deepsolar.config import StrictModel
-from deepsolar.errors import InputDataError
-from deepsolar.gpkg import write_run_outputs
-from deepsolar.manifest import read_manifest
-from deepsolar.merge import MergeConfig, merge_panels_labelled
-from deepsolar.polygons import PolygonConfig, masks_to_polygons
-from deepsolar.tiling import Tile
-from deepsolar.uncertainty import resolve_detector_counts
+from deepsolar.maps.gpkg import write_run_outputs
+from deepsolar.maps.merge import MergeConfig, merge_panels_labelled
+from deepsolar.maps.polygons import PolygonConfig, masks_to_polygons
+from deepsolar.maps.uncertainty import resolve_detector_counts
 
 SEGMENTATION_TABLE = "segmentation.parquet"
 LEVEL_LAYERS = {"tract": "tracts", "county": "counties", "state": "states"}

@@ -1,9 +1,9 @@
 """Imagery sources behind one interface: local GeoTIFF/COG, any XYZ tile server, Google Static Maps.
 
-Every source turns a grid :class:`~deepsolar.tiling.Tile` into an RGB uint8 array of exactly the
+Every source turns a grid :class:`~deepsolar.geo.tiling.Tile` into an RGB uint8 array of exactly the
 tile's pixels (``tile.size_px`` square, on the Web-Mercator grid), or ``None`` when the tile lies
 outside the source's coverage. Network sources fetch through the one
-:class:`~deepsolar.download.HttpFetcher` (rate limit, retries, cache); the local source reads its
+:class:`~deepsolar.imagery.download.HttpFetcher` (rate limit, retries, cache); the local source reads its
 raster directly. Configs are a pydantic union discriminated by ``kind``::
 
     source:
@@ -31,10 +31,10 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from deepsolar.config import StrictModel, short_repr
-from deepsolar.download import REDACTED, HttpFetcher, register_secret
-from deepsolar.errors import ConfigError, DownloadError, InputDataError, SourceError
-from deepsolar.tiling import LONLAT, WEB_MERCATOR, Tile
+from deepsolar.core.config import StrictModel, short_repr
+from deepsolar.core.errors import ConfigError, DownloadError, InputDataError, SourceError
+from deepsolar.geo.tiling import LONLAT, WEB_MERCATOR, Tile
+from deepsolar.imagery.download import REDACTED, HttpFetcher, register_secret
 
 GOOGLE_STATIC_MAX_SIZE_PX = 640  # the Static Maps API's largest size at scale=1 (standard plan)
 _SERVER_TILE_MEMORY_CACHE = 64  # decoded server tiles kept per XYZ source (~12 MB at 256 px)

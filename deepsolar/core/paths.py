@@ -1,0 +1,36 @@
+"""Locate the project's shared real data folder (``../shared/data`` beside the checkout).
+
+One setting: the environment variable ``DEEPSOLAR_SHARED_DATA``; by default ``../shared/data``
+relative to the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shared_data_dir() -> Path:
+    """Path of the shared data folder (may not exist; callers check)."""
+    env = os.environ.get("DEEPSOLAR_SHARED_DATA")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+SHARED_DATA_VAR = "${DEEPSOLAR_SHARED_DATA}"
+
+
+def resolve_data_path(value: object) -> object:
+    """Expand a leading ``${DEEPSOLAR_SHARED_DATA}`` in a config value to the shared data folder.
+
+    Args:
+        value: a config value; strings starting with the variable become a ``Path``.
+
+    Returns:
+        The expanded path, or ``value`` unchanged.
+    """
+    if isinstance(value, str) and value.startswith(SHARED_DATA_VAR):
+        rest = value[len(SHARED_DATA_VAR) :].lstrip("/")
+        return shared_data_dir() / rest
+    return value
