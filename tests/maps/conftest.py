@@ -11,8 +11,8 @@ from maps_helpers import synthetic_run
 
 
 @pytest.fixture(scope="session")
-def run_layers(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
-    return synthetic_run(shared_data)
+def run_layers() -> dict[str, gpd.GeoDataFrame]:
+    return synthetic_run()  # the committed Suffolk tracts: no shared data needed
 
 
 @pytest.fixture(scope="session")

@@ -57,14 +57,19 @@ def system_python_has(module: str) -> bool:
 HALF_SCANNED_TRACT = "half_scanned_tract"  # key of synthetic_run's attrs
 
 
-def synthetic_run(shared_data: Path) -> dict[str, gpd.GeoDataFrame]:
+SUFFOLK_TRACTS = (
+    Path(__file__).resolve().parent.parent / "fixtures/boundaries/tl_2010_25025_tract10.zip"
+)
+
+
+def synthetic_run(tracts_zip: Path = SUFFOLK_TRACTS) -> dict[str, gpd.GeoDataFrame]:
     """scan_footprint / tiles / panels / systems / tracts / counties / states for a small
     synthetic scan: the 12 smallest Suffolk tracts scanned completely (a different density of
     SYNTHETIC arrays in each), the west half of the 13th smallest, and 3x3-tile blocks in 30
     other tracts. ``attrs["half_scanned_tract"]`` is the GEOID of the half-scanned tract."""
     grid = TileGrid()  # zoom 21, 320 px: DeepSolar's grid
     rng = np.random.default_rng(7)
-    tracts = load_tiger_tracts(shared_data / "boundaries/tiger2010_tracts/tl_2010_25_tract10.zip")
+    tracts = load_tiger_tracts(tracts_zip)  # real TIGER 2010 tracts (tests/fixtures/boundaries)
     tracts = tracts[tracts["GEOID"].str.startswith("25025")].reset_index(drop=True)  # Suffolk
     counties = load_units("county")
     counties = counties[counties["STATEFP"] == "25"].reset_index(drop=True)
