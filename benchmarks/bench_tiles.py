@@ -22,9 +22,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from deepsolar.core.http import DownloadConfig
 from deepsolar.geo.region import RegionConfig, resolve_region
 from deepsolar.geo.tiling import ORIGIN_SHIFT_M, TileGrid, mercator_m_per_px
-from deepsolar.imagery.download import DownloadConfig, download_tiles
+from deepsolar.imagery.download import download_tiles
 from deepsolar.imagery.sources import LocalRasterSourceConfig
 
 

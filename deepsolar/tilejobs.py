@@ -15,9 +15,10 @@ from pydantic import Field
 
 from deepsolar.core.config import StrictModel
 from deepsolar.core.errors import RegionError
+from deepsolar.core.http import DownloadConfig
 from deepsolar.geo.region import Region, RegionConfig, resolve_region
 from deepsolar.geo.tiling import TileGrid, TileGridConfig
-from deepsolar.imagery.download import DownloadConfig, DownloadSummary, download_tiles
+from deepsolar.imagery.download import DownloadSummary, download_tiles
 from deepsolar.imagery.sources import ImagerySource, SourceConfig
 
 

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import geopandas as gpd
 import pandas as pd
 
 from deepsolar.core.errors import InputDataError, OutputError
+from deepsolar.core.io import atomic_output, iter_json_lines, last_per_key, reading_input
 from deepsolar.geo.tiling import LONLAT, Tile
 
 log = logging.getLogger(__name__)
@@ -168,42 +168,48 @@ class TileJournal:
 
 
 def iter_journal(path: str | Path) -> Iterator[TileRecord]:
-    """Records of a journal in order; a torn or garbled line (a killed run) is skipped."""
+    """Records of a journal in order; a torn or garbled line (a killed run) is skipped.
+
+    Args:
+        path: the store's ``manifest.journal.jsonl``.
+
+    Yields:
+        Each record; an InputDataError for a line that cannot be trusted (see
+        :meth:`TileRecord.problem`).
+    """
     p = Path(path)
-    if not p.is_file():
-        return
     fields = set(TileRecord.__dataclass_fields__)
-    with open(p, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                data = json.loads(line)
-                rec = TileRecord(**{k: v for k, v in data.items() if k in fields})
-            except (json.JSONDecodeError, TypeError, AttributeError) as err:
-                log.warning(
-                    "skipping unreadable journal line %d of %s (%s)", lineno, p, type(err).__name__
-                )
-                continue
-            why = rec.problem()
-            if why is not None:
-                raise InputDataError(
-                    f"journal line {lineno} cannot be trusted: {why}",
-                    where=str(p),
-                    fix="the journal was edited or comes from another program; delete that line "
-                    "(its tile is downloaded again) or the whole store",
-                )
-            yield rec
+
+    def skip(lineno: int, err: Exception) -> None:
+        log.warning("skipping unreadable journal line %d of %s (%s)", lineno, p, type(err).__name__)
+
+    for lineno, data in iter_json_lines(p, on_garbled=skip):
+        try:
+            rec = TileRecord(**{k: v for k, v in data.items() if k in fields})
+        except (TypeError, AttributeError) as err:
+            skip(lineno, err)
+            continue
+        why = rec.problem()
+        if why is not None:
+            raise InputDataError(
+                f"journal line {lineno} cannot be trusted: {why}",
+                where=str(p),
+                fix="the journal was edited or comes from another program; delete that line "
+                "(its tile is downloaded again) or the whole store",
+            )
+        yield rec
 
 
 def read_journal(path: str | Path) -> dict[str, TileRecord]:
-    """The latest record of each tile in a journal (last record wins)."""
-    latest: dict[str, TileRecord] = {}
-    for rec in iter_journal(path):
-        latest.pop(rec.tile_id, None)  # re-insert so dict order follows the latest record
-        latest[rec.tile_id] = rec
-    return latest
+    """The latest record of each tile in a journal (last record wins).
+
+    Args:
+        path: the store's ``manifest.journal.jsonl`` (missing: no records).
+
+    Returns:
+        ``{tile_id: record}``, ordered by each tile's latest record.
+    """
+    return last_per_key(iter_journal(path), key=lambda rec: rec.tile_id)
 
 
 def records_to_frame(records: Iterable[TileRecord]) -> gpd.GeoDataFrame:
@@ -250,14 +256,12 @@ def write_manifest(
     for col in ("tile_id", "source", "status", "checksum", "path", "error"):
         gdf[col] = gdf[col].astype(object).where(gdf[col].notna(), None)
     suffix = ".parquet" if parquet else ".gpkg"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp" + suffix, dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # GDAL creates the GeoPackage itself (create=False); the temp name matches
+    # remove_stale_temp_files' pattern (.manifest.*.tmp.*).
+    with atomic_output(out, suffix=".tmp" + suffix, create=parquet) as tmp:
         if parquet:
             gdf.to_parquet(tmp, index=False)
         else:
-            tmp.unlink()  # GDAL creates the GeoPackage itself
             pyogrio.write_dataframe(
                 gdf,
                 tmp,
@@ -265,10 +269,6 @@ def write_manifest(
                 driver="GPKG",
                 dataset_options={"VERSION": "1.2"},
             )
-        os.replace(tmp, out)
-    finally:
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
-            leftover.unlink(missing_ok=True)
     return out
 
 
@@ -298,17 +298,15 @@ def read_manifest(path: str | Path) -> gpd.GeoDataFrame:
         raise InputDataError(
             "tile manifest not found", where=str(p), fix="pass the manifest.gpkg of a tile store"
         )
-    try:
+    with reading_input(
+        "cannot read the tile manifest",
+        where=p,
+        fix="rebuild it from the journal with deepsolar.imagery.manifest.build_manifest(folder)",
+    ):
         if p.suffix.lower() == ".parquet":
             gdf = gpd.read_parquet(p)
         else:
             gdf = gpd.read_file(p, layer=MANIFEST_LAYER, engine="pyogrio")
-    except Exception as err:  # pyogrio / pyarrow raise many types for a bad file
-        raise InputDataError(
-            f"cannot read the tile manifest ({type(err).__name__}: {err})",
-            where=str(p),
-            fix="rebuild it from the journal with deepsolar.imagery.manifest.build_manifest(folder)",
-        ) from None
     missing = [c for c in MANIFEST_COLUMNS if c not in gdf.columns]
     if missing:
         raise InputDataError(
@@ -371,33 +369,26 @@ def check_journal_paths(
     """Refuse a JSON-lines journal of a later stage (e.g. ``segmentation.journal.jsonl``) whose
     tile ids are not grid ids or whose paths (``path_keys``) lead outside ``store``."""
     p = Path(journal)
-    if not p.is_file():
-        return
-    with open(p, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line: the stage's own reader skips it
-            if not isinstance(rec, dict):
-                continue
-            tid = rec.get("tile_id")
-            if tid is not None and not (isinstance(tid, str) and _TILE_ID.fullmatch(tid)):
-                raise InputDataError(
-                    f"journal line {lineno} cannot be trusted: tile_id {str(tid)[:200]!r} is "
-                    "not a grid tile id",
-                    where=str(p),
-                    fix="delete that line (the tile is processed again) or the whole journal",
-                )
-            for key in path_keys:
-                rel = rec.get(key)
-                if rel is not None:
-                    try:
-                        resolve_inside(store, str(rel), key)
-                    except InputDataError as err:
-                        err.what = f"journal line {lineno} cannot be trusted: {err.what}"
-                        err.where = str(p)
-                        raise
+    for lineno, rec in iter_json_lines(p):  # a torn line: the stage's own reader skips it
+        if not isinstance(rec, dict):
+            continue
+        tid = rec.get("tile_id")
+        if tid is not None and not (isinstance(tid, str) and _TILE_ID.fullmatch(tid)):
+            raise InputDataError(
+                f"journal line {lineno} cannot be trusted: tile_id {str(tid)[:200]!r} is "
+                "not a grid tile id",
+                where=str(p),
+                fix="delete that line (the tile is processed again) or the whole journal",
+            )
+        for key in path_keys:
+            rel = rec.get(key)
+            if rel is not None:
+                try:
+                    resolve_inside(store, str(rel), key)
+                except InputDataError as err:
+                    err.what = f"journal line {lineno} cannot be trusted: {err.what}"
+                    err.where = str(p)
+                    raise
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ from tileserver import Fault, TileServer, pattern_pixels, tile_pixels
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, DownloadError, InputDataError, SourceError
+from deepsolar.core.http import DownloadConfig, HttpFetcher
 from deepsolar.geo.tiling import TileGrid
-from deepsolar.imagery.download import DownloadConfig, HttpFetcher, download_tiles
+from deepsolar.imagery.download import download_tiles
 from deepsolar.imagery.manifest import JOURNAL_NAME, read_manifest
 from deepsolar.imagery.sources import (
     GoogleStaticSourceConfig,

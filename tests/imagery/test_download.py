@@ -5,7 +5,6 @@ Tile images are the server's SYNTHETIC pattern; rasters are SYNTHETIC files writ
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import os
 import signal
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -22,19 +20,12 @@ import pytest
 import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
-from tileserver import Fault, TileServer, encode, pattern_pixels, tile_pixels, tiles_around
+from tileserver import Fault, TileServer, tile_pixels, tiles_around
 
 from deepsolar.core.errors import DownloadError, SourceError
+from deepsolar.core.http import DownloadConfig, HttpFetcher
 from deepsolar.geo.tiling import TileGrid
-from deepsolar.imagery.download import (
-    BadBody,
-    DownloadConfig,
-    HttpFetcher,
-    _OutDirLock,
-    decode_image,
-    download_tiles,
-    parse_retry_after,
-)
+from deepsolar.imagery.download import _OutDirLock, download_tiles
 from deepsolar.imagery.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
 from deepsolar.imagery.sources import LocalRasterSourceConfig, XYZSourceConfig
 
@@ -85,148 +76,12 @@ def _check_store(out: Path, tiles) -> None:
 # Body check and Retry-After
 
 
-def test_decode_image_rejects_bad_bodies() -> None:
-    img = pattern_pixels(5, 0, 0, 64, 48)
-    png, jpg = encode(img, "png"), encode(img, "jpg")
-    assert np.array_equal(decode_image(png, (64, 48)), img)
-    assert decode_image(jpg, (64, 48)).shape == (48, 64, 3)
-    cases = {
-        b"": "empty",
-        b"<!DOCTYPE html><html>503</html>": "text",
-        b'{"error": "quota"}': "text",
-        png[: len(png) // 2]: "truncated",
-        jpg[: len(jpg) // 2]: "truncated",
-        b"\x00\x01\x02garbage" * 10: "does not decode",
-    }
-    for body, why in cases.items():
-        with pytest.raises(BadBody, match=why):
-            decode_image(body)
-    with pytest.raises(BadBody, match="64x48 px, expected 256x256"):
-        decode_image(png, (256, 256))
-
-
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("3") == 3.0
-    assert parse_retry_after(" 0.5 ") == 0.5
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    now = 1_700_000_000.0
-    date = email.utils.formatdate(now + 7, usegmt=True)
-    assert parse_retry_after(date, now=now) == pytest.approx(7, abs=1)
-    assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True), now=now) == 0.0
-
-
 # --------------------------------------------------------------------------------------------
 # Retries
 
 
-@pytest.mark.network
-@pytest.mark.parametrize("retry_after", ["1", "date"])
-def test_429_retry_after_is_honoured(server: TileServer, retry_after: str) -> None:
-    if retry_after == "date":  # an HTTP date 2 s ahead (1 s resolution: the wait is 1-2 s)
-        retry_after = email.utils.formatdate(time.time() + 2, usegmt=True)
-    server.add_fault(Fault("status", status=429, retry_after=retry_after, times=1))
-    tile = _tiles(1, 1)[0]
-    with HttpFetcher(FAST) as f:
-        img = f.get_image(_url(server, tile), expected_size=(256, 256))
-    assert np.array_equal(img, _expected(tile))
-    first, second = server.log
-    assert first.status == 429 and second.status == 200
-    assert second.t_start - first.t_end >= 0.95  # backoff alone would be ~0.01 s
-
-
-@pytest.mark.network
-@pytest.mark.parametrize(
-    "fault",
-    [
-        Fault("status", status=503, times=2),
-        Fault("status", status=500, times=1),
-        Fault("status", status=502, times=1),
-        Fault("corrupt"),
-        Fault("truncate"),
-        Fault("wrong_size"),
-        Fault("html"),
-        Fault("drop"),
-    ],
-    ids=lambda f: f.kind + (str(f.status) if f.kind == "status" else ""),
-)
-def test_transient_faults_are_retried(server: TileServer, fault: Fault) -> None:
-    server.add_fault(fault)
-    tile = _tiles(1, 1)[0]
-    with HttpFetcher(FAST) as f:
-        img = f.get_image(_url(server, tile), expected_size=(256, 256))
-        assert f.stats.retries == fault.times
-    assert np.array_equal(img, _expected(tile))
-    assert server.n_requests == fault.times + 1
-
-
-@pytest.mark.network
-def test_timeout_is_retried(server: TileServer) -> None:
-    server.add_fault(Fault("slow", delay_s=2.5))
-    tile = _tiles(1, 1)[0]
-    cfg = FAST.model_copy(update={"timeout_s": 0.3})
-    t0 = time.monotonic()
-    with HttpFetcher(cfg) as f:
-        img = f.get_image(_url(server, tile), expected_size=(256, 256))
-    assert np.array_equal(img, _expected(tile))
-    assert 0.3 <= time.monotonic() - t0 < 2.0  # gave up on the slow answer, did not wait it out
-
-
-@pytest.mark.network
-def test_permanent_failure_is_one_clear_error(server: TileServer) -> None:
-    server.add_fault(Fault("status", status=500, times=None))
-    tile = _tiles(1, 1)[0]
-    with (
-        HttpFetcher(FAST.model_copy(update={"max_retries": 2})) as f,
-        pytest.raises(DownloadError) as e,
-    ):
-        f.get_image(_url(server, tile), expected_size=(256, 256))
-    msg = str(e.value)
-    assert "after 3 attempts" in msg and "HTTP 500" in msg and _url(server, tile) in msg
-    assert "What to do:" in msg and "re-run" in msg
-    assert e.value.status == 500 and e.value.attempts == 3
-    assert server.n_requests == 3
-    # A server demanding an unreasonable wait fails at once instead of hanging the run.
-    server.clear_faults()
-    server.add_fault(Fault("status", status=429, retry_after="3600", times=None))
-    t0 = time.monotonic()
-    with HttpFetcher(FAST) as f, pytest.raises(DownloadError, match="asks to wait 3600 s"):
-        f.get_image(_url(server, _tiles(2, 1)[1]))
-    assert time.monotonic() - t0 < 1.0
-
-
-def test_unreachable_server_is_one_clear_error() -> None:
-    with TileServer() as srv:
-        url = f"{srv.url}/tiles/1/0/0.png"
-    # The server is stopped: its port refuses connections.
-    with (
-        HttpFetcher(FAST.model_copy(update={"max_retries": 1})) as f,
-        pytest.raises(DownloadError) as e,
-    ):
-        f.get_image(url)
-    assert "connection error" in str(e.value) and "after 2 attempts" in str(e.value)
-    assert "reachable" in str(e.value)
-
-
 # --------------------------------------------------------------------------------------------
 # Politeness
-
-
-@pytest.mark.network
-def test_rate_limit_is_respected(server: TileServer) -> None:
-    rate, n = 20.0, 21
-    cfg = FAST.model_copy(update={"max_requests_per_s": rate, "max_concurrency": 8})
-    tiles = _tiles(7, 3)
-    with HttpFetcher(cfg) as f, ThreadPoolExecutor(8) as pool:
-        t0 = time.monotonic()
-        list(pool.map(lambda t: f.get_image(_url(server, t)), tiles))
-        elapsed = time.monotonic() - t0
-    assert len(tiles) == n == server.n_requests
-    assert elapsed >= (n - 1) / rate * 0.95
-    # Seen by the server: in any 0.5 s window at most 0.5 * rate (+2 for scheduling jitter on a
-    # busy machine) requests started; without the limit all 21 arrive within a few ms.
-    starts = sorted(r.t_start for r in server.log)
-    most = max(np.searchsorted(starts, s + 0.5) - i for i, s in enumerate(starts))
-    assert most <= 0.5 * rate + 2
 
 
 @pytest.mark.network
@@ -345,7 +200,8 @@ def test_interrupted_download_resumes_without_loss_or_duplicates(
 _KILLED_CHILD = textwrap.dedent(
     """
     import sys
-    from deepsolar.imagery.download import DownloadConfig, download_tiles
+    from deepsolar.core.http import DownloadConfig
+    from deepsolar.imagery.download import download_tiles
     from deepsolar.imagery.sources import XYZSourceConfig
     from deepsolar.geo.tiling import TileGrid
 

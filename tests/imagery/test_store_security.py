@@ -15,14 +15,9 @@ import pytest
 from tileserver import TileServer
 
 from deepsolar.core.errors import DownloadError, InputDataError
+from deepsolar.core.http import DownloadConfig, HttpFetcher, redact, register_secret
 from deepsolar.geo.tiling import TileGrid
-from deepsolar.imagery.download import (
-    DownloadConfig,
-    HttpFetcher,
-    download_tiles,
-    redact,
-    register_secret,
-)
+from deepsolar.imagery.download import download_tiles
 from deepsolar.imagery.manifest import (
     JOURNAL_NAME,
     MANIFEST_NAME,

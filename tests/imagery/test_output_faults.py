@@ -21,9 +21,10 @@ from tileserver import TileServer
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, InputDataError, OutputError, RegionError
+from deepsolar.core.http import DownloadConfig
 from deepsolar.geo.region import Region, RegionConfig
 from deepsolar.geo.tiling import TileGrid
-from deepsolar.imagery.download import DownloadConfig, download_tiles
+from deepsolar.imagery.download import download_tiles
 from deepsolar.imagery.manifest import MANIFEST_NAME, read_manifest
 from deepsolar.imagery.sources import LocalRasterSourceConfig, XYZSourceConfig
 from deepsolar.tilejobs import DownloadTilesJob, plan_tiles

@@ -1,0 +1,88 @@
+"""Imagery sources behind one interface: local GeoTIFF/COG, any XYZ tile server, Google Static Maps.
+
+Every source turns a grid :class:`~deepsolar.geo.tiling.Tile` into an RGB uint8 array of exactly the
+tile's pixels (``tile.size_px`` square, on the Web-Mercator grid), or ``None`` when the tile lies
+outside the source's coverage. Network sources fetch through the one
+:class:`~deepsolar.core.http.HttpFetcher` (rate limit, retries, cache); the local source reads its
+raster directly. One module per source (:mod:`.local_raster`, :mod:`.xyz`, :mod:`.google_static`)
+holds its config model and its class, on :class:`~.base.ImagerySource`. Configs are a pydantic
+union discriminated by ``kind``::
+
+    source:
+      kind: xyz
+      url_template: https://tiles.example.com/{z}/{x}/{y}.jpg
+      max_zoom: 19
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from deepsolar.core.config import short_repr
+from deepsolar.core.errors import ConfigError
+from deepsolar.imagery.sources.base import ImagerySource
+from deepsolar.imagery.sources.google_static import (
+    GOOGLE_STATIC_MAX_SIZE_PX,
+    GoogleStaticSource,
+    GoogleStaticSourceConfig,
+)
+from deepsolar.imagery.sources.local_raster import LocalRasterSource, LocalRasterSourceConfig
+from deepsolar.imagery.sources.xyz import XYZSource, XYZSourceConfig
+
+__all__ = [
+    "GOOGLE_STATIC_MAX_SIZE_PX",
+    "GoogleStaticSource",
+    "GoogleStaticSourceConfig",
+    "ImagerySource",
+    "LocalRasterSource",
+    "LocalRasterSourceConfig",
+    "SourceConfig",
+    "XYZSource",
+    "XYZSourceConfig",
+    "build_source",
+    "parse_source_config",
+]
+
+SourceConfig = Annotated[
+    LocalRasterSourceConfig | XYZSourceConfig | GoogleStaticSourceConfig,
+    Field(discriminator="kind"),
+]
+_SOURCE_ADAPTER: TypeAdapter[Any] = TypeAdapter(SourceConfig)
+
+
+def _describe(err: ValidationError) -> str:
+    """Like config.format_validation_error, but never echoes the value of an unknown key: a key
+    pasted into a config (``api_key: ...``) must not end up in an error message or a log."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown option (keys belong in environment variables)")
+        else:
+            got = e.get("input")
+            echo = got is not None and not isinstance(got, dict)
+            got_s = f" (got {short_repr(got)})" if echo else ""
+            lines.append(f"{loc[:200]}: {str(e['msg'])[:200]}{got_s}")
+    return "; ".join(lines)
+
+
+def parse_source_config(data: Any, *, where: str = "source") -> SourceConfig:
+    """Validate a mapping (``kind: local | xyz | google_static`` + options) into a source config."""
+    if isinstance(data, LocalRasterSourceConfig | XYZSourceConfig | GoogleStaticSourceConfig):
+        return data
+    try:
+        return _SOURCE_ADAPTER.validate_python(data)
+    except ValidationError as err:
+        raise ConfigError(
+            f"invalid imagery source: {_describe(err)}",
+            where=where,
+            fix="set kind to local, xyz or google_static and correct the listed fields "
+            "(see docs/imagery-sources.md)",
+        ) from None
+
+
+def build_source(data: Any, *, where: str = "source") -> ImagerySource:
+    """Validate a source config (mapping or model) and build the source."""
+    return parse_source_config(data, where=where).build()
