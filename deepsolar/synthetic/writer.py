@@ -271,7 +271,6 @@ def _write_cog(
 
 def _write_truth(path: Path, panels: gpd.GeoDataFrame, lookalikes: gpd.GeoDataFrame) -> None:
     with atomic_output(path, suffix=path.suffix) as tmp:
-        tmp.unlink()  # the GeoPackage driver creates the file (it cannot open an empty one)
         for layer, gdf in (("panels", panels), ("lookalikes", lookalikes)):
             gdf.to_file(
                 tmp,
