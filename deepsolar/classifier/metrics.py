@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from deepsolar.core.bootstrap import (
     precision_stat,
     recall_stat,
 )
+from deepsolar.core.io import atomic_output, atomic_write_text
 from deepsolar.core.report_table import Column, ci_cells
 
 DEFAULT_SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
@@ -85,18 +84,18 @@ def threshold_sweep(
     return rows
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600
-    os.replace(tmp, path)
-
-
 def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically.
+
+    Args:
+        path: the destination file; its folder is created.
+        data: anything ``json.dumps`` takes.
+
+    Returns:
+        The path written.
+    """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(p, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(p, json.dumps(data, indent=2, sort_keys=False) + "\n")
     return p
 
 
@@ -142,10 +141,11 @@ def plot_curves(
         ax.legend(loc="lower right" if name == "roc" else "lower left")
         fig.tight_layout()
         target = out / f"{name}.png"
-        tmp = out / f".{name}.tmp.png"
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, target)
+        try:
+            with atomic_output(target, suffix=".tmp.png") as tmp:
+                fig.savefig(tmp)
+        finally:
+            plt.close(fig)
         written.append(target)
     return written
 

@@ -31,6 +31,7 @@ from deepsolar.classifier.backbones import (
 from deepsolar.classifier.config import ClassifierConfig
 from deepsolar.core.checkpoints import resolve_checkpoint
 from deepsolar.core.errors import InputDataError, OfflineError
+from deepsolar.core.io import reading_input
 
 IMAGENET_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
 # [-1, 1] scaling written as a torchvision-style normalisation of [0, 1] pixels.
@@ -80,14 +81,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             where=str(p),
             fix="set model.weights to an existing file, 'builtin', 'imagenet' or 'none'",
         )
-    try:
+    with reading_input(
+        "cannot read weights",
+        where=p,
+        fix="pass a file saved with torch.save(state_dict) (weights_only-loadable)",
+    ):
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors vary by torch version
-        raise InputDataError(
-            f"cannot read weights ({type(err).__name__}: {err})",
-            where=str(p),
-            fix="pass a file saved with torch.save(state_dict) (weights_only-loadable)",
-        ) from None
     if isinstance(obj, dict) and "model_state" in obj:
         obj = obj["model_state"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

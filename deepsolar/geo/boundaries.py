@@ -21,6 +21,7 @@ import shapely
 
 from deepsolar.core.config import StrictModel
 from deepsolar.core.errors import InputDataError
+from deepsolar.core.io import reading_input
 
 Level = Literal["state", "county", "tract"]
 LONLAT = "EPSG:4326"
@@ -72,14 +73,12 @@ def read_boundary_file(path: str | Path, *, layer: str | None = None) -> gpd.Geo
             fix="check the path (TIGER zips can be given as is)",
         )
     uri = f"zip://{p.resolve()}" if p.suffix.lower() == ".zip" else str(p)
-    try:
+    with reading_input(
+        "cannot read boundary file",
+        where=p,
+        fix="pass a shapefile, GeoPackage, GeoJSON or a zip holding one; name the layer for multi-layer files",
+    ):
         gdf = gpd.read_file(uri, layer=layer) if layer else gpd.read_file(uri)
-    except Exception as err:  # pyogrio raises several types; all mean "unreadable"
-        raise InputDataError(
-            f"cannot read boundary file ({type(err).__name__}: {err})",
-            where=str(p),
-            fix="pass a shapefile, GeoPackage, GeoJSON or a zip holding one; name the layer for multi-layer files",
-        ) from None
     if gdf.empty:
         raise InputDataError(
             "boundary file has no features", where=str(p), fix="pass a non-empty layer"

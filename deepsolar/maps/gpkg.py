@@ -20,9 +20,7 @@ temporary file next to the target and renamed into place, so a reader never sees
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +32,7 @@ import pandas as pd
 import shapely
 
 from deepsolar.core.errors import InputDataError
+from deepsolar.core.io import atomic_output
 from deepsolar.maps.aggregate import DEFAULT_DENSITY_FIELD, pct_text
 
 BreakMethod = Literal["jenks", "quantile", "equal"]
@@ -815,17 +814,6 @@ def _check_layers(layers: Mapping[str, gpd.GeoDataFrame], where: str) -> None:
             )
 
 
-def _tmp_near(path: Path, suffix: str) -> Path:
-    """A fresh name beside ``path`` (same file system, so os.replace is atomic); not created, so
-    the writer gives it the usual permissions (mkstemp would make it private)."""
-    return path.parent / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
-
-
-def _cleanup(tmp: Path) -> None:
-    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
-        p.unlink(missing_ok=True)
-
-
 def write_run_geopackage(
     path: str | Path,
     layers: Mapping[str, gpd.GeoDataFrame],
@@ -854,8 +842,6 @@ def write_run_geopackage(
 
     out = Path(path)
     _check_layers(layers, str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_near(out, ".gpkg")
     label = (data_label or "").strip() or None
     ds_meta = {"PRODUCER": "deepsolar"}
     if label:
@@ -864,7 +850,8 @@ def write_run_geopackage(
         ds_meta["NOTE"] = note
     for key, val in (provenance or {}).items():
         ds_meta["SOURCE_" + "".join(c if c.isalnum() else "_" for c in key.upper())] = str(val)
-    try:
+    # GDAL creates the GeoPackage itself (create=False)
+    with atomic_output(out, suffix=".tmp.gpkg", create=False) as tmp:
         style_rows = []
         first = True
         for name, gdf in layers.items():
@@ -928,9 +915,6 @@ def write_run_geopackage(
             table, tmp, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"}
         )
         _check_written(tmp, list(layers))
-        os.replace(tmp, out)
-    finally:
-        _cleanup(tmp)
     return out
 
 
@@ -1082,13 +1066,11 @@ def write_choropleth_png(
         )
     if note:
         ax.text(0.0, -0.01, note, transform=ax.transAxes, va="top", fontsize=7, color="#444444")
-    tmp = _tmp_near(out, ".png")
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-        os.replace(tmp, out)
+        with atomic_output(out, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -1114,8 +1096,7 @@ def write_tables(
         paths = []
         for fmt in formats:
             target = d / f"{name}.{fmt}"
-            tmp = _tmp_near(target, f".{fmt}")
-            try:
+            with atomic_output(target, suffix=f".tmp.{fmt}") as tmp:
                 if fmt == "csv":
                     df.to_csv(tmp, index=False)
                 elif fmt == "parquet":
@@ -1124,9 +1105,6 @@ def write_tables(
                     raise InputDataError(
                         f"unknown table format {fmt!r}", where=str(d), fix="use 'csv' or 'parquet'"
                     )
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
             paths.append(target)
         written[name] = paths
     return written

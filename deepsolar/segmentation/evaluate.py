@@ -53,6 +53,7 @@ from deepsolar.classifier.subtiles import Window, cells_per_side, grid_windows
 from deepsolar.core.bootstrap import mean_ci
 from deepsolar.core.config import load_yaml, validate_config
 from deepsolar.core.errors import ConfigError, DeepSolarError, InputDataError
+from deepsolar.core.io import reading_input
 from deepsolar.core.report_table import Column, ci_cells, format_text, write_report
 from deepsolar.geo.tiling import Tile
 from deepsolar.segmentation.area import tile_row_pixel_area_m2
@@ -285,13 +286,10 @@ def iter_scene_set(s: SceneMaskSet) -> Iterator[EvalItem]:
     tiles = tiles[tiles["status"] == "ok"]
     if s.max_chips:
         tiles = tiles.head(s.max_chips)
-    try:
+    with reading_input(
+        "cannot read truth polygons", where=s.truth_path, fix="check truth_path / truth_layer"
+    ):
         truth = gpd.read_file(s.truth_path, layer=s.truth_layer)
-    except Exception as err:  # pyogrio raises several types
-        raise InputDataError(
-            f"cannot read truth polygons ({type(err).__name__}: {err})", where=str(s.truth_path),
-            fix="check truth_path / truth_layer",
-        ) from None  # fmt: skip
     if s.truth_visible_column:
         truth = truth[truth[s.truth_visible_column].astype(bool)]
     truth = truth.to_crs("EPSG:3857")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,10 @@ from PIL import Image
 from deepsolar.classifier.data import read_chip
 from deepsolar.classifier.model import preprocess
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
-from deepsolar.classifier.train import resolve_device
 from deepsolar.core.checkpoints import resolve_checkpoint
+from deepsolar.core.device import resolve_device
 from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.core.io import atomic_output, file_sha256, iter_json_lines, last_per_key
 from deepsolar.geo.tiling import Tile
 from deepsolar.imagery.manifest import read_manifest
 from deepsolar.segmentation.area import mask_area_m2_tile
@@ -268,29 +268,28 @@ def image_m_per_px(tile: Tile, image: Image.Image) -> float:
 
 
 def write_png_atomic(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
-    os.close(fd)
-    try:
+    """Write an image array (e.g. a 0/255 mask) as a PNG, atomically.
+
+    Args:
+        array: uint8 (H, W) or (H, W, 3) pixels.
+        path: the destination PNG; its folder is created.
+    """
+    with atomic_output(path, suffix=".tmp.png") as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """Write a table as Parquet (no index), atomically.
+
+    Args:
+        df: the table.
+        path: the destination file; its folder is created.
+
+    Returns:
+        ``path``.
+    """
+    with atomic_output(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -299,14 +298,6 @@ def mask_relpath(tile_relpath: str) -> str:
     parts = Path(tile_relpath).parts
     rest = parts[1:] if len(parts) > 1 and parts[0] == "tiles" else parts
     return Path(MASKS_DIRNAME, *rest).with_suffix(".png").as_posix()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_key(job: SegmentTilesJob) -> str:
@@ -323,19 +314,22 @@ def run_key(job: SegmentTilesJob) -> str:
 
 
 def read_journal(path: Path, key: str) -> dict[str, dict[str, Any]]:
-    """Latest record per tile made with the same run key (other settings are redone)."""
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a killed run
-            if isinstance(rec, dict) and rec.get("run_key") == key and "tile_id" in rec:
-                done[rec["tile_id"]] = rec
-    return done
+    """Latest record per tile made with the same run key (other settings are redone).
+
+    Args:
+        path: the segmentation journal (JSON lines; a torn last line from a killed run is
+            skipped; missing: no records).
+        key: the :func:`run_key` of this run.
+
+    Returns:
+        ``{tile_id: record}``.
+    """
+    records = (
+        rec
+        for _, rec in iter_json_lines(path)
+        if isinstance(rec, dict) and rec.get("run_key") == key and "tile_id" in rec
+    )
+    return last_per_key(records, key=lambda rec: rec["tile_id"])
 
 
 # ---------------------------------------------------------------- the tile store
@@ -493,17 +487,11 @@ def save_overlay(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=80, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_output(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
