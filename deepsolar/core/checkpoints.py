@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from deepsolar.core.errors import InputDataError
+from deepsolar.core.io import atomic_output
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write atomically (temp file + rename): a crash never leaves half a checkpoint."""
+    """Write atomically (temp file + rename): a crash never leaves half a checkpoint.
+
+    Args:
+        path: the ``.pt`` file; its folder is created.
+        payload: what ``torch.save`` writes (tensors and plain data).
+
+    Returns:
+        The path written.
+    """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(p) as tmp:
         torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return p
 
 
