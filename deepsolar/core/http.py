@@ -196,10 +196,12 @@ class RateLimiter:
         self._stop = stop or threading.Event()
 
     def pause_until(self, t_monotonic: float) -> None:
+        """Make every thread wait until ``t_monotonic`` (``time.monotonic()`` scale)."""
         with self._lock:
             self._pause_until = max(self._pause_until, t_monotonic)
 
     def acquire(self) -> None:
+        """Block until this thread may start a request; FetchCancelled if the fetcher is cancelled."""
         while True:
             with self._lock:
                 now = time.monotonic()
@@ -453,6 +455,7 @@ class FetchStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **kw: int) -> None:
+        """Add to counters by name, e.g. ``add(requests=1, bytes=n)``."""
         with self._lock:
             for k, v in kw.items():
                 setattr(self, k, getattr(self, k) + v)
@@ -528,6 +531,7 @@ class HttpFetcher:
         self._stop.set()
 
     def close(self) -> None:
+        """Close the HTTP connections."""
         self._client.close()
 
     def __enter__(self) -> HttpFetcher:
@@ -649,6 +653,8 @@ class HttpFetcher:
     def _get_with_retries(
         self, url: str, shown: str, headers: dict[str, str], expected_size: tuple[int, int] | None
     ) -> tuple[bytes, np.ndarray]:
+        """``(body, image)`` of ``url`` after at most ``max_retries`` retries; a DownloadError
+        (naming ``shown``) when every attempt failed or the answer is final."""
         c = self.config
         attempts = c.max_retries + 1
         last_reason = "no attempt made"
@@ -658,71 +664,17 @@ class HttpFetcher:
             if self._stop.is_set():
                 raise FetchCancelled()
             wait_s: float | None = None
-            self._limiter.acquire()
-            try:
-                with self._slots:
-                    self.stats.add(requests=1)
-                    status, resp_headers, body, reason = self._request(url, headers)
-            except httpx.TimeoutException:
-                last_status, last_reason = (
-                    None,
-                    f"no complete answer within timeout_s={c.timeout_s:g} s",
-                )
-            except httpx.ConnectError as err:
-                n_connect_failures += 1
-                last_status = None
-                last_reason = f"connection error ({type(err).__name__}: {redact(str(err))[:200]})"
-            except _BodyTooLarge as err:
-                last_status = None
-                last_reason = f"body of {err.n_bytes:,} bytes or more is larger than max_body_mb={c.max_body_mb:g}"
-            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as err:
-                # Any other failure of this one request (a body cut short, broken gzip, a
-                # redirect loop, a protocol error) is this tile's problem: retry, then report.
-                last_status = None
-                last_reason = f"request failed ({type(err).__name__}: {redact(str(err))[:200]})"
+            answer, failure = self._attempt(url, headers)
+            if answer is None:
+                last_status, last_reason = None, failure
+                n_connect_failures += failure.startswith("connection error")
             else:
-                with self._unreachable_lock:
-                    self._unreachable = 0  # the server answered: it is reachable
-                last_status = status
-                self.stats.add(bytes=len(body))
-                if status == 200:
-                    try:
-                        return body, decode_image(body, expected_size)
-                    except BadBody as err:
-                        last_reason = f"bad body: {err}"
-                elif status in RETRY_STATUSES or status >= 500:
-                    last_reason = f"HTTP {status}"
-                    retry_after = parse_retry_after(resp_headers.get("Retry-After"))
-                    if retry_after is not None and status in (429, 503):
-                        if retry_after > c.max_retry_after_s:
-                            self.stats.add(failures=1)
-                            raise _download_error(
-                                f"the server answered HTTP {status} and asks to wait "
-                                f"{retry_after:.0f} s (more than max_retry_after_s="
-                                f"{c.max_retry_after_s:g}); a quota is probably exhausted",
-                                shown,
-                                status,
-                                attempt,
-                            )
-                        wait_s = retry_after
-                        last_reason += f" (Retry-After {retry_after:.1f} s)"
-                        self._limiter.pause_until(time.monotonic() + retry_after)
-                else:
-                    self.stats.add(failures=1)
-                    what = {
-                        404: "not found",
-                        204: "no content",
-                        410: "gone",
-                        401: "unauthorized",
-                        403: "forbidden",
-                    }
-                    raise _download_error(
-                        f"the server answered HTTP {status} ({what.get(status, reason)})",
-                        shown,
-                        status,
-                        attempt,
-                        fatal=status in FATAL_STATUSES,
-                    )
+                last_status = answer[0]
+                done, last_reason, wait_s = self._judge_answer(
+                    answer, shown, attempt, expected_size
+                )
+                if done is not None:
+                    return done
             if attempt == attempts:
                 break
             self.stats.add(retries=1)
@@ -733,25 +685,7 @@ class HttpFetcher:
             self._sleep(delay)
         self.stats.add(failures=1)
         if n_connect_failures == attempts:
-            with self._unreachable_lock:
-                self._unreachable += 1
-                unreachable = self._unreachable
-            if unreachable >= UNREACHABLE_AFTER_REQUESTS:
-                host = urlparse(shown).netloc or shown
-                err = _download_error(
-                    f"cannot reach {host}: {unreachable} requests in a row failed to connect, "
-                    f"{attempts} attempts each, and no request got any answer since "
-                    f"(last problem: {last_reason})",
-                    shown,
-                    None,
-                    attempts,
-                    fatal=True,
-                )
-                err.fix = (
-                    "check the URL template's host and port, the network and any proxy, then "
-                    "re-run: finished tiles are kept"
-                )
-                raise err
+            self._count_unreachable(shown, attempts, last_reason)
         raise _download_error(
             f"download failed after {attempts} attempt{'s' if attempts > 1 else ''}; "
             f"last problem: {last_reason}",
@@ -759,3 +693,106 @@ class HttpFetcher:
             last_status,
             attempts,
         )
+
+    def _attempt(
+        self, url: str, headers: dict[str, str]
+    ) -> tuple[tuple[int, httpx.Headers, bytes, str] | None, str]:
+        """One request under the rate limit and the concurrency bound: ``(answer, "")``, or
+        ``(None, why it failed)`` for a failure worth a retry (``why`` starts with "connection
+        error" when it could not connect)."""
+        c = self.config
+        self._limiter.acquire()
+        try:
+            with self._slots:
+                self.stats.add(requests=1)
+                answer = self._request(url, headers)
+        except httpx.TimeoutException:
+            return None, f"no complete answer within timeout_s={c.timeout_s:g} s"
+        except httpx.ConnectError as err:
+            return None, f"connection error ({type(err).__name__}: {redact(str(err))[:200]})"
+        except _BodyTooLarge as err:
+            return (
+                None,
+                f"body of {err.n_bytes:,} bytes or more is larger than max_body_mb={c.max_body_mb:g}",
+            )
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as err:
+            # Any other failure of this one request (a body cut short, broken gzip, a
+            # redirect loop, a protocol error) is this tile's problem: retry, then report.
+            return None, f"request failed ({type(err).__name__}: {redact(str(err))[:200]})"
+        with self._unreachable_lock:
+            self._unreachable = 0  # the server answered: it is reachable
+        return answer, ""
+
+    def _judge_answer(
+        self,
+        answer: tuple[int, httpx.Headers, bytes, str],
+        shown: str,
+        attempt: int,
+        expected_size: tuple[int, int] | None,
+    ) -> tuple[tuple[bytes, np.ndarray] | None, str, float | None]:
+        """What an answer means: ``(result, "", None)`` for a usable image, ``(None, why,
+        wait_s)`` for one worth a retry (``wait_s`` from Retry-After, else None), or a
+        DownloadError for a final answer (404, 401, a Retry-After beyond max_retry_after_s)."""
+        c = self.config
+        status, resp_headers, body, reason = answer
+        self.stats.add(bytes=len(body))
+        if status == 200:
+            try:
+                return (body, decode_image(body, expected_size)), "", None
+            except BadBody as err:
+                return None, f"bad body: {err}", None
+        if status in RETRY_STATUSES or status >= 500:
+            last_reason = f"HTTP {status}"
+            retry_after = parse_retry_after(resp_headers.get("Retry-After"))
+            if retry_after is None or status not in (429, 503):
+                return None, last_reason, None
+            if retry_after > c.max_retry_after_s:
+                self.stats.add(failures=1)
+                raise _download_error(
+                    f"the server answered HTTP {status} and asks to wait "
+                    f"{retry_after:.0f} s (more than max_retry_after_s="
+                    f"{c.max_retry_after_s:g}); a quota is probably exhausted",
+                    shown,
+                    status,
+                    attempt,
+                )
+            self._limiter.pause_until(time.monotonic() + retry_after)
+            return None, last_reason + f" (Retry-After {retry_after:.1f} s)", retry_after
+        self.stats.add(failures=1)
+        what = {
+            404: "not found",
+            204: "no content",
+            410: "gone",
+            401: "unauthorized",
+            403: "forbidden",
+        }
+        raise _download_error(
+            f"the server answered HTTP {status} ({what.get(status, reason)})",
+            shown,
+            status,
+            attempt,
+            fatal=status in FATAL_STATUSES,
+        )
+
+    def _count_unreachable(self, shown: str, attempts: int, last_reason: str) -> None:
+        """Count a request whose every attempt failed to connect; after
+        UNREACHABLE_AFTER_REQUESTS in a row (no answer since) a fatal DownloadError stops the run."""
+        with self._unreachable_lock:
+            self._unreachable += 1
+            unreachable = self._unreachable
+        if unreachable >= UNREACHABLE_AFTER_REQUESTS:
+            host = urlparse(shown).netloc or shown
+            err = _download_error(
+                f"cannot reach {host}: {unreachable} requests in a row failed to connect, "
+                f"{attempts} attempts each, and no request got any answer since "
+                f"(last problem: {last_reason})",
+                shown,
+                None,
+                attempts,
+                fatal=True,
+            )
+            err.fix = (
+                "check the URL template's host and port, the network and any proxy, then "
+                "re-run: finished tiles are kept"
+            )
+            raise err

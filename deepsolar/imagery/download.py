@@ -59,6 +59,14 @@ redact_logs(__name__)
 
 
 def encode_png(img: np.ndarray) -> bytes:
+    """PNG bytes of an RGB uint8 (H, W, 3) image.
+
+    Args:
+        img: the tile's pixels, RGB order.
+
+    Returns:
+        The encoded PNG.
+    """
     ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV only fails on invalid arrays, checked by the caller
         raise SourceError("cannot encode tile as PNG", fix="report this as a bug")
@@ -91,6 +99,7 @@ class DownloadSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # first few (tile id, error)
 
     def count(self, rec: TileRecord, *, skipped: bool) -> None:
+        """Count one tile's final record (``skipped``: done by an earlier run)."""
         self.n_tiles += 1
         self.n_skipped += int(skipped)
         if rec.status in ("ok", "partial"):

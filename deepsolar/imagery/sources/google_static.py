@@ -43,6 +43,7 @@ class GoogleStaticSourceConfig(StrictModel):
         return v
 
     def build(self) -> GoogleStaticSource:
+        """The source this config describes."""
         return GoogleStaticSource(self)
 
 
@@ -66,6 +67,15 @@ class GoogleStaticSource(ImagerySource):
             )
 
     def tile_url(self, tile: Tile, *, redacted: bool = False) -> str:
+        """The Static Maps request URL of a grid tile.
+
+        Args:
+            tile: the grid tile (its centre, zoom and size are requested).
+            redacted: the key replaced by REDACTED (for messages and the cache key).
+
+        Returns:
+            The URL.
+        """
         lon, lat = tile.center_lonlat
         params = {
             "center": f"{lat:.9f},{lon:.9f}",

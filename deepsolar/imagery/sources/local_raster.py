@@ -55,6 +55,7 @@ class LocalRasterSourceConfig(StrictModel):
         return v
 
     def build(self) -> LocalRasterSource:
+        """The source this config describes (opens and checks the raster)."""
         return LocalRasterSource(self)
 
 

@@ -96,6 +96,7 @@ class XYZSourceConfig(StrictModel):
         return self
 
     def build(self) -> XYZSource:
+        """The source this config describes (reads the key from the environment)."""
         return XYZSource(self)
 
 
