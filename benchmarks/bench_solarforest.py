@@ -24,7 +24,7 @@ from sklearn.impute import SimpleImputer
 
 from deepsolar import solarforest as sf
 from deepsolar.core.paths import shared_data_dir
-from deepsolar.tractdb import read_tract_db
+from deepsolar.solarforest.tractdb import read_tract_db
 
 
 def best_of(fn, repeat: int) -> float:

@@ -179,7 +179,7 @@ def segment_tiles(args: argparse.Namespace) -> None:
 
 def solarforest(args: argparse.Namespace) -> None:
     """The parameters (config + --set / --mode / --output-dir / --quick) validate; files exist."""
-    from deepsolar.solarforest_job import check_inputs, params_from_args
+    from deepsolar.solarforest.job import check_inputs, params_from_args
 
     check_inputs(params_from_args(args))
 

@@ -27,14 +27,14 @@ from prefect.cache_policies import NO_CACHE
 from deepsolar import solarforest as sf
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
-from deepsolar.solarforest_job import (  # noqa: F401 - re-exported for callers and tests
+from deepsolar.solarforest.job import (  # noqa: F401 - re-exported for callers and tests
     QUICK,
     SolarForestFlowParams,
     apply_override,
     check_inputs,
     params_from_args,
 )
-from deepsolar.tractdb import get_tract_db, read_tract_polygons
+from deepsolar.solarforest.tractdb import get_tract_db, read_tract_polygons
 
 
 @task(name="get-features", cache_policy=NO_CACHE)
@@ -87,7 +87,7 @@ def write_eval_task(out_dir: Path, metrics: dict, results: dict, perm: Any) -> d
 @task(name="save-model", cache_policy=NO_CACHE)
 def save_task(model: sf.SolarForestModel, path: Path, out_dir: Path) -> dict:
     saved = sf.save_model(model, path)
-    sf.write_json_atomic(out_dir / "train_metrics.json", model.metadata)
+    sf.write_json(out_dir / "train_metrics.json", model.metadata)
     return {"model": str(saved), "sidecar": str(saved.with_suffix(".json"))}
 
 
@@ -99,7 +99,7 @@ def predict_task(p: SolarForestFlowParams, features_path: Path) -> dict:
         target_path=p.target_path, target_layer=p.target_layer,
     )  # fmt: skip
     pred = sf.predict_tracts(model, table, where=db.source)
-    out = {"predictions_csv": str(sf.write_csv_atomic(pred, p.output_dir / "predictions.csv"))}
+    out = {"predictions_csv": str(sf.write_csv(pred, p.output_dir / "predictions.csv"))}
     out["n_tracts"] = len(pred)
     tracts_path = p.tracts_path
     layer = p.tracts_layer

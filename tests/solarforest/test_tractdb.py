@@ -13,22 +13,24 @@ import pandas as pd
 import pytest
 
 from deepsolar.core.errors import DownloadError, InputDataError, OfflineError
-from deepsolar.tractdb import (
+from deepsolar.core.io import file_sha256
+from deepsolar.solarforest.schema import (
     DEFAULT_TARGET,
     FEATURE_GROUPS,
     TARGET_COLUMNS,
-    county_of,
-    deployment_density,
-    file_sha256,
-    get_tract_db,
     group_columns,
     is_target_column,
+    target_units,
+)
+from deepsolar.solarforest.tractdb import (
+    county_of,
+    deployment_density,
+    get_tract_db,
     join_target,
     read_lexicon,
     read_target_table,
     read_tract_db,
     read_tract_polygons,
-    target_units,
 )
 
 VA = "tables/deepsolar_tract_va/deepsolar_tract_VA.csv"

@@ -13,7 +13,8 @@ from sklearn.metrics import r2_score
 from deepsolar import solarforest as sf
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, InputDataError
-from deepsolar.tractdb import is_target_column, read_tract_db
+from deepsolar.solarforest.schema import is_target_column
+from deepsolar.solarforest.tractdb import read_tract_db
 
 VA = "tables/deepsolar_tract_va/deepsolar_tract_VA.csv"
 PH = "number_of_solar_system_per_household"
@@ -401,7 +402,7 @@ def test_config_is_strict() -> None:
 
 
 def test_external_target_replaces_deepsolar_target(db, cfg) -> None:
-    from deepsolar.tractdb import join_target
+    from deepsolar.solarforest.tractdb import join_target
 
     t = db.table.dropna(subset=[AREA]).head(400)
     ours = pd.DataFrame({"GEOID": t["fips"], AREA: np.arange(400.0)})

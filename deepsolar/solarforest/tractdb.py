@@ -10,15 +10,8 @@ is read from a local path (:func:`read_tract_db`) or downloaded once into a cach
 - some numeric columns are typed as text (``electricity_price_transportation``) -> numbers;
 - ``True``/``False`` columns (``voting_*_dem_win``) -> 0/1.
 
-Columns are grouped by the source named in the DeepSolar lexicon (``deepsolar_lexicon.csv``):
-environment (NASA climate), socio-economic (ACS), electricity (EIA), policy (DSIRE), voting,
-location (lat/lon). Every column produced by the detector itself (tile and system counts, panel
-areas and their ratios) is a *target*: it is never a feature, because a model fed
-``total_panel_area`` would "predict" solar density from solar density.
-
-The default target is the paper's SolarForest target, the deployment density
-``number_of_solar_system_per_household`` (residential systems / households; shown per thousand
-households, :func:`target_units`).
+Column roles (feature groups, targets, identifiers) are defined in
+:mod:`deepsolar.solarforest.schema`.
 
 A target table from our own mapping flow (GeoPackage layer ``tracts``, CSV or Parquet with a
 string ``GEOID`` column) is read by :func:`read_target_table` - which computes the deployment density
@@ -28,106 +21,31 @@ to the features' ``fips`` by :func:`join_target`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from deepsolar.core.errors import DownloadError, InputDataError, OfflineError
+from deepsolar.core.io import atomic_output, file_sha256
+from deepsolar.solarforest.schema import (
+    COUNTY_FIPS_LEN,
+    DEEPSOLAR_TRACT_URL,
+    DEFAULT_TARGET,
+    FEATURE_GROUPS,
+    FIPS_LEN,
+    HOUSEHOLD_COLUMN,
+    ID_COLUMNS,
+    LEXICON_NAME,
+    PER_HOUSEHOLD_TARGET,
+    RESIDENTIAL_SYSTEMS_COLUMN,
+    group_columns,
+)
 
 log = logging.getLogger(__name__)
-
-#: Published address of the national tract database (Stanford DeepSolar project page).
-DEEPSOLAR_TRACT_URL = "https://web.stanford.edu/group/deepsolar/deepsolar_tract.csv"
-#: The paper's SolarForest target: solar deployment density, residential systems per household
-#: (shown per thousand households, as in the paper's figures).
-PER_HOUSEHOLD_TARGET = "number_of_solar_system_per_household"
-#: Default target: the paper's deployment density.
-DEFAULT_TARGET = PER_HOUSEHOLD_TARGET
-#: Targets the evaluation report compares by default: the paper's deployment density, panel area
-#: per square mile (the density DeepSolar's maps show) and the tract's system count.
-STANDARD_TARGETS: tuple[str, ...] = (
-    PER_HOUSEHOLD_TARGET,
-    "solar_panel_area_divided_by_area",
-    "solar_system_count",
-)
-#: Households per tract (ACS): the denominator of the deployment density.
-HOUSEHOLD_COLUMN = "household_count"
-#: Residential system count: the numerator of the deployment density.
-RESIDENTIAL_SYSTEMS_COLUMN = "solar_system_count_residential"
-FIPS_LEN = 11
-COUNTY_FIPS_LEN = 5
-LEXICON_NAME = "deepsolar_lexicon.csv"
-
-#: Columns derived from the detector's output: possible targets, never features.
-TARGET_COLUMNS: tuple[str, ...] = (
-    "tile_count",
-    "tile_count_residential",
-    "tile_count_nonresidential",
-    "solar_system_count",
-    "solar_system_count_residential",
-    "solar_system_count_nonresidential",
-    "total_panel_area",
-    "total_panel_area_residential",
-    "total_panel_area_nonresidential",
-    "solar_panel_area_divided_by_area",
-    "solar_panel_area_per_capita",
-    "number_of_solar_system_per_household",
-)
-# Name patterns of detector-derived columns, so a renamed or new target column in a later release
-# of the file is excluded too (leakage is the one mistake that silently inflates R²).
-_TARGET_PATTERN = re.compile(
-    r"^(tile_count|solar_system_count|total_panel_area|solar_panel_area|number_of_solar_system)"
-)
-#: Identifiers and text labels: never features.
-ID_COLUMNS: tuple[str, ...] = ("fips", "county", "state", "row_index_in_deepsolar_tract")
-
-FEATURE_GROUPS: tuple[str, ...] = (
-    "environment",
-    "socioeconomic",
-    "electricity",
-    "policy",
-    "voting",
-    "location",
-)
-# Lexicon ``source`` (lower-cased substring) -> feature group.
-_SOURCE_GROUPS: tuple[tuple[str, str], ...] = (
-    ("deepsolar", "target"),
-    ("nasa", "environment"),
-    ("acs", "socioeconomic"),
-    ("eia", "electricity"),
-    ("dsireusa", "policy"),
-    ("townhall", "voting"),
-    ("guardian", "voting"),
-)
-_LOCATION = frozenset({"lat", "lon"})
-# Used only when no lexicon is at hand (e.g. the national file downloaded alone).
-_ENVIRONMENT = frozenset(
-    {
-        "elevation",
-        "heating_design_temperature",
-        "cooling_design_temperature",
-        "earth_temperature_amplitude",
-        "frost_days",
-        "air_temperature",
-        "relative_humidity",
-        "daily_solar_radiation",
-        "atmospheric_pressure",
-        "wind_speed",
-        "earth_temperature",
-        "heating_degree_days",
-        "cooling_degree_days",
-    }
-)
-_POLICY = frozenset(
-    {"net_metering", "feedin_tariff", "cooperate_tax", "property_tax", "sales_tax", "rebate"}
-)
 
 
 @dataclass
@@ -146,7 +64,14 @@ class TractDB:
     repairs: dict[str, int] = field(default_factory=dict)
 
     def features(self, groups: list[str] | tuple[str, ...] | None = None) -> list[str]:
-        """Feature columns of the chosen groups (all groups when None), in table order."""
+        """Feature columns of the chosen groups (all groups when None), in table order.
+
+        Args:
+            groups: feature group names (of ``FEATURE_GROUPS``), or None for all.
+
+        Returns:
+            The columns, in table order.
+        """
         chosen = set(FEATURE_GROUPS if groups is None else groups)
         unknown = chosen - set(FEATURE_GROUPS)
         if unknown:
@@ -159,56 +84,29 @@ class TractDB:
         return [c for c in self.table.columns if c in wanted]
 
 
-def target_units(target: str) -> tuple[float, str]:
-    """``(scale, unit)``: multiply the column by ``scale`` to show it in ``unit``.
-
-    Per-household densities are shown per thousand households (the paper's figures); everything
-    else in its own units. The log1p target transform acts on the scaled value, where it matters:
-    log1p of systems per household (median 0.0006) would be the identity.
-    """
-    if target.endswith("per_household"):
-        return 1000.0, "systems per 1000 households"
-    if target == "solar_panel_area_divided_by_area" or target.endswith("_per_mi2"):
-        return 1.0, "m² per mi²"
-    if target.endswith("per_capita"):
-        return 1.0, "m² per person"
-    if target.startswith("solar_system_count"):
-        return 1.0, "systems"
-    if target.startswith("total_panel_area"):
-        return 1.0, "m²"
-    if target.startswith("tile_count"):
-        return 1.0, "tiles"
-    return 1.0, ""
-
-
-def is_target_column(name: str) -> bool:
-    """True for a column derived from the detector's output (counts, areas, densities)."""
-    return name in TARGET_COLUMNS or bool(_TARGET_PATTERN.match(name))
-
-
 def county_of(fips: pd.Series) -> pd.Series:
-    """County FIPS (state + county, 5 chars) of 11-char tract FIPS codes."""
+    """County FIPS (state + county, 5 chars) of 11-char tract FIPS codes.
+
+    Args:
+        fips: 11-char tract FIPS strings.
+
+    Returns:
+        The 5-char county FIPS of each.
+    """
     return fips.str[:COUNTY_FIPS_LEN]
 
 
-def atomic_replace(tmp: str | Path, dest: str | Path) -> None:
-    """Move a finished temporary file over ``dest`` with normal permissions (mkstemp makes 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dest)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def normalize_fips(values: pd.Series, *, where: str, column: str = "fips") -> pd.Series:
-    """11-char tract FIPS strings; restores leading zeros lost to numeric parsing ("1001020100")."""
+    """11-char tract FIPS strings; restores leading zeros lost to numeric parsing ("1001020100").
+
+    Args:
+        values: tract ids (strings or numbers).
+        where: the source, for the error message.
+        column: the column's name, for the error message.
+
+    Returns:
+        The 11-char FIPS strings.
+    """
     s = values.astype("string").str.strip()
     s = s.str.replace(r"\.0+$", "", regex=True)  # "51710001300.0" from a float column
     bad = s.isna() | ~s.str.fullmatch(r"\d{1,11}").fillna(False)
@@ -224,7 +122,14 @@ def normalize_fips(values: pd.Series, *, where: str, column: str = "fips") -> pd
 
 
 def read_lexicon(path: str | Path) -> pd.DataFrame:
-    """The DeepSolar data dictionary: ``column_name``, ``explanation``, ``source``."""
+    """The DeepSolar data dictionary: ``column_name``, ``explanation``, ``source``.
+
+    Args:
+        path: path of ``deepsolar_lexicon.csv``.
+
+    Returns:
+        The lexicon table.
+    """
     p = Path(path)
     try:
         lex = pd.read_csv(p)
@@ -240,54 +145,6 @@ def read_lexicon(path: str | Path) -> pd.DataFrame:
             fix=f"pass the DeepSolar {LEXICON_NAME} (columns column_name, explanation, source)",
         )
     return lex
-
-
-def _group_from_source(name: str, source: str | None) -> str | None:
-    if name in ID_COLUMNS:
-        return "id"
-    if is_target_column(name):
-        return "target"
-    if name in _LOCATION:
-        return "location"
-    if source is None:
-        return None
-    src = str(source).lower()
-    for key, group in _SOURCE_GROUPS:
-        if key in src:
-            return group
-    return None
-
-
-def _group_from_name(name: str) -> str:
-    """Fallback grouping by column name (same result as the lexicon on the DeepSolar schema)."""
-    g = _group_from_source(name, None)
-    if g is not None:
-        return g
-    if name in _ENVIRONMENT:
-        return "environment"
-    if name.startswith("electricity_") or name == "avg_electricity_retail_rate":
-        return "electricity"
-    if name.startswith("voting_"):
-        return "voting"
-    if name.startswith("incentive_") or name in _POLICY:
-        return "policy"
-    return "socioeconomic"
-
-
-def group_columns(columns: list[str], lexicon: pd.DataFrame | None = None) -> dict[str, str]:
-    """Role of each column: a feature group, ``target`` or ``id``.
-
-    With a lexicon the group follows its ``source`` column; columns the lexicon does not know (or
-    no lexicon) are grouped by name.
-    """
-    sources: dict[str, str] = {}
-    if lexicon is not None:
-        sources = dict(zip(lexicon["column_name"].astype(str), lexicon["source"], strict=False))
-    out = {}
-    for c in columns:
-        g = _group_from_source(c, sources.get(c)) if c in sources else None
-        out[c] = g if g is not None else _group_from_name(c)
-    return out
 
 
 def _repair_types(df: pd.DataFrame, where: str) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -327,14 +184,8 @@ def _repair_types(df: pd.DataFrame, where: str) -> tuple[pd.DataFrame, dict[str,
     return pd.DataFrame(out, index=df.index), repairs
 
 
-def read_tract_db(path: str | Path, *, lexicon: str | Path | None = None) -> TractDB:
-    """Read a DeepSolar tract table (national ``deepsolar_tract.csv`` or a subset of it).
-
-    ``lexicon``: path of ``deepsolar_lexicon.csv``; by default the one beside ``path`` if present,
-    otherwise columns are grouped by name.
-    """
-    p = Path(path)
-    where = str(p)
+def _read_tract_csv(p: Path, where: str) -> pd.DataFrame:
+    """The tract table's rows, without the national file's unnamed row-index column."""
     if not p.is_file():
         raise InputDataError(
             "DeepSolar tract table not found",
@@ -362,6 +213,23 @@ def read_tract_db(path: str | Path, *, lexicon: str | Path | None = None) -> Tra
         raise InputDataError(
             "the tract table has no rows", where=where, fix="pass a non-empty table"
         )
+    return df
+
+
+def read_tract_db(path: str | Path, *, lexicon: str | Path | None = None) -> TractDB:
+    """Read a DeepSolar tract table (national ``deepsolar_tract.csv`` or a subset of it).
+
+    Args:
+        path: the tract table (CSV with a ``fips`` column).
+        lexicon: path of ``deepsolar_lexicon.csv``; by default the one beside ``path`` if present,
+            otherwise columns are grouped by name.
+
+    Returns:
+        The repaired table with its column roles, source path, SHA-256 and repair counts.
+    """
+    p = Path(path)
+    where = str(p)
+    df = _read_tract_csv(p, where)
     fips = normalize_fips(df["fips"], where=where)
     repairs = {"fips_zero_padded": int((df["fips"].astype(str).str.len() < FIPS_LEN).sum())}
     dup = fips.duplicated()
@@ -405,6 +273,15 @@ def get_tract_db(
 
     A cached copy is used without contacting the network. The download streams to a temporary
     file that replaces the cache entry only when complete.
+
+    Args:
+        url: the table's address.
+        cache_dir: folder of the cached copy.
+        timeout_s: network timeout, seconds.
+        refresh: download again even when a cached copy exists.
+
+    Returns:
+        The cached file's path.
     """
     import httpx
 
@@ -413,11 +290,10 @@ def get_tract_db(
     dest = cache / name
     if dest.is_file() and not refresh:
         return dest
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=cache)
     try:
         with (
-            os.fdopen(fd, "wb") as out,
+            atomic_output(dest, suffix=".part") as tmp,
+            open(tmp, "wb") as out,
             httpx.stream("GET", url, timeout=timeout_s, follow_redirects=True) as resp,
         ):
             if resp.status_code != 200:
@@ -428,7 +304,6 @@ def get_tract_db(
                 )
             for chunk in resp.iter_bytes():
                 out.write(chunk)
-        atomic_replace(tmp, dest)
     except (httpx.ConnectError, httpx.ConnectTimeout) as err:
         raise OfflineError(
             f"cannot reach the DeepSolar download server ({err})",
@@ -444,9 +319,6 @@ def get_tract_db(
             where=url,
             fix="retry later, or download deepsolar_tract.csv by hand and pass its path",
         ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info("downloaded %s -> %s", url, dest)
     return dest
 
@@ -456,37 +328,22 @@ def _as_list(targets: str | list[str] | tuple[str, ...]) -> list[str]:
 
 
 def deployment_density(systems: pd.Series, households: pd.Series) -> pd.Series:
-    """Residential systems per household; NaN where households are 0 or unknown (DeepSolar: inf)."""
+    """Residential systems per household; NaN where households are 0 or unknown (DeepSolar: inf).
+
+    Args:
+        systems: residential system counts per tract.
+        households: households per tract (aligned with ``systems``).
+
+    Returns:
+        Systems per household (float).
+    """
     s = pd.to_numeric(systems, errors="coerce").astype(float)
     h = pd.to_numeric(households, errors="coerce").astype(float)
     return (s / h.where(h > 0)).astype(float)
 
 
-def read_target_table(
-    path: str | Path,
-    target: str | list[str] | tuple[str, ...] = DEFAULT_TARGET,
-    *,
-    layer: str = "tracts",
-    geoid_column: str = "GEOID",
-    households: pd.Series | None = None,
-) -> pd.DataFrame:
-    """Read per-tract targets (GeoPackage layer, CSV or Parquet) with a GEOID column.
-
-    ``target``: one column name or several. Returns a frame with ``GEOID`` (11-char string), one
-    float column per target and, for a GeoPackage with geometry, a ``geometry`` column.
-
-    The paper's deployment density (``number_of_solar_system_per_household``) is computed as our
-    residential system count (``solar_system_count_residential``) over the tract's households when
-    the table does not already hold it (our mapping flow writes it only when its tract layer had
-    household counts): the households come from the table's ``household_count`` column, else from
-    ``households`` (a Series indexed by 11-char GEOID, e.g. the DeepSolar feature table's ACS
-    ``household_count``). ``result.attrs["derived"]`` names the targets computed here and
-    ``result.attrs["partially_scanned_tracts"]`` counts tracts whose ``scanned_fraction`` < 1 (their
-    systems are an undercount of the tract's).
-    """
-    targets = _as_list(target)
-    p = Path(path)
-    where = f"{p}" + (f" (layer {layer})" if p.suffix.lower() == ".gpkg" else "")
+def _read_table_file(p: Path, layer: str, geoid_column: str, where: str) -> pd.DataFrame:
+    """A target table's rows, by format (GeoPackage layer, CSV or Parquet)."""
     if not p.is_file():
         raise InputDataError("target table not found", where=str(p), fix="pass an existing file")
     suffix = p.suffix.lower()
@@ -503,38 +360,33 @@ def read_target_table(
                 )
             import geopandas as gpd
 
-            df = gpd.read_file(p, layer=layer)
-        elif suffix == ".csv":
-            df = pd.read_csv(p, dtype={geoid_column: str})
-        elif suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
-        else:
-            raise InputDataError(
-                f"unsupported target table format '{suffix}'",
-                where=str(p),
-                fix="use a GeoPackage (.gpkg), CSV (.csv) or Parquet (.parquet) file",
-            )
+            return gpd.read_file(p, layer=layer)
+        if suffix == ".csv":
+            return pd.read_csv(p, dtype={geoid_column: str})
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+        raise InputDataError(
+            f"unsupported target table format '{suffix}'",
+            where=str(p),
+            fix="use a GeoPackage (.gpkg), CSV (.csv) or Parquet (.parquet) file",
+        )
     except InputDataError:
         raise
     except Exception as err:  # pyogrio / pyarrow / pandas parse errors differ by format
         raise InputDataError(
             f"cannot read the target table: {err}", where=where, fix="check the file is not corrupt"
         ) from None
-    if geoid_column not in df.columns:
-        raise InputDataError(
-            f"the target table has no column '{geoid_column}' (columns: {list(df.columns)[:20]})",
-            where=where,
-            fix=f"write the tract GEOID as '{geoid_column}'",
-        )
-    geoid = normalize_fips(df[geoid_column], where=where, column=geoid_column)
-    if geoid.duplicated().any():
-        raise InputDataError(
-            f"duplicated {geoid_column} values (e.g. {geoid[geoid.duplicated()].head(3).tolist()})",
-            where=where,
-            fix="keep one row per census tract",
-        )
-    out = df.copy()
-    out["GEOID"] = geoid
+
+
+def _derive_densities(
+    df: pd.DataFrame,
+    out: pd.DataFrame,
+    targets: list[str],
+    geoid: pd.Series,
+    households: pd.Series | None,
+    where: str,
+) -> list[str]:
+    """Compute the deployment density into ``out`` where the table lacks it; returns the derived."""
     derived: list[str] = []
     for t in targets:
         have = t in df.columns and pd.to_numeric(df[t], errors="coerce").notna().any()
@@ -555,6 +407,11 @@ def read_target_table(
             )
         out[t] = deployment_density(df[RESIDENTIAL_SYSTEMS_COLUMN], hh)
         derived.append(t)
+    return derived
+
+
+def _numeric_targets(df: pd.DataFrame, out: pd.DataFrame, targets: list[str], where: str) -> None:
+    """Check every target column of ``out`` is there and numeric; make it float (inf -> NaN)."""
     for t in targets:
         if t not in out.columns:
             extra = (
@@ -576,6 +433,59 @@ def read_target_table(
                 fix="store the target as numbers",
             )
         out[t] = y.replace([np.inf, -np.inf], np.nan).astype(float)
+
+
+def read_target_table(
+    path: str | Path,
+    target: str | list[str] | tuple[str, ...] = DEFAULT_TARGET,
+    *,
+    layer: str = "tracts",
+    geoid_column: str = "GEOID",
+    households: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Read per-tract targets (GeoPackage layer, CSV or Parquet) with a GEOID column.
+
+    The paper's deployment density (``number_of_solar_system_per_household``) is computed as our
+    residential system count (``solar_system_count_residential``) over the tract's households when
+    the table does not already hold it (our mapping flow writes it only when its tract layer had
+    household counts): the households come from the table's ``household_count`` column, else from
+    ``households``.
+
+    Args:
+        path: the table (``.gpkg``, ``.csv``, ``.parquet`` / ``.pq``).
+        target: one column name or several.
+        layer: the GeoPackage layer.
+        geoid_column: the tract id column.
+        households: households per tract, a Series indexed by 11-char GEOID (e.g. the DeepSolar
+            feature table's ACS ``household_count``).
+
+    Returns:
+        A frame with ``GEOID`` (11-char string), one float column per target and, for a GeoPackage
+        with geometry, a ``geometry`` column. ``result.attrs["derived"]`` names the targets
+        computed here and ``result.attrs["partially_scanned_tracts"]`` counts tracts whose
+        ``scanned_fraction`` < 1 (their systems are an undercount of the tract's).
+    """
+    targets = _as_list(target)
+    p = Path(path)
+    where = f"{p}" + (f" (layer {layer})" if p.suffix.lower() == ".gpkg" else "")
+    df = _read_table_file(p, layer, geoid_column, where)
+    if geoid_column not in df.columns:
+        raise InputDataError(
+            f"the target table has no column '{geoid_column}' (columns: {list(df.columns)[:20]})",
+            where=where,
+            fix=f"write the tract GEOID as '{geoid_column}'",
+        )
+    geoid = normalize_fips(df[geoid_column], where=where, column=geoid_column)
+    if geoid.duplicated().any():
+        raise InputDataError(
+            f"duplicated {geoid_column} values (e.g. {geoid[geoid.duplicated()].head(3).tolist()})",
+            where=where,
+            fix="keep one row per census tract",
+        )
+    out = df.copy()
+    out["GEOID"] = geoid
+    derived = _derive_densities(df, out, targets, geoid, households, where)
+    _numeric_targets(df, out, targets, where)
     partial = 0
     if "scanned_fraction" in out.columns:
         frac = pd.to_numeric(out["scanned_fraction"], errors="coerce")
@@ -602,6 +512,14 @@ def join_target(
 
     Any column of the feature table with a target's name (and every other detector-derived
     column) is dropped first, so the targets always come from ``target_table``.
+
+    Args:
+        db: the feature table.
+        target_table: per-tract targets with a ``GEOID`` column (:func:`read_target_table`).
+        target: one target column or several.
+
+    Returns:
+        The joined rows (the target table's ``attrs`` carried over).
     """
     targets = _as_list(target)
     feats = db.table.drop(columns=[c for c in db.table.columns if c in db.targets or c in targets])
@@ -625,11 +543,18 @@ def join_target(
 _GEOID_CANDIDATES = ("GEOID", "GEOID10", "GEOID20", "fips")
 
 
-def read_tract_polygons(path: str | Path, *, layer: str | None = None):
+def read_tract_polygons(path: str | Path, *, layer: str | None = None) -> Any:
     """Tract polygons (GeoDataFrame with an 11-char ``GEOID`` column) from any vector file.
 
     Accepts our mapping flow's GeoPackage (``GEOID``), TIGER/Line 2010 (``GEOID10``, also
-    ``zip://...zip``) or 2020 (``GEOID20``) files. Returns None when the layer has no polygons.
+    ``zip://...zip``) or 2020 (``GEOID20``) files.
+
+    Args:
+        path: the vector file.
+        layer: its layer (default: the first).
+
+    Returns:
+        The polygons (a GeoDataFrame), or None when the layer has no polygons.
     """
     import geopandas as gpd
 

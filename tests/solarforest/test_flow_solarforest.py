@@ -150,7 +150,7 @@ def test_cli_reports_a_clear_error(shared_data, tmp_path, capsys) -> None:
 def test_example_config_is_valid() -> None:
     from deepsolar.core.config import load_config
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     p = load_config(SolarForestFlowParams, repo / "configs/solarforest.yaml")
     assert p.mode == "evaluate" and p.features_path.name == "deepsolar_tract_VA.csv"
     assert p.model.target == PH  # the paper's deployment density

@@ -11,10 +11,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from deepsolar import solarforest as sf
 from deepsolar.core.config import StrictModel, load_yaml, validate_config
 from deepsolar.core.errors import ConfigError, InputDataError
-from deepsolar.tractdb import DEEPSOLAR_TRACT_URL
+from deepsolar.solarforest.config import EvaluationConfig, SolarForestConfig
+from deepsolar.solarforest.schema import DEEPSOLAR_TRACT_URL
 
 
 class SolarForestFlowParams(StrictModel):
@@ -46,12 +46,12 @@ class SolarForestFlowParams(StrictModel):
         description="GeoPackage whose 'tracts' layer receives the predictions (may be the mapping "
         "flow's own GeoPackage); default: <output_dir>/solarforest_predictions.gpkg",
     )
-    evaluation: sf.EvaluationConfig = Field(
-        default_factory=sf.EvaluationConfig,
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig,
         description="evaluate mode: targets, transforms, models and bootstrap of the R² table",
     )
     permutation_importance: bool = True
-    model: sf.SolarForestConfig = Field(default_factory=sf.SolarForestConfig)
+    model: SolarForestConfig = Field(default_factory=SolarForestConfig)
 
     @model_validator(mode="after")
     def _one_source(self) -> SolarForestFlowParams:
@@ -68,11 +68,20 @@ class SolarForestFlowParams(StrictModel):
 
     @property
     def resolved_model_path(self) -> Path:
+        """The model file: ``model_path``, else ``<output_dir>/solarforest.skops``."""
         return self.model_path or self.output_dir / "solarforest.skops"
 
 
 def check_inputs(p: SolarForestFlowParams) -> None:
-    """Fail before any work on inputs that cannot exist (missing files, wrong model suffix)."""
+    """Fail before any work on inputs that cannot exist (missing files, wrong model suffix).
+
+    Args:
+        p: the run's parameters.
+
+    Raises:
+        InputDataError: a named file is missing (or, to predict, the model file).
+        ConfigError: the model path does not end in ``.skops``.
+    """
     files = [("features_path", p.features_path), ("lexicon_path", p.lexicon_path)]
     files += [("target_path", p.target_path)]
     for name, path in files:
@@ -105,7 +114,12 @@ QUICK = {
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply ``a.b=value`` (value parsed as YAML) to a nested parameter mapping, in place."""
+    """Apply ``a.b=value`` (value parsed as YAML) to a nested parameter mapping, in place.
+
+    Args:
+        data: the parameter mapping (as read from the YAML config).
+        item: ``dotted.key=value``.
+    """
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"bad --set '{item}'", where="command line", fix="write --set key=value")
@@ -122,7 +136,14 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 def params_from_args(args: argparse.Namespace) -> SolarForestFlowParams:
     """The validated parameters of a ``solarforest`` command line: ``--config`` with ``--set``,
-    ``--mode``, ``--output-dir`` and ``--quick`` applied in that order."""
+    ``--mode``, ``--output-dir`` and ``--quick`` applied in that order.
+
+    Args:
+        args: the parsed command line (``config`` and the optional overrides).
+
+    Returns:
+        The validated parameters.
+    """
     data = load_yaml(args.config)
     for item in getattr(args, "set", None) or []:
         apply_override(data, item)
