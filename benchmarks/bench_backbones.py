@@ -29,7 +29,7 @@ from deepsolar.classifier.frozen import split_model
 from deepsolar.classifier.loss import DeepSolarLoss
 from deepsolar.classifier.model import build_classifier, model_outputs
 from deepsolar.classifier.recipe import apply_finetune, set_train_mode
-from deepsolar.classifier.train import resolve_device
+from deepsolar.core.device import resolve_device
 
 # (label, arch, input px, from_block for the cached-tail measurement)
 BACKBONES = [

@@ -35,7 +35,8 @@ from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.loss import DeepSolarLoss
 from deepsolar.classifier.model import build_classifier, model_outputs
 from deepsolar.classifier.predict import load_classifier, predict_proba
-from deepsolar.classifier.train import fit, resolve_device
+from deepsolar.classifier.train import fit
+from deepsolar.core.device import resolve_device
 
 
 def _sync(dev: torch.device) -> None:

@@ -26,10 +26,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
+from deepsolar.classifier.checkpoint import config_from_checkpoint, load_checkpoint
 from deepsolar.classifier.config import ChipSource, load_train_config
 from deepsolar.classifier.data import source_from_path
 from deepsolar.classifier.predict import evaluate_checkpoint, format_report_table
-from deepsolar.classifier.train import config_from_checkpoint, load_checkpoint
 from deepsolar.core.checkpoints import resolve_checkpoint
 from deepsolar.core.config import StrictModel, validate_config
 from deepsolar.core.errors import ConfigError, DeepSolarError, InputDataError

@@ -5,7 +5,8 @@
 - :mod:`.loss` - the cost-sensitive loss
 - :mod:`.recipe` - optimiser, step decay, fine-tuning strategies
 - :mod:`.data` - chip reading, sources, splits, labels from synthetic truth
-- :mod:`.train` - the loop and checkpoints
+- :mod:`.checkpoint` - what a checkpoint holds, loading one for inference
+- :mod:`.train` - the training loop
 - :mod:`.metrics` - metrics, threshold sweep, JSON + PNG
 - :mod:`.predict` - batched inference and evaluation
 """
@@ -39,7 +40,7 @@ _EXPORTS = {
     "predict_proba": "predict",
     "predict_tiles": "predict",
     "fit": "train",
-    "load_checkpoint": "train",
+    "load_checkpoint": "checkpoint",
 }
 
 

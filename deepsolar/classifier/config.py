@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from deepsolar.classifier.backbones import INCEPTION_BLOCKS, check_arch, get_spec, is_timm_arch
 from deepsolar.core.config import StrictModel, load_yaml, validate_config
-from deepsolar.core.paths import resolve_data_path
+from deepsolar.core.paths import DataPath
 
 # Inception-v3 blocks in forward order (torchvision names); ``unfreeze_from`` takes one of these.
 # Other backbones' blocks: deepsolar.classifier.backbones.SPECS.
@@ -136,7 +136,7 @@ class OptimConfig(StrictModel):
 
 
 class _SourceBase(StrictModel):
-    path: Path
+    path: DataPath
     name: str | None = Field(None, description="label for reports (default: folder name)")
     max_per_class: int | None = Field(
         None, ge=1, description="keep at most this many chips per class (seeded sample)"
@@ -149,11 +149,6 @@ class _SourceBase(StrictModel):
         "data.subtiles); None: each chip's own metadata (a GeoTIFF's projected transform or a "
         "manifest 'ground_m_per_px' column), else the chip is not cut",
     )
-
-    @field_validator("path", mode="before")
-    @classmethod
-    def _expand_path(cls, value: object) -> object:
-        return resolve_data_path(value)
 
     @property
     def display_name(self) -> str:
@@ -185,7 +180,7 @@ class SceneSource(_SourceBase):
 
     kind: Literal["scene"] = "scene"
     tiles_layer: str = "tiles"
-    truth_path: Path
+    truth_path: DataPath
     truth_layer: str | None = None
     truth_visible_column: str | None = Field(
         None, description="if set, only truth rows where this column is true count"
@@ -196,11 +191,6 @@ class SceneSource(_SourceBase):
         description="rasterise the truth into a PV mask per tile (cached next to the manifest, "
         "in truth-masks/<digest of the truth>/), so the scene can train a mask head",
     )
-
-    @field_validator("truth_path", mode="before")
-    @classmethod
-    def _expand_truth_path(cls, value: object) -> object:
-        return resolve_data_path(value)
 
     @property
     def display_name(self) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
+import multiprocessing.context
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +26,7 @@ import torch
 from PIL import Image
 from rasterio.features import rasterize
 from sklearn.model_selection import train_test_split
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from deepsolar.classifier.config import (
     ChipSource,
@@ -590,3 +592,55 @@ def raise_batch_errors(batch: dict) -> None:
     ):
         if what:
             raise InputDataError(what, where=where, fix=fix)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Start DataLoader workers from a clean forkserver, not by forking this process.
+
+    A plain fork inherits Prefect's at-exit hooks, which fail in the child (AssertionError in
+    prefect's QueueService.drain): every worker then exits with code 1 and the DataLoader aborts.
+    The forkserver preloads the data modules once, so workers still start quickly.
+
+    Returns:
+        The forkserver multiprocessing context.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["deepsolar.classifier.data", "deepsolar.classifier.predict"])
+    return ctx
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader whose shuffling and worker seeds all come from ``seed``.
+
+    Args:
+        dataset: the chips (or cached features) to batch.
+        batch_size: samples per batch.
+        shuffle: draw a seeded permutation every pass.
+        num_workers: worker processes (0: in this process; else from :func:`worker_context`).
+        seed: seed of the loader's generator.
+        drop_last: drop a last, smaller batch.
+        pin_memory: pin batches for a fast copy to the GPU.
+
+    Returns:
+        The loader.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=gen,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        multiprocessing_context=worker_context() if num_workers > 0 else None,
+    )

@@ -12,10 +12,23 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from deepsolar.classifier.checkpoint import (
+    config_from_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from deepsolar.classifier.config import ChipSource, SubtileConfig, TrainClassifierConfig
-from deepsolar.classifier.data import Chip, ChipDataset, array_to_rgb, load_source, read_chip
+from deepsolar.classifier.data import (
+    Chip,
+    ChipDataset,
+    array_to_rgb,
+    load_source,
+    make_loader,
+    raise_batch_errors,
+    read_chip,
+)
 from deepsolar.classifier.metrics import (
     MIN_CLASS_FOR_AUC,
     REPORT_COLUMNS,
@@ -24,22 +37,75 @@ from deepsolar.classifier.metrics import (
     write_json,
     write_metrics,
 )
-from deepsolar.classifier.model import preprocess
-from deepsolar.classifier.subtiles import expand_chips
-from deepsolar.classifier.train import (
-    config_from_checkpoint,
-    load_checkpoint,
-    make_loader,
-    model_from_checkpoint,
-    per_chip,
-    positive_probs,
-    predict_logits,
-    resolve_device,
-)
+from deepsolar.classifier.model import model_outputs, preprocess
+from deepsolar.classifier.subtiles import chip_level, expand_chips
+from deepsolar.core.device import resolve_device
 from deepsolar.core.errors import InputDataError
 from deepsolar.core.report_table import format_text, write_report
 
 ImageLike = str | Path | np.ndarray | Image.Image
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    amp_bf16: bool = False,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Logits and labels over a loader, in eval mode.
+
+    Args:
+        model: the network (or the trained part on cached features).
+        loader: batches with ``image`` and ``label``.
+        device: where the network runs.
+        amp_bf16: autocast to bfloat16.
+        channels_last: feed channels-last inputs.
+
+    Returns:
+        (float32 logits on the CPU, N x 2; labels, N).
+    """
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in loader:
+        raise_batch_errors(batch)
+        x = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_bf16):
+            logits, _ = model_outputs(model(x))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(batch["label"].numpy())
+    if not all_logits:
+        return torch.zeros(0, 2), np.zeros(0, dtype=int)
+    return torch.cat(all_logits), np.concatenate(all_labels)
+
+
+def positive_probs(logits: torch.Tensor) -> np.ndarray:
+    """Softmax probability of the positive class (column 1) per row of ``logits``."""
+    return torch.softmax(logits, dim=1)[:, 1].numpy()
+
+
+def per_chip(
+    cells: list[Chip], labels: np.ndarray, probs: np.ndarray, subtiles: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) per whole chip: the highest of its sub-tiles' (if cut).
+
+    Args:
+        cells: the chips or their sub-tile cells, in the order of ``labels`` and ``probs``.
+        labels: label per cell.
+        probs: positive probability per cell.
+        subtiles: the config's ``data.subtiles`` (None: chips were not cut).
+
+    Returns:
+        (labels, probabilities) per chip.
+    """
+    if subtiles is None:
+        return labels, probs
+    _, chip_labels, chip_probs = chip_level(cells, probs)
+    return chip_labels, chip_probs
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,31 @@ def load_checkpoint_safely(
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         raise InputDataError(f"not a deepsolar {kind} checkpoint", where=str(p), fix=fix)
     return ckpt
+
+
+@dataclass(frozen=True)
+class CheckpointKind:
+    """What a kind of checkpoint file declares, and how errors name it.
+
+    Attributes:
+        fmt: the ``format`` field the file must carry (e.g. ``deepsolar-segmenter``).
+        kind: the kind's name in errors and in :data:`BUILTIN_FILES` (e.g. ``segmenter``).
+        producer: the flow that writes it (e.g. ``train-segmenter``), for the errors' fixes.
+    """
+
+    fmt: str
+    kind: str
+    producer: str
+
+
+def load_checkpoint_of(path: str | Path, kind: CheckpointKind) -> dict[str, Any]:
+    """Load a checkpoint of ``kind`` with ``weights_only=True``; clear error if it is not one.
+
+    Args:
+        path: the ``.pt`` file, or ``builtin`` for the shipped model of the kind.
+        kind: the checkpoint kind it must be.
+
+    Returns:
+        The checkpoint dict (tensors and plain data only).
+    """
+    return load_checkpoint_safely(path, fmt=kind.fmt, kind=kind.kind, producer=kind.producer)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,3 +37,8 @@ def resolve_data_path(value: object) -> object:
         rest = value[len(SHARED_DATA_VAR) :].lstrip("/")
         return shared_data_dir() / rest
     return value
+
+
+# A config path field whose leading ``${DEEPSOLAR_SHARED_DATA}`` is expanded (resolve_data_path);
+# ``DataPath | None`` for an optional one.
+DataPath = Annotated[Path, BeforeValidator(resolve_data_path)]

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from deepsolar.classifier.config import (
     ChipSource,
@@ -20,7 +20,7 @@ from deepsolar.classifier.config import (
 )
 from deepsolar.core.config import StrictModel, load_yaml, validate_config
 from deepsolar.core.errors import ConfigError
-from deepsolar.core.paths import resolve_data_path
+from deepsolar.core.paths import DataPath
 from deepsolar.core.runners import TaskRunnerConfig
 
 # DeepSolar taps Inception-v3's Mixed_5d (35x35x288 at 299 px); other backbones: see backbones.
@@ -166,17 +166,12 @@ class SegTrainLoopConfig(StrictModel):
 class TrainSegmenterConfig(StrictModel):
     """A greedy CAM training run on top of a trained classifier checkpoint."""
 
-    classifier_checkpoint: Path
+    classifier_checkpoint: DataPath
     branch: BranchConfig = BranchConfig()
     optim: SegOptimConfig = SegOptimConfig()
     data: SegDataConfig
     cam: CamConfig = CamConfig()
     train: SegTrainLoopConfig = SegTrainLoopConfig()
-
-    @field_validator("classifier_checkpoint", mode="before")
-    @classmethod
-    def _expand(cls, value: object) -> object:
-        return resolve_data_path(value)
 
 
 class MaskHeadConfig(StrictModel):
@@ -235,16 +230,11 @@ class MaskHeadTrainLoopConfig(StrictModel):
 class TrainMaskHeadConfig(StrictModel):
     """A supervised mask head trained on the masks, on top of a frozen classifier checkpoint."""
 
-    classifier_checkpoint: Path
+    classifier_checkpoint: DataPath
     head: MaskHeadConfig = MaskHeadConfig()
     optim: MaskHeadOptimConfig = MaskHeadOptimConfig()
     data: MaskHeadDataConfig
     train: MaskHeadTrainLoopConfig = MaskHeadTrainLoopConfig()
-
-    @field_validator("classifier_checkpoint", mode="before")
-    @classmethod
-    def _expand(cls, value: object) -> object:
-        return resolve_data_path(value)
 
 
 def uses_segmenter(method: str) -> bool:
@@ -314,16 +304,11 @@ class ChipMaskSet(StrictModel):
     """A shared chip set's ``manifest.csv`` with ``mask`` column (masks under ``{split}/masks``)."""
 
     kind: Literal["chips"] = "chips"
-    manifest: Path
+    manifest: DataPath
     split: str = "valid"
     name: str | None = None
     max_chips: int | None = Field(None, ge=1, description="first N rows (for quick runs)")
     m_per_px: float | None = Field(None, gt=0, description="None: areas in pixels")
-
-    @field_validator("manifest", mode="before")
-    @classmethod
-    def _expand(cls, v: object) -> object:
-        return resolve_data_path(v)
 
     @property
     def display_name(self) -> str:
@@ -334,17 +319,12 @@ class SceneMaskSet(StrictModel):
     """A tile store (manifest.gpkg) over a scene with PV truth polygons (e.g. the SYNTHETIC demo)."""
 
     kind: Literal["scene"] = "scene"
-    manifest: Path
-    truth_path: Path
+    manifest: DataPath
+    truth_path: DataPath
     truth_layer: str | None = None
     truth_visible_column: str | None = None
     name: str | None = None
     max_chips: int | None = Field(None, ge=1)
-
-    @field_validator("manifest", "truth_path", mode="before")
-    @classmethod
-    def _expand(cls, v: object) -> object:
-        return resolve_data_path(v)
 
     @property
     def display_name(self) -> str:
@@ -360,9 +340,9 @@ AnySet = ChipMaskSet | SceneMaskSet | ImagesSource | ManifestSource
 class EvaluateSegmentationConfig(StrictModel):
     """What ``python -m deepsolar.segmentation.evaluate --config`` reads."""
 
-    classifier_checkpoint: Path
-    segmenter_checkpoint: Path | None = Field(None, description="None: plain CAM only")
-    mask_head_checkpoint: Path | None = Field(
+    classifier_checkpoint: DataPath
+    segmenter_checkpoint: DataPath | None = Field(None, description="None: plain CAM only")
+    mask_head_checkpoint: DataPath | None = Field(
         None,
         description="a train-mask-head checkpoint: its masks are reported beside the CAM "
         "methods (method mask_head)",
@@ -390,13 +370,6 @@ class EvaluateSegmentationConfig(StrictModel):
         description="cut chips wider than a tile into tile-sized cells as the classifier was "
         "trained to (its data.subtiles); false: resize whole chips (DeepSolar's way)",
     )
-
-    @field_validator(
-        "classifier_checkpoint", "segmenter_checkpoint", "mask_head_checkpoint", mode="before"
-    )
-    @classmethod
-    def _expand(cls, v: object) -> object:
-        return resolve_data_path(v)
 
 
 def evaluation_config_from_args(args: argparse.Namespace) -> EvaluateSegmentationConfig:

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
+from deepsolar.classifier.checkpoint import load_checkpoint
 from deepsolar.classifier.predict import load_classifier
-from deepsolar.classifier.train import load_checkpoint
-from deepsolar.core.checkpoints import BUILTIN_FILES, save_checkpoint
+from deepsolar.core.checkpoints import BUILTIN_FILES, load_checkpoint_of, save_checkpoint
 from deepsolar.segmentation.branch import backbone_fingerprint, resolve_tap
-from deepsolar.segmentation.maskhead import load_mask_head_checkpoint
-from deepsolar.segmentation.train import load_segmenter_checkpoint
+from deepsolar.segmentation.maskhead import MASK_HEAD_CHECKPOINT
+from deepsolar.segmentation.train import SEGMENTER_CHECKPOINT
 
 DROP = ("optimizer_state", "scheduler_state")
 
@@ -58,7 +58,7 @@ def export_pair(
     clf_path = save_checkpoint(
         out / BUILTIN_FILES["classifier"], _compact(load_checkpoint(classifier), "model_state")
     )
-    seg = _compact(load_segmenter_checkpoint(segmenter), "branch_state")
+    seg = _compact(load_checkpoint_of(segmenter, SEGMENTER_CHECKPOINT), "branch_state")
     clf = load_classifier(clf_path, "cpu")
     tap = resolve_tap(seg["config"]["branch"].get("tap"), clf.config.model.arch)
     seg["backbone_fingerprint"] = backbone_fingerprint(clf.model, tap)
@@ -82,7 +82,7 @@ def export_mask_head(
     Returns:
         The written path.
     """
-    full = load_mask_head_checkpoint(mask_head)
+    full = load_checkpoint_of(mask_head, MASK_HEAD_CHECKPOINT)
     ckpt = _compact(full, "decoder_state")
     for k, v in ckpt["decoder_state"].items():  # a tensor float16 cannot hold stays float32
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):

@@ -53,10 +53,11 @@ from deepsolar.classifier.data import (
 )
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.classifier.subtiles import expand_chips
-from deepsolar.classifier.train import resolve_device, seed_everything
-from deepsolar.core.checkpoints import load_checkpoint_safely, save_checkpoint
-from deepsolar.core.config import changed_fields, validate_config
+from deepsolar.core.checkpoints import CheckpointKind, load_checkpoint_of
+from deepsolar.core.config import validate_config
+from deepsolar.core.device import MASK_HEAD_SEED_STAGE
 from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.core.training import BestEpoch, EpochTask, check_resume_config, run_epochs, start_run
 from deepsolar.segmentation.branch import backbone_fingerprint, freeze_backbone, taps_features
 from deepsolar.segmentation.cam import upsample
 from deepsolar.segmentation.config import TrainMaskHeadConfig
@@ -67,6 +68,9 @@ CHECKPOINT_FORMAT = "deepsolar-mask-head"
 CHECKPOINT_VERSION = 1
 FINAL_NAME = "mask_head.pt"
 LAST_NAME = "last.pt"
+MASK_HEAD_CHECKPOINT = CheckpointKind(
+    fmt=CHECKPOINT_FORMAT, kind="mask_head", producer="train-mask-head"
+)
 MASK_HEAD = "mask_head"  # the method's key beside "plain" / "stageK" in evaluation tables
 
 DEFAULT_MASK_TAPS: dict[str, tuple[str, ...]] = {
@@ -161,13 +165,6 @@ def _resolve_for(
 # ---------------------------------------------------------------- checkpoints
 
 
-def load_mask_head_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a mask-head checkpoint with ``weights_only=True``; clear error if it is not one."""
-    return load_checkpoint_safely(
-        path, fmt=CHECKPOINT_FORMAT, kind="mask_head", producer="train-mask-head"
-    )
-
-
 @dataclass
 class LoadedMaskHead:
     decoder: MaskDecoder
@@ -183,7 +180,7 @@ class LoadedMaskHead:
 
 def load_mask_head(path: str | Path, device: str | torch.device = "cpu") -> LoadedMaskHead:
     """The decoder of a ``train-mask-head`` checkpoint, eval mode (float16 files cast back)."""
-    ckpt = load_mask_head_checkpoint(path)
+    ckpt = load_checkpoint_of(path, MASK_HEAD_CHECKPOINT)
     cfg = validate_config(TrainMaskHeadConfig, ckpt["config"], where=str(path))
     decoder = MaskDecoder(ckpt["in_channels"], cfg.head.channels)
     decoder.load_state_dict({k: v.float() if v.is_floating_point() else v
@@ -354,10 +351,8 @@ class MaskHeadTrainResult:
 # Keys that may differ on resume: they do not change what the remaining epochs compute.
 _RESUME_FREE = {"optim.epochs", "train.device", "train.num_threads", "train.progress",
                 "data.num_workers"}  # fmt: skip
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + 7 * 10_007 + epoch) % 2**63
+_RESUME_FIX = ("resume with the same config (only epochs, device, threads and progress may "
+               "change) or use a new output folder")  # fmt: skip
 
 
 def _logits(decoder: MaskDecoder, feats: list[torch.Tensor], size: int) -> torch.Tensor:
@@ -385,50 +380,54 @@ def _validate(
     return {"val_loss": loss_sum / max(n, 1), "val_iou": float(iou.mean()) if len(iou) else 0.0}
 
 
-def fit_mask_head(
-    cfg: TrainMaskHeadConfig, out_dir: str | Path, *, chips: list[Chip] | None = None
-) -> MaskHeadTrainResult:
-    """Train the decoder on the frozen classifier's cached taps; resume from ``last.pt``."""
-    cfg = validate_config(TrainMaskHeadConfig, cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tc, oc, dc = cfg.train, cfg.optim, cfg.data
-    device = resolve_device(tc.device)
-    if tc.num_threads and device.type == "cpu":
-        torch.set_num_threads(tc.num_threads)
-    seed_everything(tc.seed)
-    if chips is None:
-        chips = load_sources(dc.train, seed=tc.seed)
-    _check_masks(chips)  # before the classifier loads: a missing mask fails at once
+@dataclass
+class _MaskBackbone:
+    """The frozen classifier, its taps (shallow to deep) with their channels, and the fingerprint
+    of its weights up to the deepest tap."""
 
+    clf: LoadedClassifier
+    taps: tuple[str, ...]
+    in_channels: list[int]
+    fingerprint: str
+
+
+def _load_mask_backbone(cfg: TrainMaskHeadConfig, device: torch.device) -> _MaskBackbone:
     clf = load_classifier(cfg.classifier_checkpoint, str(device))
     freeze_backbone(clf.model)
     taps, in_channels = _resolve_for(clf, cfg.head.taps)
-    fingerprint = backbone_fingerprint(clf.model, taps[-1])
+    return _MaskBackbone(clf, taps, in_channels, backbone_fingerprint(clf.model, taps[-1]))
 
-    last_path, final_path = out / LAST_NAME, out / FINAL_NAME
-    saved = None
-    if last_path.is_file():
-        saved = load_mask_head_checkpoint(last_path)
-        diff = changed_fields(saved["config"], cfg.model_dump(mode="json"), _RESUME_FREE)
-        if diff:
-            raise ConfigError(
-                f"the config differs from the checkpoint's in {', '.join(diff)}",
-                where=str(last_path),
-                fix="resume with the same config (only epochs, device, threads and progress may "
-                "change) or use a new output folder",
-            )
-        if saved["backbone_fingerprint"] != fingerprint:
-            raise ConfigError(
-                "the checkpoint was trained on a different classifier backbone",
-                where=str(last_path),
-                fix="use the same classifier_checkpoint or a new output folder",
-            )
-        if int(saved["epoch"]) >= oc.epochs:
-            log.info("mask head already trained (%d epochs); nothing to do", saved["epoch"])
-            return MaskHeadTrainResult(out, final_path, int(saved["best_epoch"]),
-                                       list(saved["history"]), dict(saved["counts"]))  # fmt: skip
 
+def _saved_run(
+    cfg: TrainMaskHeadConfig, last_path: Path, fingerprint: str
+) -> dict[str, Any] | None:
+    """``last.pt`` if it exists, checked against this config and backbone; else None."""
+    if not last_path.is_file():
+        return None
+    saved = load_checkpoint_of(last_path, MASK_HEAD_CHECKPOINT)
+    check_resume_config(saved["config"], cfg.model_dump(mode="json"), _RESUME_FREE,
+                        where=str(last_path), fix=_RESUME_FIX)  # fmt: skip
+    if saved["backbone_fingerprint"] != fingerprint:
+        raise ConfigError(
+            "the checkpoint was trained on a different classifier backbone",
+            where=str(last_path),
+            fix="use the same classifier_checkpoint or a new output folder",
+        )
+    return saved
+
+
+@dataclass
+class _MaskInputs:
+    """Cached tapped maps and targets of the train (and validation) cells."""
+
+    train: CachedMasks
+    val: CachedMasks | None
+    counts: dict[str, Any]
+    cache_s: float
+
+
+def _cache_cells(cfg: TrainMaskHeadConfig, bb: _MaskBackbone, chips: list[Chip]) -> _MaskInputs:
+    tc, dc = cfg.train, cfg.data
     if dc.val_fraction > 0:
         train_chips, val_chips = stratified_split(chips, dc.val_fraction, tc.seed)
     else:
@@ -443,74 +442,126 @@ def fit_mask_head(
             where="data.train",
             fix="add chips with panels (and their masks)",
         )
-    size = clf.input_size_px
-    rotations = 4 if dc.rot90 else 1
+    clf = bb.clf
 
     def cached(cells: list[Chip], rot: int) -> CachedMasks:
-        ds = MaskChipDataset(cells, size, min_side_px=dc.min_side_px, normalize=clf.normalize)
-        return cache_mask_features(clf, ds, taps, rotations=rot, batch_size=oc.batch_size,
-                                   progress=tc.progress)  # fmt: skip
+        ds = MaskChipDataset(cells, clf.input_size_px, min_side_px=dc.min_side_px,
+                             normalize=clf.normalize)  # fmt: skip
+        return cache_mask_features(clf, ds, bb.taps, rotations=rot,
+                                   batch_size=cfg.optim.batch_size, progress=tc.progress)  # fmt: skip
 
     t0 = time.perf_counter()
-    train_data = cached(train_cells, rotations)
+    train_data = cached(train_cells, 4 if dc.rot90 else 1)
     val_data = cached(val_cells, 1) if val_cells else None
     cache_s = time.perf_counter() - t0
     log.info("cached %d train / %d val cells in %.0f s", len(train_cells), len(val_cells), cache_s)
+    return _MaskInputs(train_data, val_data, counts, cache_s)
 
-    decoder = MaskDecoder(in_channels, cfg.head.channels).to(device)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=oc.lr, weight_decay=oc.weight_decay)
-    start, history, best_iou, best_epoch = 0, [], -1.0, 0
-    if saved is not None:
-        decoder.load_state_dict(saved["decoder_state"])
-        optimizer.load_state_dict(saved["optimizer_state"])
-        start, history = int(saved["epoch"]), list(saved["history"])
-        best_iou, best_epoch = float(saved["best_val_iou"]), int(saved["best_epoch"])
-    cfg_json = cfg.model_dump(mode="json")
 
-    def payload(state: dict[str, torch.Tensor], epoch: int) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg_json,
-            "decoder_state": state, "taps": list(taps), "in_channels": in_channels,
-            "backbone_fingerprint": fingerprint,
-            "classifier_checkpoint": str(cfg.classifier_checkpoint),
-            "input_size_px": size, "epoch": epoch, "best_epoch": best_epoch,
-            "best_val_iou": best_iou, "history": history, "counts": counts,
-            "torch_version": str(torch.__version__),
-        }  # fmt: skip
+class _MaskHeadEpochs(EpochTask):
+    """One epoch of the decoder on the cached maps: shuffled cells, a drawn rotation each."""
 
-    n = len(train_data)
-    for epoch in range(start, oc.epochs):
-        es = _epoch_seed(tc.seed, epoch)
-        gen = torch.Generator().manual_seed(es)
+    def __init__(
+        self, cfg: TrainMaskHeadConfig, bb: _MaskBackbone, inputs: _MaskInputs,
+        history: list[dict[str, Any]], saved: dict[str, Any] | None,
+    ) -> None:  # fmt: skip
+        self.cfg, self.bb, self.inputs, self.history = cfg, bb, inputs, history
+        self.device, self.size = bb.clf.device, bb.clf.input_size_px
+        self.rotations = 4 if cfg.data.rot90 else 1
+        oc = cfg.optim
+        self.decoder = MaskDecoder(bb.in_channels, cfg.head.channels).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.decoder.parameters(), lr=oc.lr, weight_decay=oc.weight_decay
+        )
+        if saved is not None:
+            self.decoder.load_state_dict(saved["decoder_state"])
+            self.optimizer.load_state_dict(saved["optimizer_state"])
+        self.cfg_json = cfg.model_dump(mode="json")
+
+    def train_epoch(self, epoch: int, seed: int) -> dict[str, Any]:
+        """Train one epoch from ``seed`` (order and rotations), then validate; the history row."""
+        oc, data, n = self.cfg.optim, self.inputs.train, len(self.inputs.train)
+        gen = torch.Generator().manual_seed(seed)
         perm = torch.randperm(n, generator=gen)
-        rots = torch.randint(0, rotations, (n,), generator=gen)
-        decoder.train()
+        rots = torch.randint(0, self.rotations, (n,), generator=gen)
+        self.decoder.train()
         t1, loss_sum, seen = time.perf_counter(), 0.0, 0
         for i in range(0, n, oc.batch_size):
             idx = perm[i : i + oc.batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            f, t = train_data.batch(idx, rots[idx], device)
-            loss = mask_loss(_logits(decoder, f, size), t, dice_weight=oc.dice_weight,
+            f, t = data.batch(idx, rots[idx], self.device)
+            loss = mask_loss(_logits(self.decoder, f, self.size), t, dice_weight=oc.dice_weight,
                              pos_weight=oc.pos_weight)  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
             loss_sum += float(loss.detach()) * len(idx)
             seen += len(idx)
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                                "train_s": time.perf_counter() - t1}  # fmt: skip
-        if val_data is not None:
-            row.update(_validate(decoder, val_data, size, device, oc))
-        history.append(row)
+        if self.inputs.val is not None:
+            row.update(_validate(self.decoder, self.inputs.val, self.size, self.device, oc))
         log.info("mask head epoch %d/%d %s", epoch + 1, oc.epochs,
                  " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))  # fmt: skip
-        state = {k: v.detach().cpu().clone() for k, v in decoder.state_dict().items()}
-        score = row.get("val_iou", float(epoch))  # no validation: the last epoch is the best
-        if score > best_iou:
-            best_iou, best_epoch = score, epoch + 1
-            save_checkpoint(final_path, payload(state, epoch + 1))
-        save_checkpoint(last_path, {**payload(state, epoch + 1),
-                                    "optimizer_state": optimizer.state_dict()})  # fmt: skip
-    counts["cache_s"] = round(cache_s, 1)
-    return MaskHeadTrainResult(out, final_path, best_epoch, history, counts)
+        return row
+
+    def score(self, row: dict[str, Any]) -> float:
+        """Validation IoU; without validation the epoch number (the last epoch is the best)."""
+        return row.get("val_iou", float(row["epoch"] - 1))
+
+    def checkpoint(self, epoch: int, best: BestEpoch) -> dict[str, Any]:
+        """The decoder, its taps and what loading and resuming it needs."""
+        state = {k: v.detach().cpu().clone() for k, v in self.decoder.state_dict().items()}
+        return {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.cfg_json,
+            "decoder_state": state, "taps": list(self.bb.taps),
+            "in_channels": self.bb.in_channels, "backbone_fingerprint": self.bb.fingerprint,
+            "classifier_checkpoint": str(self.cfg.classifier_checkpoint),
+            "input_size_px": self.size, "epoch": epoch, "best_epoch": best.epoch,
+            "best_val_iou": best.score, "history": self.history, "counts": self.inputs.counts,
+            "torch_version": str(torch.__version__),
+        }  # fmt: skip
+
+    def resume_state(self) -> dict[str, Any]:
+        """The AdamW state."""
+        return {"optimizer_state": self.optimizer.state_dict()}
+
+
+def fit_mask_head(
+    cfg: TrainMaskHeadConfig, out_dir: str | Path, *, chips: list[Chip] | None = None
+) -> MaskHeadTrainResult:
+    """Train the decoder on the frozen classifier's cached taps; resume from ``last.pt``.
+
+    Args:
+        cfg: the mask-head config.
+        out_dir: the output folder (``last.pt``, ``mask_head.pt``).
+        chips: the training chips with masks (default: ``data.train``'s sources).
+
+    Returns:
+        The best checkpoint, its epoch, the history and the cell counts.
+    """
+    cfg = validate_config(TrainMaskHeadConfig, cfg)
+    tc = cfg.train
+    out, device = start_run(out_dir, device=tc.device, num_threads=tc.num_threads, seed=tc.seed)
+    if chips is None:
+        chips = load_sources(cfg.data.train, seed=tc.seed)
+    _check_masks(chips)  # before the classifier loads: a missing mask fails at once
+    bb = _load_mask_backbone(cfg, device)
+    last_path, final_path = out / LAST_NAME, out / FINAL_NAME
+    saved = _saved_run(cfg, last_path, bb.fingerprint)
+    if saved is not None and int(saved["epoch"]) >= cfg.optim.epochs:
+        log.info("mask head already trained (%d epochs); nothing to do", saved["epoch"])
+        return MaskHeadTrainResult(out, final_path, int(saved["best_epoch"]),
+                                   list(saved["history"]), dict(saved["counts"]))  # fmt: skip
+    inputs = _cache_cells(cfg, bb, chips)
+    start, history, best = 0, [], BestEpoch(-1.0, None)
+    if saved is not None:
+        start, history = int(saved["epoch"]), list(saved["history"])
+        best = BestEpoch(float(saved["best_val_iou"]), int(saved["best_epoch"]))
+    task = _MaskHeadEpochs(cfg, bb, inputs, history, saved)
+    best = run_epochs(task, start_epoch=start, n_epochs=cfg.optim.epochs, seed=tc.seed,
+                      history=history, last_path=last_path, best_path=final_path, best=best,
+                      stage=MASK_HEAD_SEED_STAGE)  # fmt: skip
+    inputs.counts["cache_s"] = round(inputs.cache_s, 1)
+    return MaskHeadTrainResult(out, final_path, int(best.epoch or 0), history, inputs.counts)

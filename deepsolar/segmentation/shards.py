@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from deepsolar.classifier.data import read_chip
-from deepsolar.classifier.train import resolve_device
 from deepsolar.core.config import StrictModel
+from deepsolar.core.device import resolve_device
 from deepsolar.core.errors import InputDataError
 from deepsolar.geo.tiling import Tile
 from deepsolar.imagery.manifest import read_manifest

@@ -25,10 +25,17 @@ from tqdm.auto import tqdm
 from deepsolar.classifier.data import ChipDataset, class_counts, load_sources, raise_batch_errors
 from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.classifier.subtiles import expand_chips
-from deepsolar.classifier.train import resolve_device, seed_everything
-from deepsolar.core.checkpoints import load_checkpoint_safely, save_checkpoint
-from deepsolar.core.config import changed_fields, validate_config
+from deepsolar.core.checkpoints import CheckpointKind, load_checkpoint_of, save_checkpoint
+from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.core.training import (
+    BestEpoch,
+    EpochTask,
+    check_resume_config,
+    epoch_steps,
+    run_epochs,
+    start_run,
+)
 from deepsolar.segmentation.branch import (
     GreedyCamBranch,
     backbone_fingerprint,
@@ -44,6 +51,9 @@ log = logging.getLogger("deepsolar.segmentation")
 CHECKPOINT_FORMAT = "deepsolar-segmenter"
 CHECKPOINT_VERSION = 1
 FINAL_NAME = "segmenter.pt"
+SEGMENTER_CHECKPOINT = CheckpointKind(
+    fmt=CHECKPOINT_FORMAT, kind="segmenter", producer="train-segmenter"
+)
 
 
 def stage_path(out_dir: Path, stage: int) -> Path:
@@ -51,13 +61,6 @@ def stage_path(out_dir: Path, stage: int) -> Path:
 
 
 # ---------------------------------------------------------------- checkpoints
-
-
-def load_segmenter_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a segmenter checkpoint with ``weights_only=True``; clear error if it is not one."""
-    return load_checkpoint_safely(
-        path, fmt=CHECKPOINT_FORMAT, kind="segmenter", producer="train-segmenter"
-    )
 
 
 @dataclass
@@ -71,7 +74,7 @@ class LoadedSegmenter:
 
 def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> LoadedSegmenter:
     """The branch with its trained stages (a ``stage_1.pt`` gives a 1-stage branch), eval mode."""
-    ckpt = load_segmenter_checkpoint(path)
+    ckpt = load_checkpoint_of(path, SEGMENTER_CHECKPOINT)
     cfg = validate_config(TrainSegmenterConfig, ckpt["config"], where=str(path))
     k = int(ckpt["stages_trained"])
     if k < 1:
@@ -141,15 +144,8 @@ _RESUME_FREE = {"optim.epochs_per_stage", "train.device", "train.num_threads", "
                 "train.cache_features", "data.num_workers", "cam", "branch.n_stages"}  # fmt: skip
 
 
-def _check_resume(saved: dict[str, Any], cfg: TrainSegmenterConfig, where: str) -> None:
-    diff = changed_fields(saved, cfg.model_dump(mode="json"), _RESUME_FREE)
-    if diff:
-        raise ConfigError(
-            f"the config differs from the stage checkpoint's in {', '.join(diff)}",
-            where=where,
-            fix="resume with the same config (only epochs, n_stages, device, threads, cache "
-            "and cam settings may change) or use a new output folder",
-        )
+_RESUME_FIX = ("resume with the same config (only epochs, n_stages, device, threads, cache "
+               "and cam settings may change) or use a new output folder")  # fmt: skip
 
 
 @torch.no_grad()
@@ -167,19 +163,7 @@ def compute_features(
     return torch.cat(feats), torch.cat(labels)
 
 
-def _epoch_seed(seed: int, stage: int, epoch: int) -> int:
-    return (seed * 1_000_003 + stage * 10_007 + epoch) % 2**63
-
-
-def fit_segmenter(
-    cfg: TrainSegmenterConfig,
-    out_dir: str | Path,
-    *,
-    upto_stage: int | None = None,
-    chips: list | None = None,
-) -> SegTrainResult:
-    """Train stages 1..``upto_stage`` (default all) greedily; resume from ``stage_k.pt``."""
-    cfg = validate_config(TrainSegmenterConfig, cfg)
+def _last_stage(cfg: TrainSegmenterConfig, upto_stage: int | None) -> int:
     last_stage = cfg.branch.n_stages if upto_stage is None else int(upto_stage)
     if not 1 <= last_stage <= cfg.branch.n_stages:
         raise ConfigError(
@@ -187,14 +171,19 @@ def fit_segmenter(
             where="fit_segmenter",
             fix="pass a stage number within branch.n_stages",
         )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tc, oc, dc = cfg.train, cfg.optim, cfg.data
-    device = resolve_device(tc.device)
-    if tc.num_threads and device.type == "cpu":
-        torch.set_num_threads(tc.num_threads)
-    seed_everything(tc.seed)
+    return last_stage
 
+
+@dataclass
+class _Backbone:
+    """The frozen classifier, its tap and the fingerprint of its weights up to the tap."""
+
+    clf: LoadedClassifier
+    tap: str
+    fingerprint: str
+
+
+def _load_backbone(cfg: TrainSegmenterConfig, device: torch.device) -> _Backbone:
     clf = load_classifier(cfg.classifier_checkpoint, str(device))
     freeze_backbone(clf.model)
     try:
@@ -204,7 +193,20 @@ def fit_segmenter(
         raise ConfigError(
             str(err), where="branch.tap", fix="name a module of the classifier"
         ) from None
+    return _Backbone(clf, tap, fingerprint)
 
+
+@dataclass
+class _StageInputs:
+    """The training cells as chips (``ds``) and, when cached, as frozen tap features."""
+
+    ds: ChipDataset
+    cached: TensorDataset | None
+    counts: dict[str, int]
+
+
+def _stage_inputs(cfg: TrainSegmenterConfig, bb: _Backbone, chips: list | None) -> _StageInputs:
+    tc, dc = cfg.train, cfg.data
     if chips is None:
         chips = load_sources(dc.train, seed=tc.seed)
     chips = expand_chips(chips, dc.subtiles, training=True, seed=tc.seed)
@@ -215,43 +217,183 @@ def fit_segmenter(
             where="data.train",
             fix="add positive and negative chips",
         )
+    clf = bb.clf
     ds = ChipDataset(
         chips, clf.input_size_px, rot90=dc.rot90, min_side_px=dc.min_side_px,
         normalize=clf.normalize,
     )  # fmt: skip
     cached: TensorDataset | None = None
     if tc.cache_features and not dc.rot90:
-        loader = DataLoader(ds, batch_size=oc.batch_size, shuffle=False, num_workers=dc.num_workers)
-        feats, labels = compute_features(clf, loader, progress=tc.progress, tap=tap)
+        bs = cfg.optim.batch_size
+        loader = DataLoader(ds, batch_size=bs, shuffle=False, num_workers=dc.num_workers)
+        feats, labels = compute_features(clf, loader, progress=tc.progress, tap=bb.tap)
         cached = TensorDataset(feats, labels)
+    return _StageInputs(ds, cached, counts)
 
-    in_channels = tap_channels(clf.model, tap, clf.input_size_px)
+
+def _stage_start(
+    cfg: TrainSegmenterConfig, out: Path, stage: int, branch: GreedyCamBranch, fingerprint: str
+) -> dict[str, Any] | None:
+    """Load ``stage_{stage}.pt`` into ``branch`` if it exists (checked), else stage - 1's weights.
+
+    Returns:
+        The stage's saved checkpoint, or None when the stage starts afresh.
+    """
+    path = stage_path(out, stage)
+    if path.is_file():
+        saved = load_checkpoint_of(path, SEGMENTER_CHECKPOINT)
+        check_resume_config(saved["config"], cfg.model_dump(mode="json"), _RESUME_FREE,
+                            where=str(path), fix=_RESUME_FIX, what="stage checkpoint")  # fmt: skip
+        if saved["backbone_fingerprint"] != fingerprint:
+            raise ConfigError(
+                "the stage checkpoint was trained on a different classifier backbone",
+                where=str(path),
+                fix="use the same classifier_checkpoint or a new output folder",
+            )
+        _load_partial(branch, saved["branch_state"], upto=stage)
+        return saved
+    if stage > 1:
+        prev = load_checkpoint_of(stage_path(out, stage - 1), SEGMENTER_CHECKPOINT)
+        _load_partial(branch, prev["branch_state"], upto=stage - 1)
+    return None
+
+
+class _StageEpochs(EpochTask):
+    """One epoch of greedy stage ``stage``: its conv + head on the frozen stack below it."""
+
+    def __init__(
+        self, cfg: TrainSegmenterConfig, stage: int, branch: GreedyCamBranch, bb: _Backbone,
+        inputs: _StageInputs, history: list[dict[str, Any]], saved: dict[str, Any] | None,
+    ) -> None:  # fmt: skip
+        self.cfg, self.stage, self.branch, self.bb = cfg, stage, branch, bb
+        self.inputs, self.history = inputs, history
+        self.device = bb.clf.device
+        self.n_epochs = math.ceil(cfg.optim.epochs_per_stage)
+        self.criterion = nn.CrossEntropyLoss()  # unweighted, as DeepSolar's CAM stages
+        self.cfg_json = cfg.model_dump(mode="json")
+        branch.freeze_below(stage)
+        oc = cfg.optim
+        params = [p for p in branch.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(
+            params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay
+        )
+        if saved is not None and "optimizer_state" in saved:
+            self.optimizer.load_state_dict(saved["optimizer_state"])
+
+    def train_epoch(self, epoch: int, seed: int) -> dict[str, Any]:
+        """Train one epoch from ``seed``; the history row (loss, accuracy)."""
+        oc, cached = self.cfg.optim, self.inputs.cached
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        loader = DataLoader(
+            cached if cached is not None else self.inputs.ds, batch_size=oc.batch_size,
+            shuffle=True, generator=gen,
+            num_workers=0 if cached is not None else self.cfg.data.num_workers,
+        )  # fmt: skip
+        steps = epoch_steps(oc.epochs_per_stage, epoch, len(loader))
+        self.branch.train()
+        t0 = time.perf_counter()
+        desc = f"stage {self.stage} epoch {epoch + 1}/{self.n_epochs}"
+        seen, loss_sum, correct = self._train_steps(loader, steps, desc)
+        row = {
+            "stage": self.stage,
+            "epoch": epoch + 1,
+            "steps": steps,
+            "lr": oc.lr,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "train_s": time.perf_counter() - t0,
+            "last_of_stage": epoch + 1 == self.n_epochs,
+        }
+        log.info("stage %d epoch %d/%d loss %.4f acc %.3f", self.stage, epoch + 1, self.n_epochs,
+                 row["train_loss"], row["train_accuracy"])  # fmt: skip
+        return row
+
+    def _train_steps(self, loader: DataLoader, steps: int, desc: str) -> tuple[int, float, int]:
+        """SGD steps over the first ``steps`` batches; (samples seen, summed loss, correct)."""
+        device, seen, loss_sum, correct = self.device, 0, 0.0, 0
+        bar = tqdm(loader, total=steps, desc=desc, disable=not self.cfg.train.progress,
+                   leave=False)  # fmt: skip
+        for step, batch in enumerate(bar):
+            if step >= steps:
+                break
+            if self.inputs.cached is not None:
+                f, y = batch[0].to(device, torch.float32), batch[1].to(device)
+            else:
+                raise_batch_errors(batch)
+                with torch.no_grad():
+                    f = tap_features(self.bb.clf.model, batch["image"].to(device), self.bb.tap)
+                y = batch["label"].to(device)
+            logits = self.branch(f, self.stage)
+            loss = self.criterion(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            seen += len(y)
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        bar.close()
+        return seen, loss_sum, correct
+
+    def checkpoint(self, epoch: int, best: BestEpoch) -> dict[str, Any]:
+        """The branch up to this stage and what loading and resuming it needs."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg_json,
+            "branch_state": _branch_state(self.branch, self.stage),
+            "stage": self.stage,
+            "stages_trained": self.stage if epoch == self.n_epochs else self.stage - 1,
+            "epoch": epoch,
+            "history": self.history,
+            "backbone_fingerprint": self.bb.fingerprint,
+            "classifier_checkpoint": str(self.cfg.classifier_checkpoint),
+            "input_size_px": self.bb.clf.input_size_px,
+            "counts": self.inputs.counts,
+            "torch_version": str(torch.__version__),
+        }
+
+    def resume_state(self) -> dict[str, Any]:
+        """The stage's SGD state."""
+        return {"optimizer_state": self.optimizer.state_dict()}
+
+
+def fit_segmenter(
+    cfg: TrainSegmenterConfig,
+    out_dir: str | Path,
+    *,
+    upto_stage: int | None = None,
+    chips: list | None = None,
+) -> SegTrainResult:
+    """Train stages 1..``upto_stage`` (default all) greedily; resume from ``stage_k.pt``.
+
+    Args:
+        cfg: the segmenter config.
+        out_dir: the output folder (``stage_k.pt`` per stage, ``segmenter.pt``).
+        upto_stage: the last stage to train (default ``branch.n_stages``).
+        chips: the training chips (default: ``data.train``'s sources).
+
+    Returns:
+        The final and per-stage checkpoints, the history and the class counts.
+    """
+    cfg = validate_config(TrainSegmenterConfig, cfg)
+    last_stage = _last_stage(cfg, upto_stage)
+    tc = cfg.train
+    out, device = start_run(out_dir, device=tc.device, num_threads=tc.num_threads, seed=tc.seed)
+    bb = _load_backbone(cfg, device)
+    inputs = _stage_inputs(cfg, bb, chips)
+    in_channels = tap_channels(bb.clf.model, bb.tap, bb.clf.input_size_px)
     branch = GreedyCamBranch(cfg.branch, in_channels).to(device)
-    criterion = nn.CrossEntropyLoss()  # unweighted, as DeepSolar's CAM stages
-    n_epochs = math.ceil(oc.epochs_per_stage)
+    n_epochs = math.ceil(cfg.optim.epochs_per_stage)
     history: list[dict[str, Any]] = []
     stage_files: list[Path] = []
-    cfg_json = cfg.model_dump(mode="json")
-
     for stage in range(1, last_stage + 1):
         path = stage_path(out, stage)
-        start_epoch = 0
-        saved = None
-        if path.is_file():
-            saved = load_segmenter_checkpoint(path)
-            _check_resume(saved["config"], cfg, str(path))
-            if saved["backbone_fingerprint"] != fingerprint:
-                raise ConfigError(
-                    "the stage checkpoint was trained on a different classifier backbone",
-                    where=str(path),
-                    fix="use the same classifier_checkpoint or a new output folder",
-                )
-            _load_partial(branch, saved["branch_state"], upto=stage)
-            start_epoch = int(saved["epoch"])
+        saved = _stage_start(cfg, out, stage, branch, bb.fingerprint)
+        start_epoch = 0 if saved is None else int(saved["epoch"])
+        if saved is not None:
             history = list(saved["history"])
-        elif stage > 1:
-            prev = load_segmenter_checkpoint(stage_path(out, stage - 1))
-            _load_partial(branch, prev["branch_state"], upto=stage - 1)
         stage_files.append(path)
         if 0 < start_epoch < n_epochs and stage_path(out, stage + 1).is_file():
             raise ConfigError(
@@ -263,92 +405,14 @@ def fit_segmenter(
         if start_epoch >= n_epochs:
             log.info("stage %d already trained (%d epochs); skipping", stage, start_epoch)
             continue
-
-        branch.freeze_below(stage)
-        params = [p for p in branch.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(
-            params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay
-        )
-        if saved is not None and "optimizer_state" in saved:
-            optimizer.load_state_dict(saved["optimizer_state"])
-
-        for epoch in range(start_epoch, n_epochs):
-            es = _epoch_seed(tc.seed, stage, epoch)
-            torch.manual_seed(es)
-            gen = torch.Generator().manual_seed(es)
-            source = cached if cached is not None else ds
-            loader = DataLoader(
-                source, batch_size=oc.batch_size, shuffle=True, generator=gen,
-                num_workers=0 if cached is not None else dc.num_workers,
-            )  # fmt: skip
-            steps = len(loader)
-            if oc.epochs_per_stage - epoch < 1:
-                steps = max(1, round((oc.epochs_per_stage - epoch) * len(loader)))
-            branch.train()
-            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-            bar = tqdm(
-                loader, total=steps, desc=f"stage {stage} epoch {epoch + 1}/{n_epochs}",
-                disable=not tc.progress, leave=False,
-            )  # fmt: skip
-            for step, batch in enumerate(bar):
-                if step >= steps:
-                    break
-                if cached is not None:
-                    f, y = batch[0].to(device, torch.float32), batch[1].to(device)
-                else:
-                    raise_batch_errors(batch)
-                    with torch.no_grad():
-                        f = tap_features(clf.model, batch["image"].to(device), tap)
-                    y = batch["label"].to(device)
-                logits = branch(f, stage)
-                loss = criterion(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                seen += len(y)
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-            bar.close()
-            row = {
-                "stage": stage,
-                "epoch": epoch + 1,
-                "steps": steps,
-                "lr": oc.lr,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
-                "train_s": time.perf_counter() - t0,
-                "last_of_stage": epoch + 1 == n_epochs,
-            }
-            history.append(row)
-            log.info("stage %d epoch %d/%d loss %.4f acc %.3f", stage, epoch + 1, n_epochs,
-                     row["train_loss"], row["train_accuracy"])  # fmt: skip
-            done = epoch + 1 == n_epochs
-            save_checkpoint(
-                path,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "version": CHECKPOINT_VERSION,
-                    "config": cfg_json,
-                    "branch_state": _branch_state(branch, stage),
-                    "stage": stage,
-                    "stages_trained": stage if done else stage - 1,
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "backbone_fingerprint": fingerprint,
-                    "classifier_checkpoint": str(cfg.classifier_checkpoint),
-                    "input_size_px": clf.input_size_px,
-                    "counts": counts,
-                    "optimizer_state": optimizer.state_dict(),
-                    "torch_version": str(torch.__version__),
-                },
-            )
-
+        task = _StageEpochs(cfg, stage, branch, bb, inputs, history, saved)
+        run_epochs(task, start_epoch=start_epoch, n_epochs=n_epochs, seed=tc.seed,
+                   history=history, last_path=path, stage=stage)  # fmt: skip
     final = out / FINAL_NAME
-    last = load_segmenter_checkpoint(stage_files[-1])
+    last = load_checkpoint_of(stage_files[-1], SEGMENTER_CHECKPOINT)
     last.pop("optimizer_state", None)
     save_checkpoint(final, last)
-    return SegTrainResult(out, final, stage_files, history, counts)
+    return SegTrainResult(out, final, stage_files, history, inputs.counts)
 
 
 def _branch_state(branch: GreedyCamBranch, upto: int) -> dict[str, torch.Tensor]:

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from deepsolar.classifier.checkpoint import load_checkpoint
 from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.predict import evaluate_checkpoint, load_classifier, predict_proba
-from deepsolar.classifier.train import fit, load_checkpoint, split_data
+from deepsolar.classifier.train import fit, split_data
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, InputDataError
 

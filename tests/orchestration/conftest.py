@@ -10,9 +10,10 @@ import pytest
 import torch
 from orch_helpers import INPUT_PX, build_store
 
+from deepsolar.classifier.checkpoint import checkpoint_meta
 from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.model import build_classifier
-from deepsolar.classifier.train import checkpoint_meta, save_checkpoint
+from deepsolar.core.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="session")

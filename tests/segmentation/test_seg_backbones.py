@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from deepsolar.classifier.checkpoint import checkpoint_meta
 from deepsolar.classifier.config import SubtileConfig, TrainClassifierConfig
 from deepsolar.classifier.model import build_classifier
-from deepsolar.classifier.train import checkpoint_meta, save_checkpoint
-from deepsolar.core.checkpoints import resolve_checkpoint
+from deepsolar.core.checkpoints import resolve_checkpoint, save_checkpoint
 from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.segmentation.branch import backbone_fingerprint, resolve_tap
 from deepsolar.segmentation.config import TrainSegmenterConfig
@@ -125,7 +125,7 @@ def test_builtin_name_resolves_to_the_models_folder(monkeypatch, tmp_path):
     assert resolve_checkpoint("builtin", "classifier") == tmp_path / "builtin-classifier.pt"
     assert resolve_checkpoint("builtin", "segmenter") == tmp_path / "builtin-segmenter.pt"
     assert resolve_checkpoint("mine.pt", "classifier") == Path("mine.pt")
-    from deepsolar.classifier.train import load_checkpoint
+    from deepsolar.classifier.checkpoint import load_checkpoint
 
     with pytest.raises(InputDataError, match="not found"):
         load_checkpoint("builtin")

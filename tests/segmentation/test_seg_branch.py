@@ -7,6 +7,7 @@ import torch
 from torchvision.models import Inception3
 
 from deepsolar.classifier.predict import load_classifier
+from deepsolar.core.checkpoints import load_checkpoint_of
 from deepsolar.core.errors import ConfigError
 from deepsolar.segmentation.branch import (
     GreedyCamBranch,
@@ -16,9 +17,9 @@ from deepsolar.segmentation.branch import (
 )
 from deepsolar.segmentation.config import BranchConfig, TrainSegmenterConfig
 from deepsolar.segmentation.train import (
+    SEGMENTER_CHECKPOINT,
     fit_segmenter,
     load_segmenter,
-    load_segmenter_checkpoint,
     stage_path,
 )
 
@@ -80,8 +81,8 @@ def test_greedy_training_checkpoints_per_stage_and_resumes(tiny_classifier, tiny
     )
     clf_fp = backbone_fingerprint(load_classifier(tiny_classifier, "cpu").model)
     res = fit_segmenter(cfg, tmp_path)
-    s1 = load_segmenter_checkpoint(stage_path(tmp_path, 1))
-    s2 = load_segmenter_checkpoint(stage_path(tmp_path, 2))
+    s1 = load_checkpoint_of(stage_path(tmp_path, 1), SEGMENTER_CHECKPOINT)
+    s2 = load_checkpoint_of(stage_path(tmp_path, 2), SEGMENTER_CHECKPOINT)
     assert (s1["stages_trained"], s2["stages_trained"]) == (1, 2)
     assert s2["backbone_fingerprint"] == clf_fp  # backbone untouched by training
     for k, v in s1["branch_state"].items():  # stage 1 frozen while stage 2 trained
@@ -110,11 +111,11 @@ def test_a_half_trained_stage_resumes_from_its_last_epoch(tiny_classifier, tiny_
         }
     )
     fit_segmenter(cfg, tmp_path, upto_stage=1)  # "interrupted" after stage 1, epoch 1
-    first = load_segmenter_checkpoint(stage_path(tmp_path, 1))["branch_state"]
+    first = load_checkpoint_of(stage_path(tmp_path, 1), SEGMENTER_CHECKPOINT)["branch_state"]
     more = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs_per_stage": 2})})
     res = fit_segmenter(more, tmp_path)
     assert [(h["stage"], h["epoch"]) for h in res.history] == [(1, 1), (1, 2), (2, 1), (2, 2)]
-    resumed = load_segmenter_checkpoint(stage_path(tmp_path, 1))["branch_state"]
+    resumed = load_checkpoint_of(stage_path(tmp_path, 1), SEGMENTER_CHECKPOINT)["branch_state"]
     assert not torch.equal(first["stages.0.conv.weight"], resumed["stages.0.conv.weight"])
 
 

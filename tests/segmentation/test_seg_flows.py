@@ -82,7 +82,8 @@ def test_segment_tiles_flow_masks_only_positives_and_resumes(
 def test_greedy_needs_the_segmenters_own_backbone(tiny_classifier, tiny_segmenter, tmp_path):
     import torch
 
-    from deepsolar.classifier.train import load_checkpoint, save_checkpoint
+    from deepsolar.classifier.checkpoint import load_checkpoint
+    from deepsolar.core.checkpoints import save_checkpoint
 
     ckpt = load_checkpoint(tiny_classifier)
     ckpt["model_state"]["Mixed_5b.branch1x1.conv.weight"] += 0.01

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.model import build_classifier
 from deepsolar.classifier.predict import load_classifier
-from deepsolar.classifier.train import save_checkpoint
+from deepsolar.core.checkpoints import save_checkpoint
 from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.segmentation.branch import taps_features
 from deepsolar.segmentation.cam import upsample
