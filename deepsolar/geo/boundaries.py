@@ -54,6 +54,14 @@ class BoundarySourcesConfig(StrictModel):
     layer: str | None = None
 
     def path_for(self, level: Level) -> Path | None:
+        """The configured file for one level.
+
+        Args:
+            level: ``"state"``, ``"county"`` or ``"tract"``.
+
+        Returns:
+            The boundary file path, or ``None`` to use the built-in default.
+        """
         return {"state": self.states_path, "county": self.counties_path, "tract": self.tracts_path}[
             level
         ]
@@ -64,6 +72,17 @@ def read_boundary_file(path: str | Path, *, layer: str | None = None) -> gpd.Geo
 
     Zip archives are read through GDAL's ``/vsizip/``; a layer without a CRS is an error, since
     guessing one would silently misplace every tile.
+
+    Args:
+        path: The vector file or zip archive.
+        layer: Layer name for multi-layer files; ``None`` reads the first layer.
+
+    Returns:
+        The features reprojected to EPSG:4326, invalid polygons repaired.
+
+    Raises:
+        InputDataError: If the file is missing, unreadable, empty, has no CRS, or holds no
+            valid polygons.
     """
     p = Path(path)
     if not p.exists():
@@ -108,7 +127,22 @@ def _repair(gdf: gpd.GeoDataFrame, where: str) -> gpd.GeoDataFrame:
 
 
 def normalise_units(gdf: gpd.GeoDataFrame, level: Level, *, where: str) -> gpd.GeoDataFrame:
-    """Add string ``GEOID`` (zero-padded to the level's length) and ``NAME`` columns."""
+    """Add string ``GEOID`` (zero-padded to the level's length) and ``NAME`` columns.
+
+    Units split over several rows are dissolved into one row per GEOID.
+
+    Args:
+        gdf: Boundary features in EPSG:4326 with a Census identifier column (``GEOID``,
+            ``GEOID10``, ``STFID``, ``fips`` ...).
+        level: ``"state"``, ``"county"`` or ``"tract"`` (sets the GEOID length: 2, 5 or 11).
+        where: Where the features came from, for error messages.
+
+    Returns:
+        A copy with ``GEOID`` and ``NAME`` first, then the other columns, in EPSG:4326.
+
+    Raises:
+        InputDataError: If no identifier column is found.
+    """
     gdf = gdf.copy()
     col = next((c for c in _GEOID_CANDIDATES[level] if c in gdf.columns), None)
     if col is None:
@@ -190,7 +224,19 @@ BUILTIN_SOURCES: dict[str, str] = {
 
 
 def load_units(level: Level, sources: BoundarySourcesConfig | None = None) -> gpd.GeoDataFrame:
-    """States, counties or tracts, from the configured file or the built-in default."""
+    """States, counties or tracts, from the configured file or the built-in default.
+
+    Args:
+        level: ``"state"``, ``"county"`` or ``"tract"``.
+        sources: Where each level's file is; ``None`` uses the built-in defaults.
+
+    Returns:
+        The units in EPSG:4326 with ``GEOID`` and ``NAME`` columns; ``attrs["source"]`` names
+        where they came from.
+
+    Raises:
+        InputDataError: If a configured file cannot be read or has no identifier column.
+    """
     sources = sources or BoundarySourcesConfig()
     path = sources.path_for(level)
     if path is None:
@@ -202,7 +248,17 @@ def load_units(level: Level, sources: BoundarySourcesConfig | None = None) -> gp
 
 
 def load_tiger_tracts(paths: list[Path] | Path) -> gpd.GeoDataFrame:
-    """Census tracts from one or more TIGER/Line tract zips (e.g. ``tl_2010_25_tract10.zip``)."""
+    """Census tracts from one or more TIGER/Line tract zips (e.g. ``tl_2010_25_tract10.zip``).
+
+    Args:
+        paths: One tract file or a list of them (zips, shapefiles or any GDAL vector file).
+
+    Returns:
+        All tracts in one frame in EPSG:4326, with 11-digit ``GEOID`` and ``NAME`` columns.
+
+    Raises:
+        InputDataError: If a file cannot be read or has no tract identifier column.
+    """
     paths = [paths] if isinstance(paths, Path | str) else list(paths)
     frames = [normalise_units(read_boundary_file(p), "tract", where=str(p)) for p in paths]
     return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=LONLAT)

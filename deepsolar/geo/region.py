@@ -77,7 +77,20 @@ class Region:
 
 
 def resolve_region(cfg: RegionConfig) -> Region:
-    """Turn a RegionConfig into a Region, with a clear error for unknown or empty regions."""
+    """Turn a RegionConfig into a Region, with a clear error for unknown or empty regions.
+
+    Args:
+        cfg: Which region: a state, county, tract(s), boundary file or bbox in degrees.
+
+    Returns:
+        The region's name and its (unioned, valid) geometry in EPSG:4326, with the units it
+        was built from (``None`` for a bbox).
+
+    Raises:
+        RegionError: If the region is unknown, a filter column is missing or matches nothing,
+            or the geometry is empty.
+        InputDataError: If a boundary file cannot be read.
+    """
     if cfg.bbox is not None:
         return Region(f"bbox {tuple(cfg.bbox)}", box(*cfg.bbox))
     if cfg.boundary_path is not None:

@@ -36,21 +36,54 @@ _TO_3857 = Transformer.from_crs(LONLAT, WEB_MERCATOR, always_xy=True)
 
 
 def world_size_px(zoom: int) -> int:
-    """Width of the whole Web-Mercator world image at ``zoom`` in pixels."""
+    """Width of the whole Web-Mercator world image at ``zoom`` in pixels.
+
+    Args:
+        zoom: Web-Mercator zoom level.
+
+    Returns:
+        The world image width (= height) in px: ``256 * 2**zoom``.
+    """
     return 256 * 2**zoom
 
 
 def mercator_m_per_px(zoom: int) -> float:
-    """Projected (EPSG:3857) metres per pixel at ``zoom``; equals ground resolution at the equator."""
+    """Projected (EPSG:3857) metres per pixel at ``zoom``; equals ground resolution at the equator.
+
+    Args:
+        zoom: Web-Mercator zoom level.
+
+    Returns:
+        The projected resolution in EPSG:3857 m/px.
+    """
     return 2.0 * ORIGIN_SHIFT_M / world_size_px(zoom)
 
 
 def ground_resolution_m_per_px(lat_deg: float | np.ndarray, zoom: int) -> float | np.ndarray:
-    """True ground size of one pixel at latitude ``lat_deg``: 156543.03392 * cos(lat) / 2**zoom."""
+    """True ground size of one pixel at latitude ``lat_deg``: 156543.03392 * cos(lat) / 2**zoom.
+
+    Args:
+        lat_deg: Latitude in degrees (a scalar or an array).
+        zoom: Web-Mercator zoom level.
+
+    Returns:
+        The ground resolution in m/px, a scalar or an array shaped like ``lat_deg``.
+    """
     return mercator_m_per_px(zoom) * np.cos(np.radians(lat_deg))
 
 
 def lonlat_to_mercator(lon: float, lat: float) -> tuple[float, float]:
+    """Project a lon/lat point (EPSG:4326) to Web Mercator (EPSG:3857).
+
+    Latitudes beyond ``MAX_LAT_DEG`` are clamped to the edge of the Web-Mercator square.
+
+    Args:
+        lon: Longitude in degrees.
+        lat: Latitude in degrees.
+
+    Returns:
+        ``(x, y)`` in EPSG:3857 metres.
+    """
     x = EARTH_RADIUS_M * math.radians(lon)
     lat = max(min(lat, MAX_LAT_DEG), -MAX_LAT_DEG)
     y = EARTH_RADIUS_M * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
@@ -58,6 +91,15 @@ def lonlat_to_mercator(lon: float, lat: float) -> tuple[float, float]:
 
 
 def mercator_to_lonlat(x: float, y: float) -> tuple[float, float]:
+    """Unproject a Web-Mercator point (EPSG:3857) to lon/lat (EPSG:4326).
+
+    Args:
+        x: Easting in EPSG:3857 metres.
+        y: Northing in EPSG:3857 metres.
+
+    Returns:
+        ``(lon, lat)`` in degrees.
+    """
     lon = math.degrees(x / EARTH_RADIUS_M)
     lat = math.degrees(2 * math.atan(math.exp(y / EARTH_RADIUS_M)) - math.pi / 2)
     return lon, lat
@@ -70,6 +112,11 @@ class TileGridConfig(StrictModel):
     tile_size_px: int = Field(320, ge=32, le=4096, description="tile width = height in pixels")
 
     def build(self) -> TileGrid:
+        """Make the configured grid.
+
+        Returns:
+            A :class:`TileGrid` of this zoom and tile size.
+        """
         return TileGrid(self.zoom, self.tile_size_px)
 
 
@@ -84,10 +131,12 @@ class Tile:
 
     @property
     def id(self) -> str:
+        """Stable tile id ``"{zoom}-{size_px}-{x}-{y}"``, safe as a file name."""
         return f"{self.zoom}-{self.size_px}-{self.x}-{self.y}"
 
     @property
     def mercator_m_per_px(self) -> float:
+        """Projected resolution of the tile image in EPSG:3857 m/px (not ground m/px)."""
         return mercator_m_per_px(self.zoom)
 
     @cached_property
@@ -108,6 +157,7 @@ class Tile:
 
     @property
     def center_lonlat(self) -> tuple[float, float]:
+        """Tile centre as ``(lon, lat)`` in degrees."""
         left, bottom, right, top = self.bounds_3857
         return mercator_to_lonlat((left + right) / 2, (bottom + top) / 2)
 
@@ -118,12 +168,12 @@ class Tile:
 
     @property
     def pixel_area_m2(self) -> float:
-        """Ground area of one pixel at the tile centre."""
+        """Ground area of one pixel at the tile centre in m²."""
         return self.m_per_px**2
 
     @property
     def width_m(self) -> float:
-        """Ground width of the tile at its centre latitude."""
+        """Ground width of the tile at its centre latitude in metres."""
         return self.m_per_px * self.size_px
 
     @property
@@ -134,14 +184,27 @@ class Tile:
         return Affine(res, 0.0, left, 0.0, -res, top)
 
     def footprint(self) -> BaseGeometry:
-        """Tile outline as a lon/lat polygon (EPSG:4326)."""
+        """Tile outline as a lon/lat polygon.
+
+        Returns:
+            The tile's bounding box polygon in EPSG:4326 degrees.
+        """
         return box(*self.bounds_lonlat)
 
     def footprint_3857(self) -> BaseGeometry:
+        """Tile outline as a Web-Mercator polygon.
+
+        Returns:
+            The tile's bounding box polygon in EPSG:3857 metres.
+        """
         return box(*self.bounds_3857)
 
     def pixel_origin(self) -> tuple[int, int]:
-        """Global Web-Mercator pixel coordinate of the tile's top-left corner at its zoom."""
+        """Global Web-Mercator pixel coordinate of the tile's top-left corner at its zoom.
+
+        Returns:
+            ``(column, row)`` in px of the zoom-level world image.
+        """
         return self.x * self.size_px, self.y * self.size_px
 
 
@@ -166,6 +229,18 @@ class TileGrid:
         return math.ceil(world_size_px(self.zoom) / self.tile_size_px)
 
     def tile(self, x: int, y: int) -> Tile:
+        """The tile at grid index ``(x, y)``.
+
+        Args:
+            x: Tile column, 0 at the antimeridian (west edge), counted eastwards.
+            y: Tile row, 0 at the north edge (latitude ``MAX_LAT_DEG``), counted southwards.
+
+        Returns:
+            The :class:`Tile` of this grid.
+
+        Raises:
+            RegionError: If ``(x, y)`` lies outside the grid.
+        """
         if not (0 <= x < self.n_tiles and 0 <= y < self.n_tiles):
             raise RegionError(
                 f"tile ({x}, {y}) is outside the zoom-{self.zoom} grid of {self.n_tiles} tiles a side",
@@ -174,6 +249,18 @@ class TileGrid:
         return Tile(self.zoom, self.tile_size_px, x, y)
 
     def tile_from_id(self, tile_id: str) -> Tile:
+        """Parse a tile id of this grid back into its :class:`Tile`.
+
+        Args:
+            tile_id: Id of the form ``"{zoom}-{size_px}-{x}-{y}"`` (see :attr:`Tile.id`).
+
+        Returns:
+            The tile the id names.
+
+        Raises:
+            RegionError: If the id is malformed, belongs to another zoom or tile size, or lies
+                outside the grid.
+        """
         try:
             z, s, x, y = (int(p) for p in tile_id.split("-"))
         except ValueError:
@@ -193,7 +280,15 @@ class TileGrid:
         return (mx + ORIGIN_SHIFT_M) / span, (ORIGIN_SHIFT_M - my) / span
 
     def tile_at(self, lon: float, lat: float) -> Tile:
-        """The tile containing a lon/lat point."""
+        """The tile containing a lon/lat point.
+
+        Args:
+            lon: Longitude in degrees.
+            lat: Latitude in degrees (clamped to +/-``MAX_LAT_DEG``).
+
+        Returns:
+            The tile whose area contains the point.
+        """
         fx, fy = self._xy_index(*lonlat_to_mercator(lon, lat))
         return self.tile(
             min(int(math.floor(fx)), self.n_tiles - 1), min(int(math.floor(fy)), self.n_tiles - 1)
@@ -202,7 +297,20 @@ class TileGrid:
     def tiles_for_bbox(
         self, west: float, south: float, east: float, north: float
     ) -> Iterator[Tile]:
-        """All tiles intersecting a lon/lat bounding box (row by row, west to east)."""
+        """All tiles intersecting a lon/lat bounding box (row by row, west to east).
+
+        Args:
+            west: West edge in degrees longitude.
+            south: South edge in degrees latitude.
+            east: East edge in degrees longitude.
+            north: North edge in degrees latitude.
+
+        Yields:
+            Each intersecting tile once.
+
+        Raises:
+            RegionError: If the box is empty or inverted, or lies outside the tile grid.
+        """
         if not (west < east and south < north):
             raise RegionError(
                 f"empty or inverted bbox ({west}, {south}, {east}, {north})",
@@ -217,6 +325,16 @@ class TileGrid:
         inside the x-extent of each connected piece of the clip intersects that piece (a connected
         set inside one row covers every column of its x-projection), so no per-tile test is needed
         and memory does not grow with the area.
+
+        Args:
+            geom: A (multi)polygon in EPSG:4326 degrees.
+
+        Yields:
+            Each tile whose interior intersects ``geom``, once.
+
+        Raises:
+            RegionError: If ``geom`` is empty, not a polygon, invalid, not in degrees, or
+                lies beyond the latitudes the grid covers.
         """
         g = _to_mercator_checked(geom)
         yield from self._tiles_for_mercator(g)
@@ -228,6 +346,17 @@ class TileGrid:
         above ``limit`` (a lower bound of the true count): first from the area alone (the tiles
         covering a region cover at least its area), then while counting rows. So a job of the
         whole world at zoom 23 is refused in microseconds instead of minutes.
+
+        Args:
+            geom: A (multi)polygon in EPSG:4326 degrees.
+            limit: Stop counting once the count exceeds this many tiles; ``None`` counts all.
+
+        Returns:
+            The number of tiles, or with ``limit`` possibly a lower bound above ``limit``.
+
+        Raises:
+            RegionError: If ``geom`` is empty, not a polygon, invalid, not in degrees, or
+                lies beyond the latitudes the grid covers.
         """
         g = _to_mercator_checked(geom)
         if limit is not None:
