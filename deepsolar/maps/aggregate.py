@@ -61,6 +61,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import geopandas as gpd
@@ -588,7 +589,8 @@ def _distinct_tile_counts(
 
 def tile_grid_of(panels: gpd.GeoDataFrame | None, scanned: ScannedInput) -> tuple[int, int] | None:
     """(zoom, tile size px) of the scan's tile grid, from the panels' ``tile_id`` or the scanned
-    tiles (a :class:`ScanCoverage` or a tiles frame); None when neither says."""
+    tiles (a :class:`ScanCoverage` or a tiles frame); None when neither says.
+    """
     if panels is not None and "tile_id" in panels.columns and len(panels):
         z, s, *_ = str(panels["tile_id"].iloc[0]).split("-")
         return int(z), int(s)
@@ -664,7 +666,8 @@ def scan_footprint_frame(
     scanned: ScannedInput, *, n_tiles: int | None = None, **columns: Any
 ) -> gpd.GeoDataFrame:
     """The ``scan_footprint`` layer: the union of the scanned tiles, dissolved into one
-    (multi)polygon (EPSG:4326) with ``area_m2``, ``area_km2`` and ``n_tiles`` (when known)."""
+    (multi)polygon (EPSG:4326) with ``area_m2``, ``area_km2`` and ``n_tiles`` (when known).
+    """
     if isinstance(scanned, ScanCoverage) and n_tiles is None:
         n_tiles = scanned.n_tiles
     geom = scanned_geometry(scanned)
@@ -728,6 +731,132 @@ def aggregate_systems(
     )
 
 
+@dataclass
+class _Assigned:
+    """Systems assigned to units: unit index, area (m²) and residential flag of each hit."""
+
+    idx: np.ndarray  # unit of every system, -1 outside all units
+    hit: np.ndarray
+    units: np.ndarray
+    area_m2: np.ndarray
+    residential: np.ndarray
+    k: int
+
+    def count(self, mask: np.ndarray | None = None) -> np.ndarray:
+        ui = self.units if mask is None else self.units[mask]
+        return np.bincount(ui, minlength=self.k).astype(np.int64)
+
+    def total(self, w: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        if mask is None:
+            return np.bincount(self.units, weights=w, minlength=self.k)
+        return np.bincount(self.units[mask], weights=w[mask], minlength=self.k)
+
+
+def _count_columns(
+    out: pd.DataFrame,
+    a: _Assigned,
+    systems: gpd.GeoDataFrame,
+    panels: gpd.GeoDataFrame | None,
+    res: np.ndarray,
+) -> None:
+    ar, rs = a.area_m2, a.residential
+    out["solar_system_count"] = a.count()
+    out["solar_system_count_residential"] = a.count(rs)
+    out["solar_system_count_nonresidential"] = a.count(~rs)
+    out["total_panel_area"] = a.total(ar)
+    out["total_panel_area_residential"] = a.total(ar, rs)
+    out["total_panel_area_nonresidential"] = a.total(ar, ~rs)
+    if panels is not None:
+        for col, vals in _distinct_tile_counts(systems, panels, a.idx, res, a.k).items():
+            out[col] = vals
+    if "capacity_kw" in systems.columns:
+        cap = pd.to_numeric(systems["capacity_kw"], errors="coerce").fillna(0).to_numpy(float)
+        out["total_capacity_kw"] = a.total(cap[a.hit])
+
+
+def _density_columns(
+    out: pd.DataFrame,
+    unit_m2: np.ndarray,
+    scanned_m2: np.ndarray,
+    frac: np.ndarray,
+    pop: np.ndarray | None,
+    hh: np.ndarray | None,
+) -> None:
+    res_area = out["total_panel_area_residential"].to_numpy()
+    all_area = out["total_panel_area"].to_numpy()
+    out["total_area"] = unit_m2 / M2_PER_MI2
+    out["area_km2"] = unit_m2 / M2_PER_KM2
+    out["solar_panel_area_divided_by_area"] = _ratio(res_area, unit_m2 / M2_PER_MI2)
+    out["panel_area_m2_per_mi2"] = _ratio(all_area, unit_m2 / M2_PER_MI2)
+    out["panel_area_m2_per_km2"] = _ratio(all_area, unit_m2 / M2_PER_KM2)
+    out["scanned_area_km2"] = scanned_m2 / M2_PER_KM2
+    out["scanned_fraction"] = frac
+    out["solar_panel_area_divided_by_scanned_area"] = _ratio(res_area, scanned_m2 / M2_PER_MI2)
+    out["panel_area_m2_per_mi2_scanned"] = _ratio(all_area, scanned_m2 / M2_PER_MI2)
+    out["panel_area_m2_per_km2_scanned"] = _ratio(all_area, scanned_m2 / M2_PER_KM2)
+    if pop is not None:
+        out["solar_panel_area_per_capita"] = _ratio(res_area, pop)
+        out["panel_area_m2_per_capita"] = _ratio(all_area, pop)
+    if hh is not None:
+        out["number_of_solar_system_per_household"] = _ratio(
+            out["solar_system_count_residential"].to_numpy(float), hh
+        )
+        out["solar_system_count_per_household"] = _ratio(
+            out["solar_system_count"].to_numpy(float), hh
+        )
+
+
+def _numeric_column(units: gpd.GeoDataFrame, col: str | None) -> np.ndarray | None:
+    return pd.to_numeric(units[col], errors="coerce").to_numpy(dtype=float) if col else None
+
+
+def _scan_rule(
+    out: pd.DataFrame, scanned_m2: np.ndarray, frac: np.ndarray, cfg: AggregateConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scan status and note per unit; densities NULL where the unit was not scanned enough
+    (its counts and areas stay: they are what was found in the scanned part)."""
+    out["scanned_area_m2"] = scanned_m2
+    status, note = scan_status(frac, cfg.min_scanned_fraction)
+    out["scan_status"] = status
+    out["scan_note"] = note
+    reported = status == SCAN_STATUS_SCANNED
+    for col in DENSITY_COLUMNS:
+        if col in out.columns:
+            out.loc[~reported, col] = np.nan
+    return status, reported
+
+
+def _interval_columns(
+    out: pd.DataFrame,
+    a: _Assigned,
+    geoms: np.ndarray,
+    pts: np.ndarray,
+    scanned_m2: np.ndarray,
+    frac: np.ndarray,
+    reported: np.ndarray,
+    grid: tuple[int, int] | None,
+    detector: DetectorCounts,
+    unc: UncertaintyConfig,
+) -> None:
+    """Totals with error bars where the densities are reported (deepsolar.maps.uncertainty)."""
+    cols = INTERVAL_COLUMNS + (CORRECTED_COLUMNS if unc.bias_correction else ())
+    for col in cols:
+        out[col] = np.nan
+    if not reported.any():
+        return
+    sel = np.flatnonzero(reported)
+    inv = np.full(a.k, -1, dtype=np.int64)
+    inv[sel] = np.arange(len(sel))
+    keep_sys = inv[a.units] >= 0
+    tc = out["tile_count"].to_numpy()[sel] if "tile_count" in out.columns else None
+    vals = _uncertainty_columns(
+        geoms[sel], pts[a.hit][keep_sys], inv[a.units][keep_sys], a.area_m2[keep_sys],
+        scanned_m2[sel], frac[sel], tc, grid, detector, unc,
+    )  # fmt: skip
+    for col in cols:
+        out.iloc[sel, out.columns.get_loc(col)] = vals[col]
+
+
 def _aggregate(
     systems: gpd.GeoDataFrame,
     units: gpd.GeoDataFrame,
@@ -745,110 +874,53 @@ def _aggregate(
     res = _residential(systems, area, cfg)
     pop_col = _unit_column(units, population_column, "population")
     hh_col = _unit_column(units, household_column, "household_count")
-
     idx = assign_points(pts, geoms, cfg.chunk_size)
     hit = idx >= 0
-    k = len(units)
-    ui, ar, rs = idx[hit], area[hit], res[hit]
-
-    def count(mask: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(ui if mask is None else ui[mask], minlength=k).astype(np.int64)
-
-    def total(w: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        if mask is None:
-            return np.bincount(ui, weights=w, minlength=k)
-        return np.bincount(ui[mask], weights=w[mask], minlength=k)
+    a = _Assigned(idx, hit, idx[hit], area[hit], res[hit], len(units))
 
     out = pd.DataFrame(index=units.index)
-    out["solar_system_count"] = count()
-    out["solar_system_count_residential"] = count(rs)
-    out["solar_system_count_nonresidential"] = count(~rs)
-    out["total_panel_area"] = total(ar)
-    out["total_panel_area_residential"] = total(ar, rs)
-    out["total_panel_area_nonresidential"] = total(ar, ~rs)
-    if panels is not None:
-        for col, vals in _distinct_tile_counts(systems, panels, idx, res, k).items():
-            out[col] = vals
-    if "capacity_kw" in systems.columns:
-        cap = pd.to_numeric(systems["capacity_kw"], errors="coerce").fillna(0).to_numpy(float)
-        out["total_capacity_kw"] = total(cap[hit])
-
+    _count_columns(out, a, systems, panels, res)
     unit_m2 = equal_area_m2_array(geoms, LONLAT)
     scanned_m2 = _scanned_area_m2(geoms, unit_m2, coverage)
     frac = np.clip(_ratio(scanned_m2, unit_m2), 0.0, 1.0)
-    res_area = out["total_panel_area_residential"].to_numpy()
-    all_area = out["total_panel_area"].to_numpy()
-    out["total_area"] = unit_m2 / M2_PER_MI2
-    out["area_km2"] = unit_m2 / M2_PER_KM2
-    out["solar_panel_area_divided_by_area"] = _ratio(res_area, unit_m2 / M2_PER_MI2)
-    out["panel_area_m2_per_mi2"] = _ratio(all_area, unit_m2 / M2_PER_MI2)
-    out["panel_area_m2_per_km2"] = _ratio(all_area, unit_m2 / M2_PER_KM2)
-    out["scanned_area_km2"] = scanned_m2 / M2_PER_KM2
-    out["scanned_fraction"] = frac
-    out["solar_panel_area_divided_by_scanned_area"] = _ratio(res_area, scanned_m2 / M2_PER_MI2)
-    out["panel_area_m2_per_mi2_scanned"] = _ratio(all_area, scanned_m2 / M2_PER_MI2)
-    out["panel_area_m2_per_km2_scanned"] = _ratio(all_area, scanned_m2 / M2_PER_KM2)
-    if pop_col:
-        pop = pd.to_numeric(units[pop_col], errors="coerce").to_numpy(dtype=float)
-        out["solar_panel_area_per_capita"] = _ratio(res_area, pop)
-        out["panel_area_m2_per_capita"] = _ratio(all_area, pop)
-    if hh_col:
-        hh = pd.to_numeric(units[hh_col], errors="coerce").to_numpy(dtype=float)
-        out["number_of_solar_system_per_household"] = _ratio(
-            out["solar_system_count_residential"].to_numpy(float), hh
+    _density_columns(
+        out, unit_m2, scanned_m2, frac,
+        _numeric_column(units, pop_col), _numeric_column(units, hh_col),
+    )  # fmt: skip
+    status, reported = _scan_rule(out, scanned_m2, frac, cfg)
+    with_intervals = detector is not None and cfg.uncertainty.enabled
+    if with_intervals:
+        _interval_columns(
+            out, a, geoms, pts, scanned_m2, frac, reported, grid, detector, cfg.uncertainty
         )
-        out["solar_system_count_per_household"] = _ratio(
-            out["solar_system_count"].to_numpy(float), hh
-        )
+    result = _with_units(units, out, geoms)
+    _describe(result, a, coverage, cfg, status)
+    if with_intervals:
+        result.attrs["detector_counts"] = detector.describe()
+    return result
 
-    out["scanned_area_m2"] = scanned_m2
-    status, note = scan_status(frac, cfg.min_scanned_fraction)
-    out["scan_status"] = status
-    out["scan_note"] = note
-    # Densities only where we looked: a unit scanned below the threshold gets NULL densities
-    # (its counts and areas stay: they are what was found in the scanned part).
-    reported = status == SCAN_STATUS_SCANNED
-    for col in DENSITY_COLUMNS:
-        if col in out.columns:
-            out.loc[~reported, col] = np.nan
-    # Totals with error bars, where the densities are reported (see deepsolar.maps.uncertainty).
-    unc = cfg.uncertainty
-    if detector is not None and unc.enabled:
-        cols = INTERVAL_COLUMNS + (CORRECTED_COLUMNS if unc.bias_correction else ())
-        for col in cols:
-            out[col] = np.nan
-        if reported.any():
-            sel = np.flatnonzero(reported)
-            inv = np.full(k, -1, dtype=np.int64)
-            inv[sel] = np.arange(len(sel))
-            keep_sys = inv[ui] >= 0
-            tc = out["tile_count"].to_numpy()[sel] if "tile_count" in out.columns else None
-            vals = _uncertainty_columns(
-                geoms[sel],
-                pts[hit][keep_sys],
-                inv[ui][keep_sys],
-                ar[keep_sys],
-                scanned_m2[sel],
-                frac[sel],
-                tc,
-                grid,
-                detector,
-                unc,
-            )
-            for col in cols:
-                out.iloc[sel, out.columns.get_loc(col)] = vals[col]
 
+def _with_units(units: gpd.GeoDataFrame, out: pd.DataFrame, geoms: np.ndarray) -> gpd.GeoDataFrame:
     keep = [c for c in units.columns if c not in out.columns and c != units.geometry.name]
-    result = gpd.GeoDataFrame(
+    return gpd.GeoDataFrame(
         pd.concat([units[keep], out], axis=1),
         geometry=gpd.GeoSeries(geoms, index=units.index, crs=LONLAT),
         crs=LONLAT,
     )
-    n_un = int((~hit).sum())
+
+
+def _describe(
+    result: gpd.GeoDataFrame,
+    a: _Assigned,
+    coverage: BaseGeometry | None,
+    cfg: AggregateConfig,
+    status: np.ndarray,
+) -> None:
+    n_un = int((~a.hit).sum())
     result.attrs.update(
         {
             "unassigned_systems": n_un,
-            "assigned_systems": int(hit.sum()),
+            "assigned_systems": int(a.hit.sum()),
             "scanned": "complete inventory assumed" if coverage is None else "tile coverage",
             "assign_by": cfg.assign_by,
             "min_scanned_fraction": cfg.min_scanned_fraction,
@@ -856,11 +928,8 @@ def _aggregate(
             "units_not_scanned": int((status == SCAN_STATUS_NONE).sum()),
         }
     )
-    if detector is not None and unc.enabled:
-        result.attrs["detector_counts"] = detector.describe()
     if n_un:
-        log.info("%d of %d systems lie outside every unit", n_un, len(idx))
-    return result
+        log.info("%d of %d systems lie outside every unit", n_un, len(a.idx))
 
 
 def aggregate_levels(
@@ -875,7 +944,8 @@ def aggregate_levels(
     detector: DetectorCounts | None = None,
 ) -> dict[str, gpd.GeoDataFrame]:
     """:func:`aggregate_systems` for several levels (e.g. ``{"tracts": ..., "counties": ...,
-    "states": ...}``), placing the systems and building the scanned coverage only once."""
+    "states": ...}``), placing the systems and building the scanned coverage only once.
+    """
     cfg = validate_config(AggregateConfig, config or {}, where="aggregate_levels config")
     pts = system_points(systems, cfg.assign_by)
     coverage = scanned_geometry(scanned)
@@ -899,7 +969,8 @@ def aggregate_levels(
 
 def tiles_frame(tiles: Iterable[Tile], **columns: Any) -> gpd.GeoDataFrame:
     """A ``tiles`` layer: one footprint (EPSG:4326) per tile with ``tile_id``, ``zoom``,
-    ``tile_size_px``, ``x``, ``y``, ``m_per_px`` and any extra per-tile ``columns``."""
+    ``tile_size_px``, ``x``, ``y``, ``m_per_px`` and any extra per-tile ``columns``.
+    """
     ts = list(tiles)
     df = pd.DataFrame(
         {
