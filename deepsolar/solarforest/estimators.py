@@ -1,5 +1,7 @@
-"""SolarForest's scikit-learn estimators: the (optionally two-stage) random forest and the plain
-baselines it is compared with, on the same features and target scale.
+"""SolarForest's scikit-learn estimators: the random forest and its baselines.
+
+The (optionally two-stage) random forest and the plain baselines it is compared with, on the same
+features and target scale.
 
 A two-stage forest first classifies zero vs non-zero tracts, then regresses on the non-zero ones;
 its prediction is ``P(non-zero) x E[y | non-zero]`` (``combine="expected"``) or the regression where

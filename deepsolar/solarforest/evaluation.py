@@ -99,8 +99,10 @@ class CVResult:
 
 
 def _regression_metrics(y: np.ndarray, pred: np.ndarray, scale: float = 1.0) -> dict[str, float]:
-    """R² and MAE on the original scale (MAE in display units: column x ``scale``) and the R² of
-    the same predictions on the log1p(scale x y) scale."""
+    """R² and MAE on the original scale, and R² on the log1p(scale x y) scale.
+
+    MAE is in display units (column x ``scale``); the log1p R² is of the same predictions.
+    """
     y = np.asarray(y, dtype=float)
     pred = np.asarray(pred, dtype=float)
     out = {"r2": float(r2_score(y, pred)), "mae": float(mean_absolute_error(y, pred) * scale)}
@@ -233,8 +235,9 @@ def cross_validate(
 
 
 def top_variance_share(y: np.ndarray, k: int = 10) -> float:
-    """Share of the total sum of squares (the R² denominator) held by the ``k`` tracts farthest
-    from the mean: near 1, a handful of tracts decide the R².
+    """Share of the total sum of squares held by the ``k`` tracts farthest from the mean.
+
+    The total sum of squares is the R² denominator: near 1, a handful of tracts decide the R².
 
     Args:
         y: the target.
@@ -351,8 +354,10 @@ def _evaluate_target(
     table: pd.DataFrame | None,
     results: dict[tuple[str, str, str, str], CVResult],
 ) -> dict[str, Any]:
-    """Cross-validate every transform x model x CV scheme of one target into ``results``; returns
-    the target's entry of the metrics."""
+    """Cross-validate every transform x model x CV scheme of one target into ``results``.
+
+    Returns the target's entry of the metrics.
+    """
     models = ev.models()
     cfg_t = config.model_copy(
         update={

@@ -1,5 +1,8 @@
-"""SolarForest's training data: the feature table (joined to an external target when given), the
-feature columns a config selects (never a target or an identifier), and the rows with a target."""
+"""SolarForest's training data: features, the columns a config selects, the rows with a target.
+
+The feature table (joined to an external target when given), the feature columns a config selects
+(never a target or an identifier), and the rows with a target.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Which features SolarForest relies on: impurity importances of a fitted model, and held-out
-permutation importances."""
+"""Which features SolarForest relies on.
+
+Impurity importances of a fitted model, and held-out permutation importances.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""The ``solarforest`` job: its parameters (``SolarForestFlowParams``, see
-configs/solarforest.yaml), ``--set`` / ``--quick`` overrides and input checks. Prefect-free, so the
-CLI validates a run before any flow module (or Prefect server) starts."""
+"""The ``solarforest`` job: its parameters, overrides and input checks.
+
+Its parameters (``SolarForestFlowParams``, see configs/solarforest.yaml), ``--set`` / ``--quick``
+overrides and input checks. Prefect-free, so the CLI validates a run before any flow module (or
+Prefect server) starts.
+"""
 
 from __future__ import annotations
 
@@ -135,8 +138,10 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 
 def params_from_args(args: argparse.Namespace) -> SolarForestFlowParams:
-    """The validated parameters of a ``solarforest`` command line: ``--config`` with ``--set``,
-    ``--mode``, ``--output-dir`` and ``--quick`` applied in that order.
+    """The validated parameters of a ``solarforest`` command line.
+
+    ``--config`` with ``--set``, ``--mode``, ``--output-dir`` and ``--quick`` applied in that
+    order.
 
     Args:
         args: the parsed command line (``config`` and the optional overrides).

@@ -1,5 +1,8 @@
-"""A fitted SolarForest: the estimator with the facts needed to reuse it safely (features, target,
-config, data hash, library versions), fitting on every tract and per-tract predictions."""
+"""A fitted SolarForest: the estimator with the facts needed to reuse it safely.
+
+The facts are the features, target, config, data hash and library versions. Also fitting on every
+tract and per-tract predictions.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""SolarForest's output files - JSON, CSV and GeoPackage tract layers - each written whole or not
-at all (:mod:`deepsolar.core.io`)."""
+"""SolarForest's output files: JSON, CSV and GeoPackage tract layers.
+
+Each is written whole or not at all (:mod:`deepsolar.core.io`).
+"""
 
 from __future__ import annotations
 

@@ -114,8 +114,10 @@ def _read_sidecar(p: Path) -> dict[str, Any]:
 
 
 def _trusted_types(p: Path, meta: dict[str, Any]) -> list[str]:
-    """The types to trust when loading ``p``: it must match its recorded SHA-256 and hold only
-    allow-listed types beyond skops' defaults."""
+    """The types to trust when loading ``p``.
+
+    It must match its recorded SHA-256 and hold only allow-listed types beyond skops' defaults.
+    """
     import skops.io as sio
 
     digest = file_sha256(p)

@@ -1,6 +1,8 @@
-"""SolarForest's figures: partial dependence, feature importances, the zero/non-zero stage's
-calibration, and observed vs out-of-fold predicted. Headless (matplotlib's Agg backend); every
-figure is written atomically."""
+"""SolarForest's figures.
+
+Partial dependence, feature importances, the zero/non-zero stage's calibration, and observed vs
+out-of-fold predicted. Headless (matplotlib's Agg backend); every figure is written atomically.
+"""
 
 from __future__ import annotations
 

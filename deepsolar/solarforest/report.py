@@ -1,6 +1,8 @@
-"""SolarForest's report: the R² and classifier tables (Markdown) and the files of an evaluation
-(metrics, out-of-fold predictions, tables, plots) and of a fitted model (importances, partial
-dependence)."""
+"""SolarForest's report: the R² and classifier tables (Markdown) and the report files.
+
+The files of an evaluation (metrics, out-of-fold predictions, tables, plots) and of a fitted model
+(importances, partial dependence).
+"""
 
 from __future__ import annotations
 
@@ -38,8 +40,10 @@ def _fmt_r2(m: dict[str, Any], key: str = "r2") -> str:
 
 
 def r2_table(metrics: dict[str, Any]) -> str:
-    """Markdown table: every target x transform x model, pooled out-of-fold R² per CV scheme with
-    its bootstrap interval, the R² of the same predictions on the log1p scale, and the MAE.
+    """Markdown table of every target x transform x model.
+
+    Pooled out-of-fold R² per CV scheme with its bootstrap interval, the R² of the same predictions
+    on the log1p scale, and the MAE.
 
     Args:
         metrics: the metrics of :func:`~deepsolar.solarforest.evaluation.evaluate`.

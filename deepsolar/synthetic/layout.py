@@ -243,8 +243,11 @@ def _add_lot_row(
 
 
 def _add_commercial_cell(sc: _Scene, cell: Polygon, field_parcel: bool) -> None:
-    """A commercial super-block: one or two parcels, each a building with parking or, for the
-    first parcel when ``field_parcel``, a ground-mounted solar field."""
+    """A commercial super-block: one or two parcels.
+
+    Each parcel is a building with parking or, for the first parcel when ``field_parcel``, a
+    ground-mounted solar field.
+    """
     rng, s = sc.rng, sc.s
     x0, y0, x1, y1 = cell.bounds
     A, B = (x1 - x0) / s, (y1 - y0) / s

@@ -557,8 +557,10 @@ def _add_lane_marks(
     road_w: float,
     walk_w: float,
 ) -> None:
-    """Marks of one arterial between intersections: double yellow centre, dashed white lanes,
-    edge lines and zebra crossings at 70% of the approaches.
+    """Marks of one arterial between intersections.
+
+    Double yellow centre, dashed white lanes, edge lines and zebra crossings at 70% of the
+    approaches.
 
     ``along``: pixel positions of the crossing arterials; ``across``: this arterial's centre line
     (px); ``vertical``: it runs north-south; ``road_w``, ``walk_w``: road and sidewalk widths (m).
