@@ -42,6 +42,11 @@ class Interval:
     undefined_share: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The interval as a plain dict (for JSON reports).
+
+        Returns:
+            ``{"point", "lo", "hi", "reps", "level", "undefined_share"}``.
+        """
         return asdict(self)
 
 
@@ -63,6 +68,22 @@ def bootstrap_ci(
     an array of shape (..., k), to values of shape (...); it must be vectorised and may return NaN
     (or inf) where undefined. With the same ``seed`` and item count, two calls draw the same
     resamples, so intervals of a model and a baseline on the same items are paired.
+
+    Args:
+        columns: Per-item values, one row per item (n x k, or n for one column).
+        statistic: Vectorised map from column sums of shape (..., k) to values of shape (...);
+            NaN or inf where undefined.
+        reps: Number of bootstrap replicates.
+        seed: Seed of the resampling generator.
+        level: Coverage of the interval, a fraction in (0, 1) (0.95: the 2.5th-97.5th
+            percentiles).
+
+    Returns:
+        The point estimate on all items and the percentile interval over the replicates where
+        the statistic is defined (all ``None`` for zero items).
+
+    Raises:
+        ValueError: If ``level`` is not in (0, 1) or ``reps`` < 1.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -101,32 +122,78 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def precision_stat(s: np.ndarray) -> np.ndarray:
-    """From sums of (tp, fp, fn) columns."""
+    """Precision tp / (tp + fp) from sums of (tp, fp, fn) columns.
+
+    Args:
+        s: Column sums, shape (..., 3): tp, fp, fn counts.
+
+    Returns:
+        Precision as a fraction 0-1, shape (...); NaN where tp + fp = 0.
+    """
     return _ratio(s[..., 0], s[..., 0] + s[..., 1])
 
 
 def recall_stat(s: np.ndarray) -> np.ndarray:
+    """Recall tp / (tp + fn) from sums of (tp, fp, fn) columns.
+
+    Args:
+        s: Column sums, shape (..., 3): tp, fp, fn counts.
+
+    Returns:
+        Recall as a fraction 0-1, shape (...); NaN where tp + fn = 0.
+    """
     return _ratio(s[..., 0], s[..., 0] + s[..., 2])
 
 
 def f1_stat(s: np.ndarray) -> np.ndarray:
+    """F1 score 2tp / (2tp + fp + fn) from sums of (tp, fp, fn) columns.
+
+    Args:
+        s: Column sums, shape (..., 3): tp, fp, fn counts.
+
+    Returns:
+        F1 as a fraction 0-1, shape (...); NaN where 2tp + fp + fn = 0.
+    """
     return _ratio(2 * s[..., 0], 2 * s[..., 0] + s[..., 1] + s[..., 2])
 
 
 def mean_stat(s: np.ndarray) -> np.ndarray:
-    """From sums of (value, 1) columns: the mean of the values."""
+    """From sums of (value, 1) columns: the mean of the values.
+
+    Args:
+        s: Column sums, shape (..., 2): sum of values, item count.
+
+    Returns:
+        The mean (in the values' unit), shape (...); NaN where the count is 0.
+    """
     return _ratio(s[..., 0], s[..., 1])
 
 
 def confusion_columns(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Per-item (tp, fp, fn) indicators (n x 3) for :func:`precision_stat` and friends."""
+    """Per-item (tp, fp, fn) indicators (n x 3) for :func:`precision_stat` and friends.
+
+    Args:
+        labels: True labels, one per item (truthy = positive).
+        predicted: Predicted labels, one per item (truthy = positive).
+
+    Returns:
+        A float array (n x 3) of 0/1 indicators: tp, fp, fn.
+    """
     y = np.asarray(labels).astype(bool)
     p = np.asarray(predicted).astype(bool)
     return np.stack([y & p, ~y & p, y & ~p], axis=1).astype(float)
 
 
 def mean_ci(values: np.ndarray, **kw: Any) -> Interval:
-    """Interval of the mean of ``values`` (NaN items dropped first)."""
+    """Interval of the mean of ``values`` (NaN items dropped first).
+
+    Args:
+        values: One value per item, in any unit.
+        **kw: ``reps``, ``seed`` and ``level``, passed to :func:`bootstrap_ci`.
+
+    Returns:
+        The mean and its percentile bootstrap interval, in the values' unit.
+    """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     return bootstrap_ci(np.stack([v, np.ones_like(v)], axis=1), mean_stat, **kw)

@@ -40,13 +40,25 @@ BUILTIN_FILES = {
 
 
 def builtin_models_dir() -> Path:
-    """Folder of the shipped reference model: ``$DEEPSOLAR_MODELS_DIR`` or ``<repo>/data/models``."""
+    """Folder of the shipped reference model: ``$DEEPSOLAR_MODELS_DIR`` or ``<repo>/data/models``.
+
+    Returns:
+        The folder path (not checked to exist).
+    """
     env = os.environ.get("DEEPSOLAR_MODELS_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "models"
 
 
 def resolve_checkpoint(path: str | Path, kind: str) -> Path:
-    """``builtin`` -> the shipped reference model's file of ``kind``; anything else unchanged."""
+    """``builtin`` -> the shipped reference model's file of ``kind``; anything else unchanged.
+
+    Args:
+        path: A checkpoint path, or ``builtin``.
+        kind: ``classifier``, ``segmenter`` or ``mask_head`` (keys of :data:`BUILTIN_FILES`).
+
+    Returns:
+        The checkpoint file path.
+    """
     if str(path) == BUILTIN and kind in BUILTIN_FILES:
         return builtin_models_dir() / BUILTIN_FILES[kind]
     return Path(path)
@@ -59,6 +71,19 @@ def load_checkpoint_safely(
 
     ``fmt`` is the ``format`` field the file must carry; ``kind`` and ``producer`` name the file
     and the flow that writes it in the error messages.
+
+    Args:
+        path: The ``.pt`` file, or ``builtin`` for the shipped model of ``kind``.
+        fmt: The ``format`` field the file must carry (e.g. ``deepsolar-segmenter``).
+        kind: The kind's name in errors and in :data:`BUILTIN_FILES` (e.g. ``segmenter``).
+        producer: The flow that writes it (e.g. ``train-segmenter``), for the errors' fixes.
+
+    Returns:
+        The checkpoint dict (tensors and plain data only).
+
+    Raises:
+        InputDataError: If the file is missing, cannot be loaded weights-only, or is not a
+            ``fmt`` checkpoint.
     """
     p = resolve_checkpoint(path, kind)
     fix = f"use a checkpoint written by deepsolar's {producer}"
@@ -103,5 +128,9 @@ def load_checkpoint_of(path: str | Path, kind: CheckpointKind) -> dict[str, Any]
 
     Returns:
         The checkpoint dict (tensors and plain data only).
+
+    Raises:
+        InputDataError: If the file is missing, cannot be loaded weights-only, or is not a
+            checkpoint of ``kind``.
     """
     return load_checkpoint_safely(path, fmt=kind.fmt, kind=kind.kind, producer=kind.producer)

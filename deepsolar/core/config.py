@@ -29,8 +29,17 @@ ECHO_LIMIT = 200
 
 
 def short_repr(value: Any, limit: int = ECHO_LIMIT) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, without building the full repr first (a
-    YAML alias bomb expands to megabytes; a pasted 10 MB string must not be echoed whole)."""
+    """``repr(value)`` cut to about ``limit`` characters, without building the full repr first.
+
+    A YAML alias bomb expands to megabytes; a pasted 10 MB string must not be echoed whole.
+
+    Args:
+        value: Any value.
+        limit: Maximum length of the result in characters.
+
+    Returns:
+        The shortened repr, ending in ``...`` when cut.
+    """
     r = reprlib.Repr()
     r.maxstring = r.maxother = limit
     r.maxlist = r.maxtuple = r.maxdict = r.maxset = 8
@@ -40,7 +49,17 @@ def short_repr(value: Any, limit: int = ECHO_LIMIT) -> str:
 
 
 def format_validation_error(err: ValidationError) -> str:
-    """One line per problem: ``field.path: message (got value)``."""
+    """One line per problem: ``field.path: message (got value)``.
+
+    Values of unknown keys are never echoed (they may be secrets); at most ten problems are
+    listed.
+
+    Args:
+        err: The pydantic validation error.
+
+    Returns:
+        The problems joined by ``"; "``.
+    """
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -56,7 +75,19 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def validate_config(model: type[M], data: Any, *, where: str = "parameters") -> M:
-    """Validate ``data`` against ``model``; raise ConfigError naming each bad field."""
+    """Validate ``data`` against ``model``; raise ConfigError naming each bad field.
+
+    Args:
+        model: The pydantic config class.
+        data: A mapping of parameters, or an instance of ``model`` (returned as is).
+        where: Where the data came from (a file path), for the error message.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: If validation fails.
+    """
     if isinstance(data, model):
         return data
     try:
@@ -70,7 +101,17 @@ def validate_config(model: type[M], data: Any, *, where: str = "parameters") -> 
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a clear error for a missing file or bad YAML."""
+    """Read a YAML mapping, with a clear error for a missing file or bad YAML.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The top-level mapping (``{}`` for an empty file).
+
+    Raises:
+        ConfigError: If the file is missing, unreadable, not valid YAML or not a mapping.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(
@@ -102,7 +143,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(model: type[M], path: str | Path) -> M:
-    """Load and validate a YAML config file into ``model``."""
+    """Load and validate a YAML config file into ``model``.
+
+    Args:
+        model: The pydantic config class.
+        path: The YAML file.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: If the file cannot be read or parsed, or fails validation.
+    """
     return validate_config(model, load_yaml(path), where=str(path))
 
 
@@ -111,6 +163,14 @@ def changed_fields(saved: dict[str, Any], current: dict[str, Any], free: set[str
 
     A key in ``free`` that holds a mapping is compared as a whole and ignored as a whole (e.g.
     ``cam`` for the segmenter), so it may change freely on resume.
+
+    Args:
+        saved: The config dump stored with a run (e.g. in a checkpoint).
+        current: The config dump of the current run.
+        free: Dotted keys allowed to differ.
+
+    Returns:
+        The differing dotted keys, sorted.
     """
 
     def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class DeepSolarError(Exception):
-    """Base error. ``str(err)`` reads as one short paragraph: what, where, what to do."""
+    """Base error. ``str(err)`` reads as one short paragraph: what, where, what to do.
+
+    Args:
+        what: What was wrong.
+        where: Where: the file, field or URL concerned; None: not shown.
+        fix: What the user should do about it; None: not shown.
+    """
 
     def __init__(self, what: str, *, where: str | None = None, fix: str | None = None) -> None:
         self.what = what

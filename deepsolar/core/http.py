@@ -64,9 +64,12 @@ _secrets_lock = threading.Lock()
 
 
 def _secret_pattern(secret: str) -> re.Pattern[str]:
-    """A regex matching ``secret`` in any URL encoding: each character raw or percent-encoded
-    (upper or lower case hex, once or twice), a space also as ``+``. This covers quote(),
-    quote_plus() with any ``safe`` set, urlencode() and httpx's own normalisation at once."""
+    """A regex matching ``secret`` in any URL encoding.
+
+    Each character raw or percent-encoded (upper or lower case hex, once or twice), a space also
+    as ``+``. This covers quote(), quote_plus() with any ``safe`` set, urlencode() and httpx's own
+    normalisation at once.
+    """
     parts = []
     for ch in secret:
         alts = [re.escape(ch)]
@@ -80,7 +83,12 @@ def _secret_pattern(secret: str) -> re.Pattern[str]:
 
 
 def register_secret(value: str) -> None:
-    """Remember a secret (an API key) so :func:`redact` and log records hide it from now on."""
+    """Remember a secret (an API key) so :func:`redact` and log records hide it from now on.
+
+    Args:
+        value: The secret; values shorter than 4 characters are ignored (they would redact
+            ordinary text).
+    """
     if value and len(value) >= 4:  # a 1-3 character "secret" would redact ordinary text
         with _secrets_lock:
             if value not in _secrets:
@@ -90,7 +98,14 @@ def register_secret(value: str) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` with every registered secret, in any URL encoding, replaced by REDACTED."""
+    """``text`` with every registered secret, in any URL encoding, replaced by REDACTED.
+
+    Args:
+        text: A message, URL or log line.
+
+    Returns:
+        The text with secrets hidden (unchanged when none is registered).
+    """
     if not _secrets or not text:
         return text
     for pat in list(_secret_patterns):
@@ -99,8 +114,10 @@ def redact(text: str) -> str:
 
 
 def quiet_http_logs() -> None:
-    """httpx logs every request URL at INFO: keep that off unless DEEPSOLAR_HTTP_LOG=1 (even
-    redacted, URLs of a whole region's tiles are noise in an operator's log)."""
+    """Httpx logs every request URL at INFO: keep that off unless DEEPSOLAR_HTTP_LOG=1.
+
+    Even redacted, URLs of a whole region's tiles are noise in an operator's log.
+    """
     if os.environ.get("DEEPSOLAR_HTTP_LOG", "").strip() not in ("1", "true", "yes"):
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -186,6 +203,10 @@ class RateLimiter:
 
     ``pause_until`` makes every thread wait (a 429/503 with Retry-After applies to the server,
     not only to the request that got it).
+
+    Args:
+        max_per_s: Most request starts per second; None or 0: no limit.
+        stop: Event that cancels waiting threads (:class:`FetchCancelled`); None: a private one.
     """
 
     def __init__(self, max_per_s: float | None, stop: threading.Event | None = None) -> None:
@@ -196,12 +217,20 @@ class RateLimiter:
         self._stop = stop or threading.Event()
 
     def pause_until(self, t_monotonic: float) -> None:
-        """Make every thread wait until ``t_monotonic`` (``time.monotonic()`` scale)."""
+        """Make every thread wait until ``t_monotonic`` (``time.monotonic()`` scale).
+
+        Args:
+            t_monotonic: The time to wait until, in seconds on the ``time.monotonic()`` clock.
+        """
         with self._lock:
             self._pause_until = max(self._pause_until, t_monotonic)
 
     def acquire(self) -> None:
-        """Block until this thread may start a request; FetchCancelled if the fetcher is cancelled."""
+        """Block until this thread may start a request.
+
+        Raises:
+            FetchCancelled: If the fetcher is cancelled while waiting.
+        """
         while True:
             with self._lock:
                 now = time.monotonic()
@@ -239,8 +268,11 @@ _deadline = threading.local()  # .at: time.monotonic() by which this thread's re
 
 
 def _time_left(timeout: float | None, exc: type[Exception]) -> float | None:
-    """``timeout`` shortened to what is left of this thread's request deadline (raise ``exc``
-    when it has passed); ``timeout`` itself when no deadline is set."""
+    """``timeout`` shortened to what is left of this thread's request deadline.
+
+    Raises ``exc`` when the deadline has passed; returns ``timeout`` itself when no deadline is
+    set.
+    """
     at: float | None = getattr(_deadline, "at", None)
     if at is None:
         return timeout
@@ -251,9 +283,11 @@ def _time_left(timeout: float | None, exc: type[Exception]) -> float | None:
 
 
 class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose every read and write ends by the calling thread's request deadline,
-    so a server trickling its headers or body one byte at a time is cut off there (httpx's own
-    timeouts are per read, and a trickle never trips them)."""
+    """A connection whose every read and write ends by the calling thread's request deadline.
+
+    So a server trickling its headers or body one byte at a time is cut off there (httpx's own
+    timeouts are per read, and a trickle never trips them).
+    """
 
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
@@ -310,7 +344,17 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 
 def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
-    """An httpx transport whose connections honour :func:`request_deadline`."""
+    """An httpx transport whose connections honour :func:`request_deadline`.
+
+    Args:
+        limits: The connection pool's limits.
+
+    Returns:
+        The transport, for ``httpx.Client(transport=...)``.
+
+    Raises:
+        RuntimeError: If the installed httpcore no longer lets the backend be set.
+    """
     transport = httpx.HTTPTransport(limits=limits)
     pool = transport._pool  # httpcore.ConnectionPool: the one place its backend can be set
     if not hasattr(pool, "_network_backend"):
@@ -321,8 +365,16 @@ def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
 
 @contextlib.contextmanager
 def request_deadline(seconds: float) -> Iterator[float]:
-    """Within it, this thread's requests on a :func:`deadline_transport` must end within
-    ``seconds`` in all; yields the deadline (``time.monotonic()`` scale)."""
+    """Give this thread's requests on a :func:`deadline_transport` one overall deadline.
+
+    Within the context, the requests must end within ``seconds`` in all.
+
+    Args:
+        seconds: Time allowed from now, in seconds.
+
+    Yields:
+        The deadline, in seconds on the ``time.monotonic()`` clock.
+    """
     _deadline.at = time.monotonic() + seconds
     try:
         yield _deadline.at
@@ -344,7 +396,17 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 def image_header_size(body: bytes) -> tuple[int, int]:
-    """(width, height) read from an image's header only, without decoding any pixel."""
+    """(width, height) read from an image's header only, without decoding any pixel.
+
+    Args:
+        body: The encoded image (PNG, JPEG, any format Pillow reads).
+
+    Returns:
+        ``(width, height)`` in px.
+
+    Raises:
+        BadBody: If the header is not an image's, or announces a decompression bomb.
+    """
     from PIL import Image, UnidentifiedImageError
 
     # (No warnings.catch_warnings here: it changes process-wide state and is not thread-safe.)
@@ -367,6 +429,17 @@ def decode_image(body: bytes, expected_size: tuple[int, int] | None = None) -> n
     decode is strict: truncated data, a PNG chunk whose CRC does not match, and JPEG data that
     libjpeg-turbo reports as corrupt (``Corrupt JPEG data ...``, which other decoders only print
     while returning wrong pixels) are all BadBody.
+
+    Args:
+        body: The encoded image bytes.
+        expected_size: ``(width, height)`` in px the image must have; None: any size up to
+            ``MAX_IMAGE_PIXELS``.
+
+    Returns:
+        The RGB image, uint8 of shape (H, W, 3).
+
+    Raises:
+        BadBody: If the body is empty, text, truncated, corrupt, of the wrong size or too large.
     """
     if not body:
         raise BadBody("empty body")
@@ -421,7 +494,15 @@ def _decode_pil_strict(body: bytes) -> np.ndarray:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date).
+
+    Args:
+        value: The header's value, or None.
+        now: Current time as a Unix timestamp in seconds (for HTTP dates); None: ``time.time()``.
+
+    Returns:
+        The wait in seconds (>= 0), or None if absent or unparseable.
+    """
     if not value:
         return None
     value = value.strip()
@@ -455,7 +536,12 @@ class FetchStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **kw: int) -> None:
-        """Add to counters by name, e.g. ``add(requests=1, bytes=n)``."""
+        """Add to counters by name, e.g. ``add(requests=1, bytes=n)``.
+
+        Args:
+            **kw: Counter name (``requests``, ``retries``, ``cache_hits``, ``failures``,
+                ``bytes``) -> amount to add.
+        """
         with self._lock:
             for k, v in kw.items():
                 setattr(self, k, getattr(self, k) + v)
@@ -498,6 +584,9 @@ class HttpFetcher:
     ``get_image(url, redacted_url=..., expected_size=(w, h))`` returns RGB uint8 or raises
     :class:`~deepsolar.core.errors.DownloadError` naming the redacted URL, the last status, the number
     of attempts and what to do.
+
+    Args:
+        config: Timeouts, retries, rate and concurrency limits, cache folder; None: defaults.
     """
 
     def __init__(self, config: DownloadConfig | None = None) -> None:
@@ -580,6 +669,20 @@ class HttpFetcher:
         ``redacted_url`` is the URL as it may be shown (secrets replaced); it names the request in
         errors and logs and keys the disk cache. Without it the URL is redacted with the
         registered secrets.
+
+        Args:
+            url: The URL to fetch (``http(s)://`` or ``file://``), secrets included.
+            redacted_url: The URL as it may be shown; None: ``url`` redacted.
+            headers: Extra request headers.
+            expected_size: ``(width, height)`` in px the image must have; None: any.
+
+        Returns:
+            The image, RGB uint8 of shape (H, W, 3).
+
+        Raises:
+            DownloadError: When every attempt failed or the answer is final (404, 401, a long
+                Retry-After), or the server is unreachable (``fatal``).
+            FetchCancelled: If the fetcher was cancelled.
         """
         shown = redact(redacted_url if redacted_url is not None else url)
         if url.startswith("file://"):  # a local tile folder: no cache, no rate limit, no retry
@@ -619,10 +722,12 @@ class HttpFetcher:
             raise FetchCancelled()
 
     def _request(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes, str]:
-        """One GET under an overall deadline of ``timeout_s``: connecting, the status line and
-        headers and the whole body (see :func:`deadline_transport`; a server trickling any of
-        them one byte at a time is cut off there). The body is also checked against
-        ``max_body_mb`` as it arrives."""
+        """One GET under an overall deadline of ``timeout_s``.
+
+        The deadline covers connecting, the status line and headers and the whole body (see
+        :func:`deadline_transport`; a server trickling any of them one byte at a time is cut off
+        there). The body is also checked against ``max_body_mb`` as it arrives.
+        """
         c = self.config
         limit = int(c.max_body_mb * 1024 * 1024)
         request = self._client.build_request("GET", url, headers=headers)
@@ -653,8 +758,10 @@ class HttpFetcher:
     def _get_with_retries(
         self, url: str, shown: str, headers: dict[str, str], expected_size: tuple[int, int] | None
     ) -> tuple[bytes, np.ndarray]:
-        """``(body, image)`` of ``url`` after at most ``max_retries`` retries; a DownloadError
-        (naming ``shown``) when every attempt failed or the answer is final."""
+        """``(body, image)`` of ``url`` after at most ``max_retries`` retries.
+
+        A DownloadError (naming ``shown``) when every attempt failed or the answer is final.
+        """
         c = self.config
         attempts = c.max_retries + 1
         last_reason = "no attempt made"
@@ -697,9 +804,11 @@ class HttpFetcher:
     def _attempt(
         self, url: str, headers: dict[str, str]
     ) -> tuple[tuple[int, httpx.Headers, bytes, str] | None, str]:
-        """One request under the rate limit and the concurrency bound: ``(answer, "")``, or
-        ``(None, why it failed)`` for a failure worth a retry (``why`` starts with "connection
-        error" when it could not connect)."""
+        """One request under the rate limit and the concurrency bound.
+
+        Returns ``(answer, "")``, or ``(None, why it failed)`` for a failure worth a retry
+        (``why`` starts with "connection error" when it could not connect).
+        """
         c = self.config
         self._limiter.acquire()
         try:
@@ -730,9 +839,12 @@ class HttpFetcher:
         attempt: int,
         expected_size: tuple[int, int] | None,
     ) -> tuple[tuple[bytes, np.ndarray] | None, str, float | None]:
-        """What an answer means: ``(result, "", None)`` for a usable image, ``(None, why,
-        wait_s)`` for one worth a retry (``wait_s`` from Retry-After, else None), or a
-        DownloadError for a final answer (404, 401, a Retry-After beyond max_retry_after_s)."""
+        """What an answer means.
+
+        ``(result, "", None)`` for a usable image, ``(None, why, wait_s)`` for one worth a retry
+        (``wait_s`` from Retry-After, else None), or a DownloadError for a final answer (404, 401,
+        a Retry-After beyond max_retry_after_s).
+        """
         c = self.config
         status, resp_headers, body, reason = answer
         self.stats.add(bytes=len(body))
@@ -775,8 +887,11 @@ class HttpFetcher:
         )
 
     def _count_unreachable(self, shown: str, attempts: int, last_reason: str) -> None:
-        """Count a request whose every attempt failed to connect; after
-        UNREACHABLE_AFTER_REQUESTS in a row (no answer since) a fatal DownloadError stops the run."""
+        """Count a request whose every attempt failed to connect.
+
+        After UNREACHABLE_AFTER_REQUESTS in a row (no answer since) a fatal DownloadError stops
+        the run.
+        """
         with self._unreachable_lock:
             self._unreachable += 1
             unreachable = self._unreachable

@@ -16,7 +16,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def shared_data_dir() -> Path:
-    """Path of the shared data folder (may not exist; callers check)."""
+    """Path of the shared data folder (may not exist; callers check).
+
+    Returns:
+        ``$DEEPSOLAR_SHARED_DATA``, or ``../shared/data`` beside the repository root.
+    """
     env = os.environ.get("DEEPSOLAR_SHARED_DATA")
     return Path(env) if env else (REPO_ROOT.parent / "shared" / "data").resolve()
 

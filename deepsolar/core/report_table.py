@@ -24,12 +24,29 @@ NA = "n/a"
 
 @dataclass(frozen=True)
 class Column:
+    """How one column of a report table is shown.
+
+    Attributes:
+        header: The column title.
+        key: The row key it shows (with ``{key}_lo`` / ``{key}_hi`` for interval kinds).
+        kind: ``text``, ``int``, ``num`` (3 decimals), ``pct``, ``ci`` or ``pct_ci``.
+    """
+
     header: str
     key: str
     kind: Kind = "num"
 
 
 def ci_cells(key: str, ci: Interval) -> dict[str, float | None]:
+    """Row cells of a statistic with its interval.
+
+    Args:
+        key: The statistic's row key.
+        ci: Its point estimate and bootstrap interval.
+
+    Returns:
+        ``{key: point, key_lo: lo, key_hi: hi}``.
+    """
     return {key: ci.point, f"{key}_lo": ci.lo, f"{key}_hi": ci.hi}
 
 
@@ -38,6 +55,16 @@ def _missing(v: Any) -> bool:
 
 
 def fmt_value(v: Any, kind: Kind = "num") -> str:
+    """Format one value for a table.
+
+    Args:
+        v: The value; ``None`` or NaN prints as ``n/a``.
+        kind: ``text`` (as is), ``int``, ``pct``/``pct_ci`` (a fraction 0-1 shown as a
+            percentage with 1 decimal), otherwise a number with 3 decimals.
+
+    Returns:
+        The formatted text.
+    """
     if _missing(v):
         return NA
     if kind == "text":
@@ -50,6 +77,15 @@ def fmt_value(v: Any, kind: Kind = "num") -> str:
 
 
 def fmt_cell(row: dict[str, Any], col: Column) -> str:
+    """Format a row's cell of one column, with ``[lo, hi]`` for interval kinds.
+
+    Args:
+        row: The table row.
+        col: The column to show.
+
+    Returns:
+        The formatted cell text.
+    """
     v = row.get(col.key)
     s = fmt_value(v, col.kind)
     if col.kind in ("ci", "pct_ci") and not _missing(v):
@@ -60,7 +96,15 @@ def fmt_cell(row: dict[str, Any], col: Column) -> str:
 
 
 def format_text(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
-    """A fixed-width table for a terminal: text columns left-aligned, numbers right-aligned."""
+    """A fixed-width table for a terminal: text columns left-aligned, numbers right-aligned.
+
+    Args:
+        rows: The table rows.
+        columns: The columns to show, in order.
+
+    Returns:
+        The table text, a header line then one line per row.
+    """
     cells = [[fmt_cell(r, c) for c in columns] for r in rows]
     widths = [max([len(c.header)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
 
@@ -74,6 +118,15 @@ def format_text(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> st
 
 
 def format_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A markdown table: text columns left-aligned, numbers right-aligned.
+
+    Args:
+        rows: The table rows.
+        columns: The columns to show, in order.
+
+    Returns:
+        The markdown table text.
+    """
     head = "| " + " | ".join(c.header for c in columns) + " |"
     rule = "|" + "|".join("---" if c.kind == "text" else "---:" for c in columns) + "|"
     body = ["| " + " | ".join(fmt_cell(r, c) for c in columns) + " |" for r in rows]
@@ -94,7 +147,20 @@ def write_report(
     notes: Sequence[str] = (),
     stem: str = "report",
 ) -> dict[str, Path]:
-    """``{stem}.json`` (meta + rows), ``{stem}.csv`` (every key of every row), ``{stem}.md``."""
+    """``{stem}.json`` (meta + rows), ``{stem}.csv`` (every key of every row), ``{stem}.md``.
+
+    Args:
+        rows: The table rows.
+        columns: The columns the markdown table shows.
+        out_dir: Folder to write to; created if missing.
+        title: The report title.
+        meta: Run facts written to the JSON and, scalar ones, listed in the markdown.
+        notes: Lines listed under the markdown table (and in the JSON).
+        stem: File name stem of the three files.
+
+    Returns:
+        The paths written, keyed ``json``, ``csv`` and ``md``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean = [{k: _jsonable(v) for k, v in r.items()} for r in rows]

@@ -70,7 +70,14 @@ class TaskRunnerConfig(StrictModel):
         return self
 
     def build(self) -> Any:
-        """A fresh Prefect task runner (each flow run needs its own instance)."""
+        """A fresh Prefect task runner (each flow run needs its own instance).
+
+        Returns:
+            A ``ThreadPoolTaskRunner``, ``ProcessPoolTaskRunner`` or ``DaskTaskRunner``.
+
+        Raises:
+            ConfigError: If ``kind`` is ``dask`` and prefect-dask is not installed.
+        """
         if self.kind == "threads":
             from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -105,7 +112,11 @@ class TaskRunnerConfig(StrictModel):
         )
 
     def describe(self) -> str:
-        """One line for logs: which runner, where."""
+        """One line for logs: which runner, where.
+
+        Returns:
+            E.g. ``threads (max_workers=4)`` or ``dask at tcp://host:8786``.
+        """
         if self.kind != "dask":
             return f"{self.kind} (max_workers={self.max_workers or 'default'})"
         if self.address:

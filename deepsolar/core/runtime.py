@@ -1,5 +1,7 @@
-"""Process-wide settings for running flows as an operator's tool (no Prefect import here):
-Prefect's environment defaults, and stopping on a signal."""
+"""Process-wide settings for running flows as an operator's tool (no Prefect import here).
+
+Prefect's environment defaults, and stopping on a signal.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ PREFECT_DEFAULTS = {
 
 
 def prefect_env_defaults() -> None:
-    """Set PREFECT_DEFAULTS in the environment unless already set. Must run before Prefect is
-    imported (its settings are read then); child processes (the temporary server, workers)
-    inherit them."""
+    """Set PREFECT_DEFAULTS in the environment unless already set.
+
+    Must run before Prefect is imported (its settings are read then); child processes (the
+    temporary server, workers) inherit them.
+    """
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
@@ -58,9 +62,14 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(KeyboardInterrupt):
-    """A stop signal arrived (Ctrl-C: SIGINT, or SIGTERM). A KeyboardInterrupt, so every layer
-    (Prefect's engine, the downloader's cleanup) treats it as an interrupt; ``exit_code`` is the
-    shell's convention, 128 + the signal's number (130, 143)."""
+    """A stop signal arrived (Ctrl-C: SIGINT, or SIGTERM).
+
+    A KeyboardInterrupt, so every layer (Prefect's engine, the downloader's cleanup) treats it as
+    an interrupt; ``exit_code`` is the shell's convention, 128 + the signal's number (130, 143).
+
+    Args:
+        signum: The signal's number (``signal.SIGINT``: 2, ``signal.SIGTERM``: 15).
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -73,12 +82,20 @@ _stop_signum: list[int] = []
 
 
 def stop_requested() -> bool:
-    """Whether a stop signal has arrived in this process (for loops that check between items)."""
+    """Whether a stop signal has arrived in this process (for loops that check between items).
+
+    Returns:
+        True once SIGINT or SIGTERM has been received under :class:`StopOnSignals`.
+    """
     return _stop_event.is_set()
 
 
 def stop_exit_code() -> int | None:
-    """128 + the first stop signal's number, or None when no stop signal arrived."""
+    """The exit code a stopped command should end with.
+
+    Returns:
+        128 + the first stop signal's number (130, 143), or None when no stop signal arrived.
+    """
     return 128 + _stop_signum[0] if _stop_signum else None
 
 
@@ -100,7 +117,12 @@ def _new_children(known: set[int]) -> list[Any]:
 
 
 def end_processes(procs: list[Any], grace_s: float = CHILD_GRACE_S) -> None:
-    """SIGTERM ``procs`` (psutil.Process), wait up to ``grace_s``, SIGKILL the rest, reap."""
+    """SIGTERM ``procs`` (psutil.Process), wait up to ``grace_s``, SIGKILL the rest, reap.
+
+    Args:
+        procs: The processes to end (``psutil.Process`` objects).
+        grace_s: Seconds to wait after SIGTERM before SIGKILL.
+    """
     import psutil
 
     for p in procs:
@@ -122,8 +144,9 @@ def _drain_prefect_services(timeout_s: float) -> None:
 
 
 class StopOnSignals:
-    """Context of a command run from a terminal or a process manager (the ``deepsolar`` CLI,
-    ``python -m flows.<flow>``).
+    """Context of a command run from a terminal or a process manager.
+
+    Used by the ``deepsolar`` CLI and ``python -m flows.<flow>``.
 
     - The first SIGINT or SIGTERM raises :class:`Interrupted` in the main thread (the downloader
       then cancels what is in flight and writes the manifest of what finished) and arms a
@@ -139,6 +162,10 @@ class StopOnSignals:
       (``exit_on_stop``), without the interpreter's slow teardown.
 
     Outside the main thread (no signal handlers can be installed) it only does the last two.
+
+    Args:
+        exit_on_stop: After a stop signal, exit 128 + signal at once on leaving the context
+            (False: leave it normally and let the caller decide).
     """
 
     def __init__(self, *, exit_on_stop: bool = True) -> None:
@@ -216,8 +243,17 @@ class StopOnSignals:
 
 
 def run_entry(main: Callable[[], int | None], name: str) -> int:
-    """Run a flow module's ``main`` as ``python -m flows.<name>`` does: under
-    :class:`StopOnSignals`, an interrupt ending in one line and exit 130 / 143."""
+    """Run a flow module's ``main`` as ``python -m flows.<name>`` does.
+
+    Runs under :class:`StopOnSignals`: an interrupt ends in one line and exit 130 / 143.
+
+    Args:
+        main: The flow module's entry point; returns an exit code or None (0).
+        name: The flow's name, for the interrupt message.
+
+    Returns:
+        The process exit code: ``main``'s, or 128 + the stop signal's number when interrupted.
+    """
     with StopOnSignals():
         try:
             rc = int(main() or 0)
@@ -237,8 +273,17 @@ def run_entry(main: Callable[[], int | None], name: str) -> int:
 
 
 def check_input_paths(paths: dict[str, Any], where: str) -> None:
-    """Every named input path (None and 'builtin' skipped) exists, else one ConfigError naming
-    the field: checked before a flow (and Prefect's temporary server) starts."""
+    """Check that every named input path (None and 'builtin' skipped) exists.
+
+    Checked before a flow (and Prefect's temporary server) starts, so a wrong path fails fast.
+
+    Args:
+        paths: Config field name -> path (str, Path or None).
+        where: The config the fields belong to, for the error message.
+
+    Raises:
+        ConfigError: Naming the first field whose file or folder does not exist.
+    """
     from deepsolar.core.errors import ConfigError
 
     for field, value in paths.items():
@@ -259,9 +304,11 @@ _SERVER_MODULE = "prefect.server.api.server"
 
 
 def _guarded_subprocess_module() -> types.ModuleType:
-    """A stand-in for the ``subprocess`` module inside Prefect's server module, whose Popen runs
-    the temporary server (``python -m uvicorn ...``) through :func:`_guard_main` in a session of
-    its own. Everything else is the real module."""
+    """A stand-in for the ``subprocess`` module inside Prefect's server module.
+
+    Its Popen runs the temporary server (``python -m uvicorn ...``) through :func:`_guard_main`
+    in a session of its own. Everything else is the real module.
+    """
 
     class _Guarded(types.ModuleType):
         def __getattr__(self, name: str) -> Any:
@@ -297,8 +344,11 @@ def _patch_server_module(module: types.ModuleType) -> None:
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Patches Prefect's server module when (and only if) it is imported: importing it costs
-    ~1 s, which a refused command or a run against a real server should not pay."""
+    """Patches Prefect's server module when (and only if) it is imported.
+
+    Importing it costs ~1 s, which a refused command or a run against a real server should not
+    pay.
+    """
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         if name != _SERVER_MODULE:
@@ -326,8 +376,11 @@ _finder = _PatchOnImport()
 
 
 def guard_ephemeral_server() -> None:
-    """Make Prefect's temporary API server a child that a terminal's Ctrl-C does not reach and
-    that ends when this process ends (see :func:`_guard_main`). Idempotent."""
+    """Make Prefect's temporary API server a child that Ctrl-C does not reach and that dies with us.
+
+    A terminal's Ctrl-C then reaches only this process, and the server ends when this process
+    ends (see :func:`_guard_main`). Idempotent.
+    """
     if _SERVER_MODULE in sys.modules:
         _patch_server_module(sys.modules[_SERVER_MODULE])
     elif _finder not in sys.meta_path:
@@ -335,8 +388,10 @@ def guard_ephemeral_server() -> None:
 
 
 def _guard_main(argv: list[str]) -> None:
-    """``python -m deepsolar.core.runtime --guard-parent PID <uvicorn args>``: run uvicorn, and stop
-    it (SIGTERM to itself, then a hard exit) as soon as process PID is no longer its parent."""
+    """``python -m deepsolar.core.runtime --guard-parent PID <uvicorn args>``: run uvicorn.
+
+    Stop it (SIGTERM to itself, then a hard exit) as soon as process PID is no longer its parent.
+    """
     parent = int(argv[1])
 
     def watch() -> None:

@@ -103,7 +103,15 @@ class BestEpoch:
     epoch: int | None = None
 
     def update(self, score: float, epoch: int) -> bool:
-        """Record ``score`` of 1-based ``epoch``; True when it is the new best."""
+        """Record ``score`` of 1-based ``epoch`` if it is the new best.
+
+        Args:
+            score: The epoch's monitored score (higher is better).
+            epoch: The 1-based epoch.
+
+        Returns:
+            True when it is the new best (always for the first epoch).
+        """
         if self.epoch is None or score > self.score:
             self.score, self.epoch = score, epoch
             return True
@@ -126,19 +134,42 @@ class EpochTask(ABC):
         """
 
     def score(self, row: dict[str, Any]) -> float | None:
-        """The monitored score of an epoch (higher is better); None: no best checkpoint."""
+        """The monitored score of an epoch (higher is better); None: no best checkpoint.
+
+        Args:
+            row: The epoch's history row (from :meth:`train_epoch`).
+
+        Returns:
+            The score, or None when the task keeps no best checkpoint (the default).
+        """
         return None
 
     @abstractmethod
     def checkpoint(self, epoch: int, best: BestEpoch) -> dict[str, Any]:
-        """Weights and metadata after 1-based ``epoch`` (``best`` already updated), as plain data."""
+        """Weights and metadata after 1-based ``epoch`` (``best`` already updated), as plain data.
+
+        Args:
+            epoch: The 1-based epoch just trained.
+            best: The best epoch so far, including this one.
+
+        Returns:
+            The checkpoint payload (tensors and plain data).
+        """
 
     def resume_state(self) -> dict[str, Any]:
-        """What only ``last.pt`` holds to resume (optimiser and scheduler states)."""
+        """What only ``last.pt`` holds to resume (optimiser and scheduler states).
+
+        Returns:
+            Extra checkpoint entries (``{}`` by default).
+        """
         return {}
 
     def after_epoch(self, epoch: int) -> None:  # noqa: B027 (an optional hook)
-        """Called after 1-based ``epoch``'s checkpoints are written (e.g. to write reports)."""
+        """Called after 1-based ``epoch``'s checkpoints are written (e.g. to write reports).
+
+        Args:
+            epoch: The 1-based epoch just checkpointed.
+        """
 
 
 def run_epochs(
