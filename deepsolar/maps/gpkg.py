@@ -457,7 +457,8 @@ def rule_qml(
     """QML with a rule-based renderer: ``rules`` nested under a ``header`` rule (no filter, no
     symbol: QGIS shows it as the legend's title line), then ``other_rules`` at the top level.
     ``symbols`` maps a symbol name to a callable ``(parent, name)`` that writes it.
-    ``label_expression``: map labels from this QGIS expression (NULL: no label)."""
+    ``label_expression``: map labels from this QGIS expression (NULL: no label).
+    """
     aliases = {**FIELD_ALIASES, **(aliases or {})}
     root = _qgis_root()
     if label_expression:
@@ -580,7 +581,8 @@ def choropleth_qml(
     """Unit layers: a rule-based choropleth of ``field`` whose legend starts with the field's
     name and unit, then one rule per class, then the units without a density: partially scanned
     ones grey and hatched (and labelled on the map with their ``scan_note``), unscanned ones
-    outlined only."""
+    outlined only.
+    """
     aliases = {**FIELD_ALIASES, **(aliases or {})}
     alias = aliases.get(field) or field
     header = f"{alias}\nfield: {field}"
@@ -838,49 +840,15 @@ def write_run_geopackage(
     whole GeoPackage, one per layer) linked through ``gpkg_metadata_reference``. ``note`` and
     ``provenance`` (key -> text) go into the same descriptions / metadata. Returns the path.
     """
-    import pyogrio
-
     out = Path(path)
     _check_layers(layers, str(out))
     label = (data_label or "").strip() or None
-    ds_meta = {"PRODUCER": "deepsolar"}
-    if label:
-        ds_meta["DATA_LABEL"] = label
-    if note:
-        ds_meta["NOTE"] = note
-    for key, val in (provenance or {}).items():
-        ds_meta["SOURCE_" + "".join(c if c.isalnum() else "_" for c in key.upper())] = str(val)
+    ds_meta = _dataset_metadata(label, note, provenance)
     # GDAL creates the GeoPackage itself (create=False)
     with atomic_output(out, suffix=".tmp.gpkg", create=False) as tmp:
         style_rows = []
-        first = True
-        for name, gdf in layers.items():
-            if label:
-                gdf = gdf.assign(data_label=label)
-            data = _for_gdal(gdf)
-            desc = f"deepsolar {name} layer" + (f"; {note}" if note else "")
-            if "panel_area_m2_lo95" in gdf.columns:
-                desc += (
-                    "; panel_area_m2_lo95/hi95, solar_system_count_lo95/hi95: 95% interval of "
-                    "the unit's true total (detector precision/recall and partial-scan sampling)"
-                )
-            layer_options = {"SPATIAL_INDEX": "YES", "DESCRIPTION": desc}
-            if label:
-                layer_options["DESCRIPTION"] = f"{label}: {desc}"
-                layer_options["IDENTIFIER"] = f"{name} ({label})"
-            pyogrio.write_dataframe(
-                data,
-                tmp,
-                layer=name,
-                driver="GPKG",
-                geometry_type=_geometry_type(gdf),
-                promote_to_multi=_geometry_type(gdf).startswith("Multi"),
-                dataset_options={"VERSION": "1.2"} if first else None,
-                layer_options=layer_options,
-                dataset_metadata=ds_meta if first else None,
-                layer_metadata={"DATA_LABEL": label} if label else None,
-            )
-            first = False
+        for i, (name, gdf) in enumerate(layers.items()):
+            gdf = _write_layer(tmp, name, gdf, label, note, ds_meta if i == 0 else None)
             if styles and name in styles:
                 qml, desc = styles[name], "custom style"
             else:
@@ -888,34 +856,93 @@ def write_run_geopackage(
                     name, gdf, density_field=density_field, k=k, method=method, aliases=aliases
                 )
             style_rows.append((name, qml, desc))
-        with sqlite3.connect(tmp) as con:
-            geom_cols = dict(
-                con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns")
-            )
-        con.close()
-        now = pd.Timestamp(dt.datetime.now(dt.UTC))
-        table = pd.DataFrame(
-            {
-                "f_table_catalog": [""] * len(style_rows),
-                # '' and not NULL: otherwise QGIS does not pick the row up as the default
-                "f_table_schema": [""] * len(style_rows),
-                "f_table_name": [r[0] for r in style_rows],
-                "f_geometry_column": [geom_cols.get(r[0], "geom") for r in style_rows],
-                "styleName": [r[0] for r in style_rows],
-                "styleQML": [r[1] for r in style_rows],
-                "styleSLD": [""] * len(style_rows),
-                "useAsDefault": [True] * len(style_rows),
-                "description": [f"deepsolar default: {r[2]}" for r in style_rows],
-                "owner": [""] * len(style_rows),
-                "ui": [None] * len(style_rows),
-                "update_time": [now] * len(style_rows),
-            }
-        )
-        pyogrio.write_dataframe(
-            table, tmp, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"}
-        )
+        _write_layer_styles(tmp, style_rows)
         _check_written(tmp, list(layers))
     return out
+
+
+def _dataset_metadata(
+    label: str | None, note: str | None, provenance: Mapping[str, str] | None
+) -> dict[str, str]:
+    ds_meta = {"PRODUCER": "deepsolar"}
+    if label:
+        ds_meta["DATA_LABEL"] = label
+    if note:
+        ds_meta["NOTE"] = note
+    for key, val in (provenance or {}).items():
+        ds_meta["SOURCE_" + "".join(c if c.isalnum() else "_" for c in key.upper())] = str(val)
+    return ds_meta
+
+
+def _write_layer(
+    tmp: Path,
+    name: str,
+    gdf: gpd.GeoDataFrame,
+    label: str | None,
+    note: str | None,
+    ds_meta: dict[str, str] | None,
+) -> gpd.GeoDataFrame:
+    """One layer with its description and metadata; ``ds_meta`` only with the first layer (it
+    creates the file as a GeoPackage 1.2). Returns the layer as written (with ``data_label``)."""
+    import pyogrio
+
+    if label:
+        gdf = gdf.assign(data_label=label)
+    desc = f"deepsolar {name} layer" + (f"; {note}" if note else "")
+    if "panel_area_m2_lo95" in gdf.columns:
+        desc += (
+            "; panel_area_m2_lo95/hi95, solar_system_count_lo95/hi95: 95% interval of "
+            "the unit's true total (detector precision/recall and partial-scan sampling)"
+        )
+    layer_options = {"SPATIAL_INDEX": "YES", "DESCRIPTION": desc}
+    if label:
+        layer_options["DESCRIPTION"] = f"{label}: {desc}"
+        layer_options["IDENTIFIER"] = f"{name} ({label})"
+    first = ds_meta is not None
+    pyogrio.write_dataframe(
+        _for_gdal(gdf),
+        tmp,
+        layer=name,
+        driver="GPKG",
+        geometry_type=_geometry_type(gdf),
+        promote_to_multi=_geometry_type(gdf).startswith("Multi"),
+        dataset_options={"VERSION": "1.2"} if first else None,
+        layer_options=layer_options,
+        dataset_metadata=ds_meta if first else None,
+        layer_metadata={"DATA_LABEL": label} if label else None,
+    )
+    return gdf
+
+
+def _write_layer_styles(tmp: Path, style_rows: list[tuple[str, str, str]]) -> None:
+    """The ``layer_styles`` table QGIS reads: each layer's QML, used as its default style."""
+    import pyogrio
+
+    with sqlite3.connect(tmp) as con:
+        geom_cols = dict(con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns"))
+    con.close()
+    now = pd.Timestamp(dt.datetime.now(dt.UTC))
+    n = len(style_rows)
+    table = pd.DataFrame(
+        {
+            "f_table_catalog": [""] * n,
+            # '' and not NULL: otherwise QGIS does not pick the row up as the default
+            "f_table_schema": [""] * n,
+            "f_table_name": [r[0] for r in style_rows],
+            "f_geometry_column": [geom_cols.get(r[0], "geom") for r in style_rows],
+            "styleName": [r[0] for r in style_rows],
+            "styleQML": [r[1] for r in style_rows],
+            "styleSLD": [""] * n,
+            "useAsDefault": [True] * n,
+            "description": [f"deepsolar default: {r[2]}" for r in style_rows],
+            "owner": [""] * n,
+            "ui": [None] * n,
+            "update_time": [now] * n,
+        }
+    )
+    pyogrio.write_dataframe(
+        table, tmp, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"}
+    )
 
 
 def _check_written(path: Path, names: list[str]) -> None:
@@ -962,7 +989,6 @@ def write_choropleth_png(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     out = Path(path)
     if field not in units.columns:
@@ -974,82 +1000,14 @@ def write_choropleth_png(
     out.parent.mkdir(parents=True, exist_ok=True)
     gdf = units.to_crs("EPSG:4326") if units.crs is not None else units
     vals = pd.to_numeric(gdf[field], errors="coerce").replace([np.inf, -np.inf], np.nan)
-    edges = class_breaks(vals, k, method)
     fig, ax = plt.subplots(figsize=(8, 7))
-    handles = []
-    if edges:
-        n = len(edges) - 1
-        colors = [tuple(c / 255 for c in rgba) for rgba in ramp_colors(n)]
-        cls = np.clip(np.searchsorted(edges, vals.to_numpy(), side="left") - 1, 0, n - 1)
-        for i in range(n):
-            sel = (cls == i) & vals.notna().to_numpy()
-            if sel.any():
-                gdf[sel].plot(ax=ax, color=colors[i], edgecolor="#6e6e6e", linewidth=0.15)
-        handles = [
-            Patch(facecolor=c, edgecolor="#6e6e6e", label=lab)
-            for c, lab in zip(colors, range_labels(edges), strict=True)
-        ]
-    missing = vals.isna().to_numpy()
-    if "scan_status" in gdf.columns:
-        status = gdf["scan_status"].astype(str).to_numpy()
-        partial = missing & (status == "partial")
-        unscanned = missing & (status == "not scanned")
-        other = missing & ~partial & ~unscanned
-    else:
-        partial, unscanned, other = missing, np.zeros_like(missing), np.zeros_like(missing)
-    thr = units.attrs.get("min_scanned_fraction")
-    hatch_kw = {"facecolor": "#e1e1e1", "edgecolor": "#969696", "hatch": "///"}
-    if partial.any():
-        gdf[partial].plot(ax=ax, linewidth=0.15, **hatch_kw)
-        need = f"< {100 * thr:g}% of area scanned" if thr is not None else "partly scanned"
-        handles.append(Patch(**hatch_kw, label=f"partially scanned ({need}): no density"))
-        if "scanned_fraction" in gdf.columns:
-            # label the 25 largest partially scanned units (more would overlap)
-            part = gdf[partial]
-            part = part.loc[part.to_crs(6933).area.sort_values(ascending=False).index[:25]]
-            pts = part.geometry.representative_point()
-            fr = pd.to_numeric(part["scanned_fraction"], errors="coerce")
-            for pt, f in zip(pts, fr, strict=True):
-                ax.annotate(
-                    f"{_pct_label(f)} scanned",
-                    (pt.x, pt.y),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    style="italic",
-                    color="#333333",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75},
-                )
-    if unscanned.any() or other.any():
-        gdf[unscanned | other].plot(ax=ax, facecolor="white", edgecolor="#aaaaaa", linewidth=0.15)
-        handles.append(
-            Patch(facecolor="white", edgecolor="#aaaaaa", label="not scanned / no value")
-        )
+    handles = _draw_classes(ax, gdf, vals, class_breaks(vals, k, method))
+    handles += _draw_missing(
+        ax, gdf, vals.isna().to_numpy(), units.attrs.get("min_scanned_fraction")
+    )
     w, s, e, n_ = gdf.total_bounds
     if footprint is not None and len(footprint):
-        fp = footprint.to_crs("EPSG:4326") if footprint.crs is not None else footprint
-        fp = gpd.GeoSeries(fp.geometry if isinstance(fp, gpd.GeoDataFrame) else fp)
-        fp = fp[~fp.is_empty]
-        if len(fp):
-            fp.plot(ax=ax, facecolor=(0.19, 0.51, 0.74, 0.18), edgecolor="#08519c", linewidth=0.9)
-            # too small to see at this scale: under 0.2% of the map's area
-            tiny = float(shapely.area(fp.values).sum()) < 0.002 * max((e - w) * (n_ - s), 1e-18)
-            lab = "scanned area (union of scanned tiles)"
-            if tiny:
-                fw, fs, fe, fn = fp.total_bounds
-                ax.plot(
-                    (fw + fe) / 2,
-                    (fs + fn) / 2,
-                    marker="o",
-                    ms=14,
-                    mfc="none",
-                    mec="#08519c",
-                    mew=1.6,
-                )
-                lab += ", ringed: too small to see here"
-            handles.append(
-                Patch(facecolor=(0.19, 0.51, 0.74, 0.18), edgecolor="#08519c", label=lab)
-            )
+        handles += _draw_footprint(ax, footprint, (w, s, e, n_))
     ax.set_aspect(1 / max(np.cos(np.radians((s + n_) / 2)), 0.1))
     ax.set_axis_off()
     label = FIELD_ALIASES.get(field, field)
@@ -1072,6 +1030,97 @@ def write_choropleth_png(
     finally:
         plt.close(fig)
     return out
+
+
+def _draw_classes(ax: Any, gdf: gpd.GeoDataFrame, vals: pd.Series, edges: list[float]) -> list:
+    """Fill each unit with a value in its class colour; the legend patches of the classes."""
+    from matplotlib.patches import Patch
+
+    if not edges:
+        return []
+    n = len(edges) - 1
+    colors = [tuple(c / 255 for c in rgba) for rgba in ramp_colors(n)]
+    cls = np.clip(np.searchsorted(edges, vals.to_numpy(), side="left") - 1, 0, n - 1)
+    for i in range(n):
+        sel = (cls == i) & vals.notna().to_numpy()
+        if sel.any():
+            gdf[sel].plot(ax=ax, color=colors[i], edgecolor="#6e6e6e", linewidth=0.15)
+    return [
+        Patch(facecolor=c, edgecolor="#6e6e6e", label=lab)
+        for c, lab in zip(colors, range_labels(edges), strict=True)
+    ]
+
+
+def _draw_missing(ax: Any, gdf: gpd.GeoDataFrame, missing: np.ndarray, thr: float | None) -> list:
+    """Units without a value, drawn by why: partially scanned hatched and labelled, the rest
+    outlined; their legend patches."""
+    from matplotlib.patches import Patch
+
+    if "scan_status" in gdf.columns:
+        status = gdf["scan_status"].astype(str).to_numpy()
+        partial = missing & (status == "partial")
+        unscanned = missing & (status == "not scanned")
+        other = missing & ~partial & ~unscanned
+    else:
+        partial, unscanned, other = missing, np.zeros_like(missing), np.zeros_like(missing)
+    handles = []
+    hatch_kw = {"facecolor": "#e1e1e1", "edgecolor": "#969696", "hatch": "///"}
+    if partial.any():
+        gdf[partial].plot(ax=ax, linewidth=0.15, **hatch_kw)
+        need = f"< {100 * thr:g}% of area scanned" if thr is not None else "partly scanned"
+        handles.append(Patch(**hatch_kw, label=f"partially scanned ({need}): no density"))
+        if "scanned_fraction" in gdf.columns:
+            _label_scanned_fraction(ax, gdf[partial])
+    if unscanned.any() or other.any():
+        gdf[unscanned | other].plot(ax=ax, facecolor="white", edgecolor="#aaaaaa", linewidth=0.15)
+        handles.append(
+            Patch(facecolor="white", edgecolor="#aaaaaa", label="not scanned / no value")
+        )
+    return handles
+
+
+def _label_scanned_fraction(ax: Any, part: gpd.GeoDataFrame) -> None:
+    """Label the 25 largest partially scanned units with their scanned share (more overlap)."""
+    part = part.loc[part.to_crs(6933).area.sort_values(ascending=False).index[:25]]
+    pts = part.geometry.representative_point()
+    fr = pd.to_numeric(part["scanned_fraction"], errors="coerce")
+    for pt, f in zip(pts, fr, strict=True):
+        ax.annotate(
+            f"{_pct_label(f)} scanned",
+            (pt.x, pt.y),
+            ha="center",
+            va="center",
+            fontsize=6,
+            style="italic",
+            color="#333333",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75},
+        )
+
+
+def _draw_footprint(
+    ax: Any,
+    footprint: gpd.GeoDataFrame | gpd.GeoSeries,
+    bounds: tuple[float, float, float, float],
+) -> list:
+    """The scan footprint as a blue outline, ringed when too small to see; its legend patch."""
+    from matplotlib.patches import Patch
+
+    w, s, e, n_ = bounds
+    fp = footprint.to_crs("EPSG:4326") if footprint.crs is not None else footprint
+    fp = gpd.GeoSeries(fp.geometry if isinstance(fp, gpd.GeoDataFrame) else fp)
+    fp = fp[~fp.is_empty]
+    if not len(fp):
+        return []
+    fp.plot(ax=ax, facecolor=(0.19, 0.51, 0.74, 0.18), edgecolor="#08519c", linewidth=0.9)
+    # too small to see at this scale: under 0.2% of the map's area
+    tiny = float(shapely.area(fp.values).sum()) < 0.002 * max((e - w) * (n_ - s), 1e-18)
+    lab = "scanned area (union of scanned tiles)"
+    if tiny:
+        fw, fs, fe, fn = fp.total_bounds
+        ax.plot((fw + fe) / 2, (fs + fn) / 2, marker="o", ms=14, mfc="none", mec="#08519c",
+                mew=1.6)  # fmt: skip
+        lab += ", ringed: too small to see here"
+    return [Patch(facecolor=(0.19, 0.51, 0.74, 0.18), edgecolor="#08519c", label=lab)]
 
 
 def _pct_label(frac: float) -> str:
@@ -1127,7 +1176,8 @@ def write_run_outputs(
     unit layer with ``density_field`` (with the ``scan_footprint`` layer drawn on it when there
     is one), ``tables/{layer}.csv|parquet``. ``data_label`` (e.g. "SYNTHETIC") labels the
     GeoPackage, every table (column ``data_label``) and the map titles. Returns the paths, the
-    layer names and the provenance given."""
+    layer names and the provenance given.
+    """
     d = Path(out_dir)
     gpkg = write_run_geopackage(
         d / f"{name}.gpkg",
@@ -1180,7 +1230,8 @@ def write_run_outputs(
 def outputs_summary(paths: Mapping[str, Any], indent: str = "  ") -> list[str]:
     """Lines listing a run's deliverables (the dict :func:`write_run_outputs` returns, or its
     JSON form): the GeoPackage and its layers, each PNG map, each table, where the figures came
-    from."""
+    from.
+    """
     lines = []
     label = paths.get("data_label")
     gp = paths.get("geopackage")
