@@ -108,12 +108,29 @@ KNOWN_ARCHS: tuple[str, ...] = tuple(SPECS)
 
 
 def is_timm_arch(arch: str) -> bool:
-    """True for ``timm:<name>``: any timm model, weights from timm's hub."""
+    """True for ``timm:<name>``: any timm model, weights from timm's hub.
+
+    Args:
+        arch: the ``model.arch`` value.
+
+    Returns:
+        Whether ``arch`` is ``timm:`` followed by a non-empty model name.
+    """
     return arch.startswith(TIMM_PREFIX) and len(arch) > len(TIMM_PREFIX)
 
 
 def check_arch(arch: str) -> str:
-    """``arch`` if known or ``timm:<name>``; a ValueError naming the choices otherwise."""
+    """``arch`` if known or ``timm:<name>``; a ValueError naming the choices otherwise.
+
+    Args:
+        arch: the ``model.arch`` value.
+
+    Returns:
+        ``arch`` unchanged.
+
+    Raises:
+        ValueError: ``arch`` is neither a known backbone nor ``timm:<name>``.
+    """
     if arch in SPECS or is_timm_arch(arch):
         return arch
     raise ValueError(
@@ -123,7 +140,18 @@ def check_arch(arch: str) -> str:
 
 
 def get_spec(arch: str) -> BackboneSpec:
-    """The :class:`BackboneSpec` of ``arch`` (for ``timm:<name>``, timm's generic names)."""
+    """The :class:`BackboneSpec` of ``arch`` (for ``timm:<name>``, timm's generic names).
+
+    Args:
+        arch: a known backbone name or ``timm:<name>``.
+
+    Returns:
+        The spec; for ``timm:<name>`` one with no head, block or tap names and a 224 px native
+        input size.
+
+    Raises:
+        ValueError: ``arch`` is unknown (see :func:`check_arch`).
+    """
     if arch in SPECS:
         return SPECS[arch]
     check_arch(arch)
@@ -144,7 +172,19 @@ def get_spec(arch: str) -> BackboneSpec:
 
 
 def lite_weights_file(spec: BackboneSpec) -> Path:
-    """Path of the ImageNet state dict inside the installed registry package."""
+    """Path of the ImageNet state dict inside the installed registry package.
+
+    Args:
+        spec: a backbone whose ImageNet weights come from a registry package
+            (``spec.weights_package`` set).
+
+    Returns:
+        The ``.pth`` file of the weights.
+
+    Raises:
+        OfflineError: the package is not installed.
+        InputDataError: the package holds no ``.pth`` file.
+    """
     pkg = spec.weights_package
     assert pkg is not None
     try:
@@ -217,8 +257,17 @@ def lukemelas_to_timm(
 def load_lite_imagenet(spec: BackboneSpec, model: nn.Module) -> dict[str, torch.Tensor]:
     """The registry package's ImageNet weights in ``model``'s (timm) layout, every key checked.
 
-    Raises InputDataError when a tensor is missing, unexpected or of the wrong shape (the
-    1000-class head's shape is not checked: a 2-class model replaces it).
+    Args:
+        spec: the EfficientNet-Lite backbone (``spec.weights_package`` set).
+        model: the timm model the weights are for (its blocks give the stage layout).
+
+    Returns:
+        The state dict under timm's names, ready for ``model.load_state_dict``.
+
+    Raises:
+        InputDataError: a tensor is missing, unexpected or of the wrong shape (the 1000-class
+            head's shape is not checked: a 2-class model replaces it).
+        OfflineError: the weights package is not installed.
     """
     import torch
 
@@ -249,7 +298,19 @@ def load_lite_imagenet(spec: BackboneSpec, model: nn.Module) -> dict[str, torch.
 
 
 def create_timm_model(spec: BackboneSpec, *, num_classes: int, drop_rate: float) -> nn.Module:
-    """A timm model (random init), or a ConfigError when timm does not know the name."""
+    """A timm model (random init), or a ConfigError when timm does not know the name.
+
+    Args:
+        spec: the backbone (``spec.timm_name`` is passed to timm).
+        num_classes: number of output classes.
+        drop_rate: dropout before the classifier, fraction 0-1.
+
+    Returns:
+        The randomly initialised model.
+
+    Raises:
+        ConfigError: timm has no model of that name.
+    """
     import timm
 
     try:
@@ -265,7 +326,18 @@ def create_timm_model(spec: BackboneSpec, *, num_classes: int, drop_rate: float)
 
 
 def imagenet_model(arch: str) -> nn.Module:
-    """The 1000-class ImageNet model of a registry-weights backbone (for checks and demos)."""
+    """The 1000-class ImageNet model of a registry-weights backbone (for checks and demos).
+
+    Args:
+        arch: a backbone name whose weights come from a registry package (EfficientNet-Lite).
+
+    Returns:
+        The model with its ImageNet weights, in eval mode.
+
+    Raises:
+        ConfigError: ``arch`` has no offline ImageNet weights.
+        InputDataError: the weights do not fit the model.
+    """
     spec = get_spec(arch)
     if spec.weights_package is None:
         raise ConfigError(f"{arch} has no offline ImageNet weights", where="arch", fix="lite0/2")

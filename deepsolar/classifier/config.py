@@ -99,6 +99,8 @@ class RMSpropTFConfig(StrictModel):
 
 
 class AdamWConfig(StrictModel):
+    """AdamW's moment coefficients (``betas``) and denominator epsilon (``eps``)."""
+
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
 
@@ -171,6 +173,7 @@ class ManifestSource(_SourceBase):
 
     @property
     def display_name(self) -> str:
+        """The name in reports: ``name``, else the manifest's folder (``/split`` when filtered)."""
         base = self.name or self.path.parent.name
         return f"{base}/{self.split}" if (self.split and not self.name) else base
 
@@ -194,6 +197,7 @@ class SceneSource(_SourceBase):
 
     @property
     def display_name(self) -> str:
+        """The name in reports: ``name``, else the tile manifest's file stem."""
         return self.name or self.path.stem
 
 
@@ -218,6 +222,7 @@ class ImagesSource(_SourceBase):
 
     @property
     def display_name(self) -> str:
+        """The name in reports: ``name``, else the folder (with its parent when named like a split)."""
         if self.name:
             return self.name
         if self.path.name.lower() in _SPLIT_LIKE_NAMES and self.path.parent.name:
@@ -260,6 +265,13 @@ class SubtileConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
+    """Where the chips come from and how they are split.
+
+    ``train``, ``val`` and ``test`` are lists of chip sources (``val`` empty: a seeded stratified
+    split of ``train``; ``test`` is never trained on or used for model selection);
+    ``val_fraction`` and ``test_fraction`` are fractions 0-1 of the chips held out.
+    """
+
     train: list[ChipSource] = Field(min_length=1)
     val: list[ChipSource] = Field(
         default_factory=list, description="empty: a seeded stratified split of train"
@@ -354,7 +366,15 @@ class TrainClassifierConfig(StrictModel):
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` merged into a copy of ``base``; nested dicts merge, everything else replaces."""
+    """``over`` merged into a copy of ``base``; nested dicts merge, everything else replaces.
+
+    Args:
+        base: the mapping to start from (not modified).
+        over: the mapping whose values win.
+
+    Returns:
+        The merged copy.
+    """
     out = deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -370,7 +390,19 @@ def load_train_config(
     config: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> TrainClassifierConfig:
-    """A YAML file and/or a mapping, then ``overrides`` deep-merged, validated in one go."""
+    """A YAML file and/or a mapping, then ``overrides`` deep-merged, validated in one go.
+
+    Args:
+        path: the YAML config file (``None``: start from an empty mapping).
+        config: a mapping deep-merged over the file's content.
+        overrides: a mapping deep-merged last.
+
+    Returns:
+        The validated training config.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not a YAML mapping, or a field is invalid.
+    """
     data: dict[str, Any] = load_yaml(path) if path is not None else {}
     if config:
         data = deep_merge(data, config)

@@ -1,6 +1,6 @@
-"""Labelled image chips: reading, sources (folder, images + masks, manifest CSV, synthetic scene),
-a source from a plain path, and splits.
+"""Labelled image chips: reading, sources, a source from a plain path, and splits.
 
+Sources are a folder (``pos/`` + ``neg/``), images + masks, a manifest CSV or a synthetic scene.
 A chip is any image file; it is read as RGB (greyscale -> 3 equal channels, RGBA/LA -> alpha
 dropped, palette -> RGB), rejected with an :class:`InputDataError` naming the file when it cannot be
 decoded, has 16-bit/float pixels or is smaller than ``min_side_px``, and resized to the model's
@@ -62,7 +62,19 @@ class Chip:
 
 
 def read_chip(path: str | Path, *, min_side_px: int = 16) -> Image.Image:
-    """Read an image file as an 8-bit RGB PIL image, or raise InputDataError naming it."""
+    """Read an image file as an 8-bit RGB PIL image, or raise InputDataError naming it.
+
+    Args:
+        path: the image file.
+        min_side_px: smallest accepted width or height, px.
+
+    Returns:
+        The image in RGB mode (greyscale repeated, alpha dropped, palette expanded).
+
+    Raises:
+        InputDataError: the file is missing or cannot be decoded, has 16/32-bit pixels, or is
+            smaller than ``min_side_px``.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputDataError("image file not found", where=str(p), fix="check the path")
@@ -103,7 +115,18 @@ def _to_rgb(im: Image.Image, p: Path) -> Image.Image:
 
 
 def array_to_rgb(arr: np.ndarray, where: str = "array") -> Image.Image:
-    """An in-memory chip (H x W, H x W x 1/3/4, uint8) as an RGB image."""
+    """An in-memory chip (H x W, H x W x 1/3/4, uint8) as an RGB image.
+
+    Args:
+        arr: the pixels, uint8, H x W (greyscale) or H x W x 1, 3 or 4 (alpha dropped).
+        where: what to name in an error message.
+
+    Returns:
+        The RGB image.
+
+    Raises:
+        InputDataError: the dtype is not uint8 or the shape is not one of the above.
+    """
     a = np.asarray(arr)
     if a.dtype != np.uint8:
         raise InputDataError(
@@ -134,7 +157,17 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def chips_from_folder(src: FolderSource) -> list[Chip]:
-    """``path/<positive_dir>/*`` -> label 1, ``path/<negative_dir>/*`` -> label 0."""
+    """``path/<positive_dir>/*`` -> label 1, ``path/<negative_dir>/*`` -> label 0.
+
+    Args:
+        src: the folder source.
+
+    Returns:
+        The chips, positives first, each folder's images in name order.
+
+    Raises:
+        InputDataError: either folder is missing.
+    """
     chips = []
     for sub, label in ((src.positive_dir, 1), (src.negative_dir, 0)):
         folder = src.path / sub
@@ -161,7 +194,17 @@ def _subdir(root: Path, name: str) -> Path | None:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A PV mask file as a bool array (any non-zero pixel is PV), or InputDataError naming it."""
+    """A PV mask file as a bool array (any non-zero pixel is PV), or InputDataError naming it.
+
+    Args:
+        path: the mask image (greyscale, or RGB(A): PV where any colour channel is non-zero).
+
+    Returns:
+        The H x W mask, True on PV pixels.
+
+    Raises:
+        InputDataError: the file cannot be decoded.
+    """
     p = Path(path)
     try:
         with Image.open(p) as im:
@@ -177,7 +220,18 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def chips_from_images(src: ImagesSource) -> list[Chip]:
-    """``path/images/*`` (+ ``path/masks/<same stem>.*``): positive iff the mask has a PV pixel."""
+    """``path/images/*`` (+ ``path/masks/<same stem>.*``): positive iff the mask has a PV pixel.
+
+    Args:
+        src: the images source (folder names matched case-insensitively).
+
+    Returns:
+        The chips in image-name order, each with its mask file (None without one).
+
+    Raises:
+        InputDataError: the images folder is missing, two masks share a stem, or an image has no
+            mask while ``missing_mask_is_negative`` is false.
+    """
     images_dir = _subdir(src.path, src.images_dir)
     if images_dir is None:
         raise InputDataError(
@@ -220,6 +274,17 @@ def source_from_path(path: str | Path, *, split: str | None = None) -> ChipSourc
     - a folder with a ``manifest.csv``: that manifest.
 
     A folder with ``images/`` wins over its own ``manifest.csv`` only when no ``split`` is given.
+
+    Args:
+        path: a manifest CSV or a folder (``~`` expanded).
+        split: keep only the manifest rows of this split.
+
+    Returns:
+        The source.
+
+    Raises:
+        InputDataError: the path does not exist, is a file other than a CSV, or is a folder of
+            none of the kinds above.
     """
     p = Path(path).expanduser()
     if p.is_file():
@@ -260,7 +325,22 @@ def _manifest_image_path(root: Path, split: str | None, image: str) -> Path:
 
 
 def chips_from_manifest(src: ManifestSource) -> list[Chip]:
-    """Rows of a manifest CSV; label = ``label`` column, else ``n_solar_polygons > 0``."""
+    """Rows of a manifest CSV; label = ``label`` column, else ``n_solar_polygons > 0``.
+
+    Images and masks are found under ``{split}/images/`` and ``{split}/masks/`` when there, else
+    relative to the manifest's folder; an optional ``ground_m_per_px`` column gives each chip's
+    ground resolution (m/px).
+
+    Args:
+        src: the manifest source (``split`` keeps one split).
+
+    Returns:
+        The chips, in the manifest's row order.
+
+    Raises:
+        InputDataError: the manifest is missing or unreadable, lacks the ``image`` column or a
+            label column, or has no rows of ``split``.
+    """
     if not src.path.is_file():
         raise InputDataError(
             "manifest not found", where=str(src.path), fix="pass the path of a manifest.csv"
@@ -340,7 +420,18 @@ def _manifest_mask_path(root: Path, split: str | None, mask: object) -> Path | N
 
 
 def pv_area_per_tile_m2(tiles: gpd.GeoDataFrame, panels: gpd.GeoDataFrame) -> pd.Series:
-    """Area (m², EPSG:5070) of the union of ``panels`` inside each tile, indexed by tile_id."""
+    """Area (m², EPSG:5070) of the union of ``panels`` inside each tile, indexed by tile_id.
+
+    Args:
+        tiles: the tiles, with ``tile_id`` and a CRS.
+        panels: the PV truth polygons, with a CRS (overlaps are counted once).
+
+    Returns:
+        The PV area of each tile in m² (0 for a tile without PV), named ``pv_area_m2``.
+
+    Raises:
+        InputDataError: either frame has no CRS, or ``tiles`` has no ``tile_id`` column.
+    """
     for name, gdf in (("tiles", tiles), ("panels", panels)):
         if gdf.crs is None:
             raise InputDataError(
@@ -365,13 +456,36 @@ def pv_area_per_tile_m2(tiles: gpd.GeoDataFrame, panels: gpd.GeoDataFrame) -> pd
 def labels_from_truth(
     tiles: gpd.GeoDataFrame, panels: gpd.GeoDataFrame, min_pv_area_m2: float = 1.0
 ) -> pd.Series:
-    """1 where a tile holds at least ``min_pv_area_m2`` of visible PV, else 0 (index tile_id)."""
+    """1 where a tile holds at least ``min_pv_area_m2`` of visible PV, else 0 (index tile_id).
+
+    Args:
+        tiles: the tiles, with ``tile_id`` and a CRS.
+        panels: the (visible) PV truth polygons, with a CRS.
+        min_pv_area_m2: smallest PV area that makes a tile positive, m².
+
+    Returns:
+        The label of each tile, named ``label``.
+
+    Raises:
+        InputDataError: either frame has no CRS, or ``tiles`` has no ``tile_id`` column.
+    """
     area = pv_area_per_tile_m2(tiles, panels)
     return (area >= min_pv_area_m2).astype(int).rename("label")
 
 
 def chips_from_scene(src: SceneSource) -> list[Chip]:
-    """Tiles with status 'ok' from a scene's tile manifest, labelled from its PV truth."""
+    """Tiles with status 'ok' from a scene's tile manifest, labelled from its PV truth.
+
+    Args:
+        src: the scene source (with ``masks``, each tile also gets a rasterised truth mask).
+
+    Returns:
+        The chips, in the manifest's row order.
+
+    Raises:
+        InputDataError: a file is missing or unreadable, the manifest lacks a needed column, or
+            ``truth_visible_column`` is not in the truth.
+    """
     for path in (src.path, src.truth_path):
         if not path.is_file():
             raise InputDataError("scene file not found", where=str(path), fix="check the path")
@@ -414,7 +528,16 @@ def chips_from_scene(src: SceneSource) -> list[Chip]:
 
 
 def truth_tile_mask(tile: Tile, geoms_3857: Sequence[Any], shape: tuple[int, int]) -> np.ndarray:
-    """Boolean PV mask of ``tile`` at ``shape`` (rows, cols) from truth geometries in EPSG:3857."""
+    """Boolean PV mask of ``tile`` at ``shape`` (rows, cols) from truth geometries in EPSG:3857.
+
+    Args:
+        tile: the web-map tile.
+        geoms_3857: the truth geometries, EPSG:3857 metres.
+        shape: (rows, cols) of the mask, px (the tile is resampled to it).
+
+    Returns:
+        The mask, True where a geometry covers a pixel.
+    """
     h, w = shape
     if not geoms_3857:
         return np.zeros((h, w), bool)
@@ -437,6 +560,14 @@ def scene_mask_files(
 
     Written once per truth file (the folder name is a digest of the truth file, layer and
     visibility column) and reused; each file is written atomically, so an interrupted run resumes.
+
+    Args:
+        src: the scene source.
+        tiles: the tile manifest rows (``tile_id``, ``zoom``, ``tile_size_px``, ``x``, ``y``).
+        panels: the (visible) PV truth polygons, with a CRS.
+
+    Returns:
+        The mask file of each tile, by tile_id.
     """
     folder = src.path.parent / "truth-masks" / _truth_digest(src)
     geoms = [g for g in panels.to_crs("EPSG:3857").geometry if g is not None and not g.is_empty]
@@ -468,7 +599,20 @@ def _cap_per_class(chips: list[Chip], max_per_class: int | None, seed: int) -> l
 
 
 def load_source(src: ChipSource, *, seed: int = 0) -> list[Chip]:
-    """All chips of one source (capped per class when asked); missing files are errors."""
+    """All chips of one source (capped per class when asked); missing files are errors.
+
+    Args:
+        src: the source; its ``ground_m_per_px`` (m/px) fills chips that have none, its
+            ``max_per_class`` caps each class by a seeded draw.
+        seed: seed of the per-class draw.
+
+    Returns:
+        The chips (sorted by path when capped).
+
+    Raises:
+        InputDataError: the source yields no chips, a listed image does not exist, or the source
+            cannot be read.
+    """
     if isinstance(src, FolderSource):
         chips = chips_from_folder(src)
     elif isinstance(src, ImagesSource):
@@ -495,6 +639,18 @@ def load_source(src: ChipSource, *, seed: int = 0) -> list[Chip]:
 
 
 def load_sources(sources: Sequence[ChipSource], *, seed: int = 0) -> list[Chip]:
+    """All chips of several sources, in order.
+
+    Args:
+        sources: the sources.
+        seed: seed of the first source's per-class draw (the ``i``-th source uses ``seed + i``).
+
+    Returns:
+        The chips of every source, concatenated.
+
+    Raises:
+        InputDataError: a source cannot be read or yields no chips (see :func:`load_source`).
+    """
     chips: list[Chip] = []
     for i, src in enumerate(sources):
         chips += load_source(src, seed=seed + i)
@@ -502,6 +658,14 @@ def load_sources(sources: Sequence[ChipSource], *, seed: int = 0) -> list[Chip]:
 
 
 def class_counts(chips: Sequence[Chip]) -> dict[str, int]:
+    """Number of positive and negative chips.
+
+    Args:
+        chips: the chips.
+
+    Returns:
+        ``{"positive": n, "negative": n}``.
+    """
     c = Counter(ch.label for ch in chips)
     return {"positive": c.get(1, 0), "negative": c.get(0, 0)}
 
@@ -509,7 +673,19 @@ def class_counts(chips: Sequence[Chip]) -> dict[str, int]:
 def stratified_split(
     chips: Sequence[Chip], val_fraction: float, seed: int
 ) -> tuple[list[Chip], list[Chip]]:
-    """Seeded split keeping each class's share (and each source's, when possible)."""
+    """Seeded split keeping each class's share (and each source's, when possible).
+
+    Args:
+        chips: the chips to split.
+        val_fraction: share of the chips held out for validation, fraction 0-1.
+        seed: seed of the split.
+
+    Returns:
+        The training chips and the validation chips.
+
+    Raises:
+        InputDataError: the chips cannot be split that way (e.g. too few of one class).
+    """
     strata = [f"{c.source}|{c.label}" for c in chips]
     # Fall back to class-only strata when a source/class cell is too small to split.
     if min(Counter(strata).values()) < 2:
@@ -536,6 +712,15 @@ class ChipDataset(Dataset):
 
     A chip that cannot be read comes back with ``error`` set (and a zero image) instead of
     raising inside a DataLoader worker, so the caller can raise one clear InputDataError.
+
+    Args:
+        chips: the chips.
+        input_size_px: side of the square network input, px.
+        rot90: rotate each image by a random multiple of 90 degrees.
+        hflip: flip each image left-right with probability 0.5.
+        min_side_px: smallest accepted chip width or height, px.
+        normalize: ``{"mean": [...], "std": [...]}`` per channel on [0, 1] pixels (None: 0.5 and
+            0.5, values in [-1, 1]).
     """
 
     def __init__(
@@ -586,7 +771,14 @@ class ChipDataset(Dataset):
 
 
 def raise_batch_errors(batch: dict) -> None:
-    """Raise (in the main process) the first chip error recorded in a collated batch."""
+    """Raise (in the main process) the first chip error recorded in a collated batch.
+
+    Args:
+        batch: a collated batch of :class:`ChipDataset` samples.
+
+    Raises:
+        InputDataError: a chip of the batch could not be read.
+    """
     for what, where, fix in zip(
         batch["error"], batch["error_where"], batch["error_fix"], strict=True
     ):

@@ -26,7 +26,15 @@ from deepsolar.core.errors import ConfigError
 
 
 def supports_cache(model: nn.Module) -> bool:
-    """True for EfficientNet-style timm models (the layout :class:`TrainableTail` runs)."""
+    """True for EfficientNet-style timm models (the layout :class:`TrainableTail` runs).
+
+    Args:
+        model: the classifier.
+
+    Returns:
+        Whether ``model`` has ``conv_stem``, ``bn1``, ``blocks``, ``conv_head``, ``bn2`` and
+        ``forward_head``.
+    """
     return all(hasattr(model, n) for n in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")) and (
         hasattr(model, "forward_head")
     )
@@ -45,13 +53,26 @@ def _first_block(unfreeze_from: str, n_blocks: int) -> int:
 
 
 class FrozenHead(nn.Module):
-    """conv_stem -> bn1 -> blocks[:k] of ``model`` (shared modules, eval mode)."""
+    """conv_stem -> bn1 -> blocks[:k] of ``model`` (shared modules, eval mode).
+
+    Args:
+        model: an EfficientNet-style timm model (:func:`supports_cache`).
+        first_trainable: ``k``, the index of the first trainable block.
+    """
 
     def __init__(self, model: nn.Module, first_trainable: int) -> None:
         super().__init__()
         self.model, self.k = model, first_trainable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen part's features of a batch.
+
+        Args:
+            x: the preprocessed images, N x 3 x H x W.
+
+        Returns:
+            The output of ``blocks[k - 1]`` (of bn1 when ``k`` is 0).
+        """
         m = self.model
         x = m.bn1(m.conv_stem(x))
         for block in m.blocks[: self.k]:
@@ -60,13 +81,26 @@ class FrozenHead(nn.Module):
 
 
 class TrainableTail(nn.Module):
-    """blocks[k:] -> conv_head -> bn2 -> head of ``model`` (shared modules)."""
+    """blocks[k:] -> conv_head -> bn2 -> head of ``model`` (shared modules).
+
+    Args:
+        model: an EfficientNet-style timm model (:func:`supports_cache`).
+        first_trainable: ``k``, the index of the first trainable block.
+    """
 
     def __init__(self, model: nn.Module, first_trainable: int) -> None:
         super().__init__()
         self.model, self.k = model, first_trainable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the frozen part's features.
+
+        Args:
+            x: features from :class:`FrozenHead` (or :class:`CachedFeatures`).
+
+        Returns:
+            The logits, N x classes.
+        """
         m = self.model
         for block in m.blocks[self.k :]:
             x = block(x)
@@ -74,7 +108,19 @@ class TrainableTail(nn.Module):
 
 
 def split_model(model: nn.Module, unfreeze_from: str) -> tuple[FrozenHead, TrainableTail]:
-    """The frozen part and the trainable tail of ``model`` at ``unfreeze_from``."""
+    """The frozen part and the trainable tail of ``model`` at ``unfreeze_from``.
+
+    Args:
+        model: an EfficientNet-style timm model.
+        unfreeze_from: the first trainable module, ``blocks.N`` or ``conv_head``.
+
+    Returns:
+        The frozen head and the trainable tail (sharing ``model``'s modules).
+
+    Raises:
+        ConfigError: ``model`` is not EfficientNet-style, or ``unfreeze_from`` is not after the
+            stem.
+    """
     if not supports_cache(model):
         raise ConfigError(
             "feature caching is only implemented for EfficientNet-style backbones",
@@ -90,6 +136,10 @@ class CachedFeatures(Dataset):
 
     With several rotations each item draws one with the (seeded) torch RNG, as ChipDataset's
     ``rot90`` does.
+
+    Args:
+        features: the cached features, rotations x N x C x h x w.
+        labels: the label of each of the N chips.
     """
 
     def __init__(self, features: torch.Tensor, labels: Sequence[int]) -> None:
@@ -115,7 +165,22 @@ def cache_features(
     batch_size: int = 64,
     progress: bool = False,
 ) -> CachedFeatures:
-    """Run the frozen part once per chip and rotation (k x 90 degrees, k < ``rotations``)."""
+    """Run the frozen part once per chip and rotation (k x 90 degrees, k < ``rotations``).
+
+    Args:
+        head: the frozen part (put in eval mode).
+        dataset: the chips (read without augmentation).
+        rotations: number of 90-degree rotations to cache (1: the image as is).
+        device: where the frozen part runs.
+        batch_size: chips per batch.
+        progress: show a progress bar.
+
+    Returns:
+        The features (on the CPU, float16) with the chips' labels.
+
+    Raises:
+        InputDataError: a chip cannot be read.
+    """
     head.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     per_rot: list[list[torch.Tensor]] = [[] for _ in range(rotations)]

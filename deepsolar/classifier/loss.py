@@ -19,7 +19,17 @@ from deepsolar.classifier.config import LossConfig
 def weighted_smoothed_ce(
     logits: torch.Tensor, targets: torch.Tensor, *, alpha: float, label_smoothing: float
 ) -> torch.Tensor:
-    """mean_i[ CE_smooth(logits_i, y_i) * (1 + alpha * y_i) ] for y in {0, 1}."""
+    """mean_i[ CE_smooth(logits_i, y_i) * (1 + alpha * y_i) ] for y in {0, 1}.
+
+    Args:
+        logits: the logits, N x 2.
+        targets: the labels, N (0 or 1).
+        alpha: extra weight of a positive (9: a positive weighs 10x).
+        label_smoothing: label smoothing, fraction 0-1.
+
+    Returns:
+        The loss, a scalar (divided by N, not by the sum of the weights).
+    """
     per_sample = F.cross_entropy(
         logits.float(), targets, reduction="none", label_smoothing=label_smoothing
     )
@@ -28,7 +38,11 @@ def weighted_smoothed_ce(
 
 
 class DeepSolarLoss(nn.Module):
-    """Main-head loss plus ``aux_weight`` x the auxiliary head's loss (when it is given)."""
+    """Main-head loss plus ``aux_weight`` x the auxiliary head's loss (when it is given).
+
+    Args:
+        cfg: ``alpha``, ``label_smoothing`` and ``aux_weight`` (None: the defaults).
+    """
 
     def __init__(self, cfg: LossConfig | None = None) -> None:
         super().__init__()
@@ -37,6 +51,16 @@ class DeepSolarLoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, aux_logits: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """The loss of a batch.
+
+        Args:
+            logits: the main head's logits, N x 2.
+            targets: the labels, N (0 or 1).
+            aux_logits: the auxiliary head's logits, N x 2 (None: no auxiliary term).
+
+        Returns:
+            The loss, a scalar.
+        """
         c = self.cfg
         loss = weighted_smoothed_ce(
             logits, targets, alpha=c.alpha, label_smoothing=c.label_smoothing

@@ -45,7 +45,18 @@ def _num(x: float) -> float | None:
 def classification_metrics(
     labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray, threshold: float = 0.5
 ) -> dict[str, Any]:
-    """Precision, recall, F1, accuracy and the confusion matrix at ``threshold``; ROC/PR-AUC."""
+    """Precision, recall, F1, accuracy and the confusion matrix at ``threshold``; ROC/PR-AUC.
+
+    Args:
+        labels: the true labels (0 or 1).
+        probs: the predicted probabilities of PV, 0-1.
+        threshold: a chip is called positive at ``prob >= threshold``, probability 0-1.
+
+    Returns:
+        The metrics by name: counts, ``precision``, ``recall``, ``f1``, ``accuracy``,
+        ``roc_auc``, ``pr_auc`` (None where undefined) and ``confusion_matrix`` (rows truth,
+        columns prediction).
+    """
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=float)
     pred = (p >= threshold).astype(int)
@@ -76,7 +87,17 @@ def threshold_sweep(
     probs: Sequence[float] | np.ndarray,
     thresholds: Sequence[float] = DEFAULT_SWEEP,
 ) -> list[dict[str, Any]]:
-    """Precision/recall/F1 and counts at each threshold."""
+    """Precision/recall/F1 and counts at each threshold.
+
+    Args:
+        labels: the true labels (0 or 1).
+        probs: the predicted probabilities of PV, 0-1.
+        thresholds: the thresholds to evaluate, probabilities 0-1.
+
+    Returns:
+        One row per threshold: ``threshold``, ``precision``, ``recall``, ``f1``, ``tp``, ``fp``,
+        ``fn``.
+    """
     rows = []
     for t in thresholds:
         m = classification_metrics(labels, probs, t)
@@ -105,7 +126,17 @@ def plot_curves(
     out_dir: str | Path,
     title: str = "",
 ) -> list[Path]:
-    """roc.png and pr.png (only when both classes are present)."""
+    """roc.png and pr.png (only when both classes are present).
+
+    Args:
+        labels: the true labels (0 or 1).
+        probs: the predicted probabilities of PV, 0-1.
+        out_dir: the output folder; created if missing.
+        title: prefix of the plot titles.
+
+    Returns:
+        The files written (empty with a single class).
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on servers/CI
@@ -159,7 +190,19 @@ def write_metrics(
     name: str = "",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compute everything, write ``metrics.json`` (+ ``roc.png``/``pr.png``) to ``out_dir``."""
+    """Compute everything, write ``metrics.json`` (+ ``roc.png``/``pr.png``) to ``out_dir``.
+
+    Args:
+        labels: the true labels (0 or 1).
+        probs: the predicted probabilities of PV, 0-1.
+        out_dir: the output folder; created if missing.
+        threshold: the decision threshold, probability 0-1.
+        name: the evaluation's name (in the JSON and plot titles).
+        extra: more entries for the JSON.
+
+    Returns:
+        The metrics written, with the threshold sweep and the plot file names.
+    """
     out = Path(out_dir)
     metrics = {"name": name, **classification_metrics(labels, probs, threshold)}
     metrics["threshold_sweep"] = threshold_sweep(labels, probs)
@@ -194,6 +237,19 @@ def report_rows(
     replacement; the same resamples for both rows, so the comparison is paired). ROC-AUC is
     ``None`` when either class has fewer than ``min_class_for_auc`` chips; the all-positive
     classifier scores every chip alike, so its ROC-AUC is 0.5.
+
+    Args:
+        source: the chip set's name.
+        labels: the true labels (0 or 1).
+        probs: the predicted probabilities of PV, 0-1.
+        threshold: the decision threshold, probability 0-1.
+        reps: number of bootstrap resamples.
+        seed: seed of the resampling.
+        level: confidence level of the intervals, fraction 0-1.
+        min_class_for_auc: fewest chips of each class for a ROC-AUC.
+
+    Returns:
+        The model's row and the baseline's row (columns of :data:`REPORT_COLUMNS`, plus counts).
     """
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=float)
@@ -237,6 +293,16 @@ REPORT_COLUMNS = (
 
 
 def report_notes(reps: int, level: float, min_class_for_auc: int = MIN_CLASS_FOR_AUC) -> list[str]:
+    """Footnotes explaining the report table's intervals, baseline and ROC-AUC.
+
+    Args:
+        reps: number of bootstrap resamples.
+        level: confidence level of the intervals, fraction 0-1.
+        min_class_for_auc: fewest chips of each class for a ROC-AUC.
+
+    Returns:
+        The notes, one sentence or two each.
+    """
     return [
         f"[lo, hi]: {level:.0%} percentile bootstrap interval, chips resampled with replacement "
         f"({reps} replicates, the same resamples for model and baseline).",

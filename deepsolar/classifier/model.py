@@ -41,13 +41,25 @@ HEAD_INIT_STD = 0.001  # TF-slim's initialiser for the aux logits; small logits 
 
 
 def imagenet_weights_path() -> Path:
-    """Where torch hub caches (and looks for) the ImageNet Inception-v3 weights."""
+    """Where torch hub caches (and looks for) the ImageNet Inception-v3 weights.
+
+    Returns:
+        ``<torch.hub.get_dir()>/checkpoints/<file name of the weights URL>``.
+    """
     name = Path(IMAGENET_WEIGHTS.url).name
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """torchvision's IMAGENET1K_V1 weights: from the hub cache, else downloaded into it."""
+    """Torchvision's IMAGENET1K_V1 weights: from the hub cache, else downloaded into it.
+
+    Returns:
+        The Inception-v3 state dict (1000-class heads).
+
+    Raises:
+        OfflineError: the weights are not cached and cannot be downloaded.
+        InputDataError: the cached file is damaged (hash mismatch or unreadable).
+    """
     target = imagenet_weights_path()
     try:
         # Loads the cached file when present; otherwise downloads (hash-checked) to ``target``.
@@ -72,8 +84,19 @@ def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A local weights file: a plain state dict or a deepsolar checkpoint (``model_state``);
-    ``builtin`` is the shipped reference classifier (data/models/builtin-classifier.pt)."""
+    """A local weights file: a plain state dict or a deepsolar checkpoint (``model_state``).
+
+    ``builtin`` is the shipped reference classifier (data/models/builtin-classifier.pt).
+
+    Args:
+        path: the weights file, or ``builtin``.
+
+    Returns:
+        The state dict.
+
+    Raises:
+        InputDataError: the file is missing, unreadable, or holds no state dict of tensors.
+    """
     p = resolve_checkpoint(path, "classifier")
     if not p.is_file():
         raise InputDataError(
@@ -156,7 +179,7 @@ def build_classifier(cfg: ClassifierConfig) -> nn.Module:
 
 
 def _timm_pretrained_state(spec: BackboneSpec) -> dict[str, torch.Tensor]:
-    """timm hub weights for ``timm:<name>`` (needs a network connection)."""
+    """Timm hub weights for ``timm:<name>`` (needs a network connection)."""
     import timm
 
     try:
@@ -171,7 +194,20 @@ def _timm_pretrained_state(spec: BackboneSpec) -> dict[str, torch.Tensor]:
 
 
 def build_timm_classifier(cfg: ClassifierConfig) -> nn.Module:
-    """A timm backbone with a fresh 2-class head; ImageNet weights per ``cfg.weights``."""
+    """A timm backbone with a fresh 2-class head; ImageNet weights per ``cfg.weights``.
+
+    Args:
+        cfg: the model block of a classifier config (``timm:<name>`` or an EfficientNet-Lite
+            arch; ``weights``: ``imagenet``, ``none`` or a file).
+
+    Returns:
+        The model, head freshly initialised, BN momentum and epsilon set.
+
+    Raises:
+        ConfigError: timm does not know the model.
+        OfflineError: the ImageNet weights cannot be fetched.
+        InputDataError: the weights do not fit the backbone.
+    """
     spec = get_spec(cfg.arch)
     model = create_timm_model(spec, num_classes=2, drop_rate=cfg.dropout)
     head = model.get_classifier()
@@ -194,7 +230,20 @@ def build_timm_classifier(cfg: ClassifierConfig) -> nn.Module:
 
 
 def build_inception(cfg: ClassifierConfig) -> Inception3:
-    """Inception-v3 with 2-class main and auxiliary heads and DeepSolar's BN/dropout settings."""
+    """Inception-v3 with 2-class main and auxiliary heads and DeepSolar's BN/dropout settings.
+
+    Args:
+        cfg: the model block of a classifier config (``weights``: ``imagenet``, ``none`` or a
+            file; ``aux_logits``: keep the auxiliary head).
+
+    Returns:
+        The model, heads freshly initialised (the auxiliary head dropped unless
+        ``cfg.aux_logits``).
+
+    Raises:
+        OfflineError: the ImageNet weights cannot be downloaded.
+        InputDataError: the weights file is unreadable or does not fit Inception-v3.
+    """
     random_init = cfg.weights == "none"
     # aux head is always built so that weights with an aux head load; dropped below if unused.
     model = Inception3(
@@ -226,7 +275,15 @@ def build_inception(cfg: ClassifierConfig) -> Inception3:
 
 
 def configure_batchnorm(model: nn.Module, momentum: float, eps: float) -> None:
-    """TF keeps ``decay`` = 1 - PyTorch ``momentum``: 0.9997 -> 0.0003."""
+    """Set every BatchNorm layer's momentum and epsilon.
+
+    TF keeps ``decay`` = 1 - PyTorch ``momentum``: 0.9997 -> 0.0003.
+
+    Args:
+        model: the network (changed in place).
+        momentum: PyTorch BN momentum, fraction 0-1.
+        eps: BN epsilon added to the variance.
+    """
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
@@ -241,6 +298,15 @@ def preprocess(
     """DeepSolar preprocessing: RGB uint8 -> bilinear resize to a square -> float CHW.
 
     With the default normalisation (mean = std = 0.5 on [0, 1] pixels) values are in [-1, 1].
+
+    Args:
+        image: an RGB uint8 image (H x W x 3 array or PIL image).
+        input_size_px: side of the square network input, px.
+        normalize: ``{"mean": [...], "std": [...]}`` per channel on [0, 1] pixels (None:
+            :data:`NORMALIZE`).
+
+    Returns:
+        The float32 tensor, 3 x ``input_size_px`` x ``input_size_px``.
     """
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
@@ -255,7 +321,14 @@ def preprocess(
 
 
 def model_outputs(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(main logits, aux logits or None) from Inception3's train/eval outputs."""
+    """(main logits, aux logits or None) from Inception3's train/eval outputs.
+
+    Args:
+        out: the model's output: a tensor, or a (logits, aux_logits) tuple.
+
+    Returns:
+        The main logits and the auxiliary logits (None when there are none).
+    """
     if isinstance(out, tuple):
         return out[0], out[1]
     return out, None

@@ -84,7 +84,14 @@ def predict_logits(
 
 
 def positive_probs(logits: torch.Tensor) -> np.ndarray:
-    """Softmax probability of the positive class (column 1) per row of ``logits``."""
+    """Softmax probability of the positive class (column 1) per row of ``logits``.
+
+    Args:
+        logits: the logits, N x 2 (on the CPU).
+
+    Returns:
+        The probabilities of PV, N, 0-1.
+    """
     return torch.softmax(logits, dim=1)[:, 1].numpy()
 
 
@@ -123,11 +130,26 @@ class LoadedClassifier:
 
     @property
     def on_gpu(self) -> bool:
+        """Whether the network runs on a CUDA device."""
         return self.device.type == "cuda"
 
 
 def load_classifier(checkpoint: str | Path, device: str = "auto") -> LoadedClassifier:
-    """Load a checkpoint (``weights_only=True``) for inference, in eval mode on ``device``."""
+    """Load a checkpoint (``weights_only=True``) for inference, in eval mode on ``device``.
+
+    Args:
+        checkpoint: a ``train-classifier`` ``.pt`` file, or ``builtin`` for the shipped model.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns:
+        The network (channels-last on a GPU) with its config, input size, normalisation and
+        decision threshold.
+
+    Raises:
+        InputDataError: the checkpoint is missing or not a classifier checkpoint.
+        ConfigError: the device is unknown or not available, or the checkpoint's config is
+            invalid.
+    """
     ckpt = load_checkpoint(checkpoint)
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, str(checkpoint)).to(dev).eval()
@@ -146,7 +168,16 @@ def load_classifier(checkpoint: str | Path, device: str = "auto") -> LoadedClass
 
 
 class ImageListDataset(Dataset):
-    """Paths or in-memory arrays/PIL images, preprocessed like the training chips."""
+    """Paths or in-memory arrays/PIL images, preprocessed like the training chips.
+
+    An image that cannot be read comes back with ``error`` set (and a zero image).
+
+    Args:
+        images: image files, uint8 arrays or PIL images.
+        input_size_px: side of the square network input, px.
+        normalize: ``{"mean": [...], "std": [...]}`` per channel on [0, 1] pixels.
+        min_side_px: smallest accepted image width or height, px.
+    """
 
     def __init__(
         self,
@@ -200,6 +231,19 @@ def predict_proba(
 
     ``on_error="nan"`` gives NaN for an unreadable image instead of raising (useful when
     scanning many downloaded tiles, where one bad file must not stop the run).
+
+    Args:
+        clf: the loaded classifier.
+        images: image files, uint8 arrays or PIL images.
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (0: in this process).
+        on_error: ``raise`` or ``nan`` for an unreadable image.
+
+    Returns:
+        The probabilities of PV, 0-1 (float64; NaN for unreadable images with ``nan``).
+
+    Raises:
+        InputDataError: an image cannot be read and ``on_error`` is ``raise``.
     """
     ds = ImageListDataset(images, clf.input_size_px, clf.normalize, clf.config.data.min_side_px)
     loader = make_loader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -233,7 +277,18 @@ def predict_tiles(
     num_workers: int = 0,
     threshold: float | None = None,
 ) -> pd.DataFrame:
-    """One row per tile path: ``prob`` (NaN if unreadable) and ``positive`` at the threshold."""
+    """One row per tile path: ``prob`` (NaN if unreadable) and ``positive`` at the threshold.
+
+    Args:
+        clf: the loaded classifier.
+        paths: the tile image files.
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (0: in this process).
+        threshold: decision threshold, probability 0-1 (None: the checkpoint's).
+
+    Returns:
+        Columns ``path``, ``prob`` (0-1), ``positive`` and ``readable``, in input order.
+    """
     probs = predict_proba(
         clf, list(paths), batch_size=batch_size, num_workers=num_workers, on_error="nan"
     )
@@ -260,6 +315,19 @@ def infer_chips(
 
     With ``subtiles``, chips much larger on the ground than a tile are cut into tile-sized cells
     (:mod:`deepsolar.classifier.subtiles`) and a chip's probability is the highest of its cells'.
+
+    Args:
+        clf: the loaded classifier.
+        chips: the labelled chips.
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (0: in this process).
+        subtiles: how to cut large chips (None: resize whole chips).
+
+    Returns:
+        The labels and the probabilities of PV (0-1), one per chip, in input order.
+
+    Raises:
+        InputDataError: a chip cannot be read.
     """
     cells = expand_chips(chips, subtiles, training=False)
     ds = ChipDataset(
@@ -286,7 +354,20 @@ def write_evaluation(
     threshold: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """metrics.json + roc.png/pr.png + predictions.csv in ``out_dir``."""
+    """metrics.json + roc.png/pr.png + predictions.csv in ``out_dir``.
+
+    Args:
+        chips: the chips, in the order of ``labels`` and ``probs``.
+        labels: the true labels (0 or 1).
+        probs: the probabilities of PV, 0-1.
+        out_dir: the output folder; created if missing.
+        name: the evaluation's name.
+        threshold: the decision threshold, probability 0-1.
+        extra: more entries for metrics.json.
+
+    Returns:
+        The metrics written (see :func:`~deepsolar.classifier.metrics.write_metrics`).
+    """
     out = Path(out_dir)
     metrics = write_metrics(labels, probs, out, threshold=threshold, name=name, extra=extra)
     table = pd.DataFrame({"path": [str(c.path) for c in chips], "label": labels, "prob": probs})
@@ -313,13 +394,33 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate on each source separately and on all together; write ``summary.json``.
 
-    ``subtiles``: cut chips larger than a tile as the checkpoint was trained to (its
-    ``data.subtiles``; False: resize whole chips, DeepSolar's way). ``ground_m_per_px``: metres
-    per pixel for chips whose source and metadata do not say.
-
     Also a table with one row per source and one overall, the model beside the all-positive
     baseline, with bootstrap intervals on precision / recall / F1: ``report.json``,
     ``report.csv``, ``report.md`` (and ``summary["table"]``, its rows).
+
+    Args:
+        checkpoint: a ``train-classifier`` ``.pt`` file, or ``builtin``.
+        sources: the chip sources (each with its own name).
+        out_dir: the output folder (one subfolder per source, ``all/`` with several).
+        threshold: decision threshold, probability 0-1 (None: the checkpoint's).
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (0: in this process).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: seed of the per-class caps and the bootstrap.
+        bootstrap_reps: number of bootstrap resamples.
+        level: confidence level of the intervals, fraction 0-1.
+        subtiles: cut chips larger than a tile as the checkpoint was trained to (its
+            ``data.subtiles``; False: resize whole chips, DeepSolar's way).
+        ground_m_per_px: ground resolution, m/px, for chips whose source and metadata do not
+            say.
+
+    Returns:
+        The summary: threshold, input size, sub-tiling, per-source (and overall) metrics and the
+        report table's rows.
+
+    Raises:
+        InputDataError: the checkpoint or a chip cannot be read, a source is empty, or two
+            sources share a name.
     """
     clf = load_classifier(checkpoint, device)
     t = clf.threshold if threshold is None else threshold
@@ -388,7 +489,14 @@ def evaluate_checkpoint(
 
 
 def format_report_table(summary: dict[str, Any]) -> str:
-    """The compact per-source + overall table of :func:`evaluate_checkpoint`'s summary."""
+    """The compact per-source + overall table of :func:`evaluate_checkpoint`'s summary.
+
+    Args:
+        summary: the summary :func:`evaluate_checkpoint` returns.
+
+    Returns:
+        The table as plain text.
+    """
     return format_text(summary["table"], REPORT_COLUMNS)
 
 

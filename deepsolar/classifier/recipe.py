@@ -47,15 +47,19 @@ def _blocks_after(model: nn.Module, arch: str, first: str) -> tuple[str, ...]:
 def apply_finetune(model: nn.Module, cfg: OptimConfig, arch: str = "inception_v3") -> list[str]:
     """Set ``requires_grad`` per the strategy; return the names of the trainable parameters.
 
-    Args:
-        model: the classifier from :func:`~deepsolar.classifier.model.build_classifier`.
-        cfg: the optimiser block (``finetune``, ``unfreeze_from``).
-        arch: ``model.arch`` (which modules are heads and blocks).
-
     - ``full``: everything trains (DeepSolar).
     - ``head``: only the new heads (Inception: ``fc``, ``AuxLogits.fc``; timm: its classifier).
     - ``from_block``: ``unfreeze_from`` and every block after it, plus the heads (and
       Inception's auxiliary branch); everything before it stays frozen.
+
+    Args:
+        model: the classifier from :func:`~deepsolar.classifier.model.build_classifier`
+            (changed in place).
+        cfg: the optimiser block (``finetune``, ``unfreeze_from``).
+        arch: ``model.arch`` (which modules are heads and blocks).
+
+    Returns:
+        The names of the parameters that train.
     """
     heads = _head_modules(model, arch)
     if cfg.finetune == "full":
@@ -77,7 +81,11 @@ def apply_finetune(model: nn.Module, cfg: OptimConfig, arch: str = "inception_v3
 
 
 def set_train_mode(model: nn.Module) -> None:
-    """``model.train()``, but BatchNorm layers whose parameters are frozen keep their statistics."""
+    """``model.train()``, but BatchNorm layers whose parameters are frozen keep their statistics.
+
+    Args:
+        model: the classifier (changed in place).
+    """
     model.train()
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -87,7 +95,15 @@ def set_train_mode(model: nn.Module) -> None:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into decayed (conv/linear weights) and not decayed."""
+    """Trainable parameters split into decayed (conv/linear weights) and not decayed.
+
+    Args:
+        model: the classifier.
+        weight_decay: weight decay of the conv/linear weights (biases and norms get 0).
+
+    Returns:
+        Optimiser parameter groups: the decayed one, then the not-decayed one when non-empty.
+    """
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
@@ -100,7 +116,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """RMSpropTF (DeepSolar) or AdamW over the trainable parameters."""
+    """RMSpropTF (DeepSolar) or AdamW over the trainable parameters.
+
+    Args:
+        model: the classifier, ``requires_grad`` already set.
+        cfg: the optimiser block (``name``, learning rate, weight decay and the optimiser's
+            settings).
+
+    Returns:
+        The optimiser.
+    """
     groups = param_groups(model, cfg.weight_decay)
     if cfg.name == "rmsprop_tf":
         r = cfg.rmsprop
@@ -113,5 +138,13 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> StepLR:
-    """Staircase step decay, stepped once per epoch: lr x factor every N epochs."""
+    """Staircase step decay, stepped once per epoch: lr x factor every N epochs.
+
+    Args:
+        optimizer: the optimiser.
+        cfg: the optimiser block (``lr_decay_every_epochs``, ``lr_decay_factor``).
+
+    Returns:
+        The scheduler.
+    """
     return StepLR(optimizer, step_size=cfg.lr_decay_every_epochs, gamma=cfg.lr_decay_factor)

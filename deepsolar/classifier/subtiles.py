@@ -31,7 +31,15 @@ AMBIGUOUS = -1
 
 
 def geotiff_ground_m_per_px(path: Path) -> float | None:
-    """Pixel width in metres of a GeoTIFF in a projected CRS with metre units, else None."""
+    """Pixel width in metres of a GeoTIFF in a projected CRS with metre units, else None.
+
+    Args:
+        path: the image file (only ``.tif``/``.tiff`` are opened).
+
+    Returns:
+        The pixel width, m/px, or None (not a GeoTIFF, unreadable, no CRS, geographic or non-metre
+        units).
+    """
     if path.suffix.lower() not in (".tif", ".tiff"):
         return None
     import rasterio
@@ -56,12 +64,28 @@ def geotiff_ground_m_per_px(path: Path) -> float | None:
 
 
 def chip_ground_m_per_px(chip: Chip) -> float | None:
-    """The chip's metres per pixel: its own metadata, else a GeoTIFF transform, else None."""
+    """The chip's metres per pixel: its own metadata, else a GeoTIFF transform, else None.
+
+    Args:
+        chip: the chip.
+
+    Returns:
+        The ground resolution, m/px, or None when unknown.
+    """
     return chip.ground_m_per_px or geotiff_ground_m_per_px(chip.path)
 
 
 def cells_per_side(width_px: int, ground_m_per_px: float | None, cfg: SubtileConfig) -> int:
-    """How many cells across: 1 (not cut) unless the chip is > footprint x max_ratio wide."""
+    """How many cells across: 1 (not cut) unless the chip is > footprint x max_ratio wide.
+
+    Args:
+        width_px: the chip's width, px.
+        ground_m_per_px: its ground resolution, m/px (None: unknown, not cut).
+        cfg: sub-tiling settings (``footprint_m`` in m, ``max_ratio``).
+
+    Returns:
+        ``n``, for an n x n grid (round(ground width / footprint), at least 1).
+    """
     if not ground_m_per_px:
         return 1
     ground_m = width_px * ground_m_per_px
@@ -71,14 +95,32 @@ def cells_per_side(width_px: int, ground_m_per_px: float | None, cfg: SubtileCon
 
 
 def grid_windows(width_px: int, height_px: int, n: int) -> list[Window]:
-    """An n x n grid of windows covering the image exactly (row-major, integer edges)."""
+    """An n x n grid of windows covering the image exactly (row-major, integer edges).
+
+    Args:
+        width_px: the image's width, px.
+        height_px: the image's height, px.
+        n: cells per side.
+
+    Returns:
+        The windows (left, top, right, bottom), px.
+    """
     xs = [round(i * width_px / n) for i in range(n + 1)]
     ys = [round(i * height_px / n) for i in range(n + 1)]
     return [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(n) for i in range(n)]
 
 
 def cell_labels(mask: np.ndarray, windows: Sequence[Window], min_positive_px: int) -> list[int]:
-    """1 (>= min_positive_px PV pixels), 0 (none) or AMBIGUOUS (-1) for each window."""
+    """1 (>= min_positive_px PV pixels), 0 (none) or AMBIGUOUS (-1) for each window.
+
+    Args:
+        mask: the chip's PV mask, H x W bool.
+        windows: the cells (left, top, right, bottom), px.
+        min_positive_px: fewest PV pixels of a positive cell, px.
+
+    Returns:
+        The label of each window.
+    """
     labels = []
     for left, top, right, bottom in windows:
         n_pv = int(mask[top:bottom, left:right].sum())
@@ -92,6 +134,17 @@ def split_chip(chip: Chip, cfg: SubtileConfig) -> list[Chip]:
     Cells of a chip without a mask inherit the chip's label (negatives are right; a positive's
     cells are labelled for chip-level reports only: :func:`expand_chips` keeps such a chip whole
     for training).
+
+    Args:
+        chip: a whole chip (a chip that is already a cell is returned as is).
+        cfg: sub-tiling settings.
+
+    Returns:
+        The cells, row-major, each with its window and the chip's ground resolution.
+
+    Raises:
+        InputDataError: the image header or mask cannot be read, or the mask's size differs from
+            the image's.
     """
     if chip.window is not None:
         return [chip]
@@ -142,6 +195,12 @@ def expand_chips(
             cells per chip (``negatives_per_chip`` / ``positives_per_chip``, seeded per chip);
             otherwise every cell, ambiguous ones labelled positive (they hold PV pixels).
         seed: seed of the per-chip sampling.
+
+    Returns:
+        The cells and uncut chips, in chip order.
+
+    Raises:
+        InputDataError: a chip's image header or mask cannot be read.
     """
     if cfg is None:
         return list(chips)
@@ -171,6 +230,13 @@ def chip_level(
 
     A chip's probability is the highest of its cells' and its label the highest cell label, in
     the order chips first appear. Whole chips pass through.
+
+    Args:
+        chips: the cells (and whole chips), in the order of ``probs``.
+        probs: the probability of PV of each, 0-1.
+
+    Returns:
+        The whole chips, their labels and their probabilities of PV (0-1).
     """
     order: dict[Path, int] = {}
     firsts: list[Chip] = []

@@ -69,7 +69,16 @@ BEST_NAME = "best.pt"
 
 
 def calibrated_threshold(labels: Any, probs: Any, default: float) -> float:
-    """The sweep threshold with the best validation F1 (ties: the one nearest ``default``)."""
+    """The sweep threshold with the best validation F1 (ties: the one nearest ``default``).
+
+    Args:
+        labels: the validation labels (0 or 1).
+        probs: the validation probabilities of PV, 0-1.
+        default: the threshold to keep when no threshold finds a positive, probability 0-1.
+
+    Returns:
+        The threshold, probability 0-1.
+    """
     rows = [r for r in threshold_sweep(labels, probs) if r["f1"] is not None]
     best_f1 = max((r["f1"] for r in rows), default=0.0)
     if best_f1 <= 0:  # no positive found at any threshold: nothing to calibrate on
@@ -80,6 +89,22 @@ def calibrated_threshold(labels: Any, probs: Any, default: float) -> float:
 
 @dataclass
 class TrainResult:
+    """What a classifier training run produced.
+
+    Attributes:
+        out_dir: the run's folder.
+        last_checkpoint: the last epoch's checkpoint.
+        best_checkpoint: the best epoch's checkpoint.
+        best_metric: the validation metric that picks the best epoch (e.g. ``f1``,
+            ``val_loss``).
+        best_score: its best value (None when never defined).
+        best_epoch: the epoch of the best checkpoint (None when none was better).
+        val_metrics: the validation metrics of the best checkpoint.
+        history: one row of metrics per epoch.
+        counts: positive and negative chips per split.
+        held_out_metrics: the metrics on the held-out chips (None without any).
+    """
+
     out_dir: Path
     last_checkpoint: Path
     best_checkpoint: Path
@@ -92,6 +117,12 @@ class TrainResult:
     held_out_metrics: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
+        """The run's paths, best epoch, chip counts and headline metrics, JSON-ready.
+
+        Returns:
+            The summary (metrics cut to counts, precision, recall, F1, ROC/PR-AUC and the confusion
+            matrix).
+        """
         return {
             "out_dir": str(self.out_dir),
             "last_checkpoint": str(self.last_checkpoint),
@@ -127,7 +158,18 @@ def _score(metrics: dict[str, Any], name: str) -> float:
 
 
 def split_data(cfg: TrainClassifierConfig) -> tuple[list[Chip], list[Chip], list[Chip]]:
-    """(train, val, held-out) chips: val from data.val or a split; held-out per test_fraction."""
+    """(train, val, held-out) chips: val from data.val or a split; held-out per test_fraction.
+
+    Args:
+        cfg: the training config (sources, ``val_fraction`` and ``test_fraction`` as fractions
+            0-1, seed).
+
+    Returns:
+        The training, validation and held-out chips (held-out empty when ``test_fraction`` is 0).
+
+    Raises:
+        InputDataError: a source cannot be read or the chips cannot be split.
+    """
     seed = cfg.train.seed
     pool = load_sources(cfg.data.train, seed=seed)
     held_out: list[Chip] = []
@@ -197,8 +239,10 @@ def _build_network(
 
 @dataclass
 class _Inputs:
-    """What the epochs read: cells, their datasets, and the trained part with its sources (the
-    whole network on chips, or its tail on cached frozen features)."""
+    """What the epochs read: cells, their datasets, and the trained part with its sources.
+
+    The trained part is the whole network on chips, or its tail on cached frozen features.
+    """
 
     train_cells: list[Chip]
     val_cells: list[Chip]
