@@ -141,7 +141,7 @@ def _check_panels(panels: gpd.GeoDataFrame, where: str) -> None:
 
 
 def _tile_keys(tile_ids: pd.Series | np.ndarray) -> np.ndarray:
-    """n x 4 int array (zoom, size, x, y) from ``z-size-x-y`` ids; -1 rows where unparsable."""
+    """N x 4 int array (zoom, size, x, y) from ``z-size-x-y`` ids; -1 rows where unparsable."""
     out = np.full((len(tile_ids), 4), -1, dtype=np.int64)
     for i, t in enumerate(tile_ids):
         try:
@@ -289,20 +289,12 @@ def merge_panels_labelled(
     panels: gpd.GeoDataFrame, config: MergeConfig | None = None
 ) -> tuple[gpd.GeoDataFrame, np.ndarray]:
     """Like :func:`merge_panels`, also returning each panel's ``system_id`` (aligned with rows;
-    0 for pieces of systems dropped by ``min_system_area_m2``)."""
+    0 for pieces of systems dropped by ``min_system_area_m2``).
+    """
     cfg = config or MergeConfig()
     labels = label_systems(panels, cfg.gap_m, tile_edge_gap_m=cfg.tile_edge_gap_m)
     geoms = reproject(np.asarray(panels.geometry.values, dtype=object), panels.crs, LONLAT)
-    if "area_m2" in panels.columns:
-        area = pd.to_numeric(panels["area_m2"], errors="coerce").to_numpy(dtype=float)
-        if np.isnan(area).any() or (area < 0).any():
-            raise InputDataError(
-                "panel area_m2 has missing or negative values",
-                where="merge_panels",
-                fix="drop the area_m2 column to have it recomputed from the geometry",
-            )
-    else:
-        area = equal_area_m2(gpd.GeoSeries(geoms, crs=LONLAT))
+    area = _piece_areas(panels, geoms)
     conf = (
         pd.to_numeric(panels["confidence"], errors="coerce").to_numpy(dtype=float)
         if "confidence" in panels.columns
@@ -320,38 +312,11 @@ def merge_panels_labelled(
         geoms, area, conf = geoms[kept], area[kept], conf[kept]
         tile_ids = tile_ids[kept] if tile_ids is not None else None
     n_sys = int(labels.max()) + 1 if len(labels) else 0
-
     area_sys = np.bincount(labels, weights=area, minlength=n_sys)
     n_panels = np.bincount(labels, minlength=n_sys)
-    # Area-weighted mean confidence over the pieces that have one; max for the strongest tile.
-    has_c = ~np.isnan(conf)
-    w = np.where(has_c, np.maximum(area, 1e-12), 0.0)
-    wsum = np.bincount(labels, weights=w, minlength=n_sys)
-    csum = np.bincount(labels, weights=np.where(has_c, conf, 0.0) * w, minlength=n_sys)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf_mean = np.where(wsum > 0, csum / wsum, np.nan)
-    conf_max = np.full(n_sys, -np.inf)
-    np.maximum.at(conf_max, labels[has_c], conf[has_c])
-    conf_max[np.isinf(conf_max)] = np.nan
-
-    if tile_ids is not None:
-        tiles = pd.DataFrame({"s": labels, "t": tile_ids}).dropna()
-        tile_count = (
-            tiles.drop_duplicates().groupby("s").size().reindex(range(n_sys), fill_value=0)
-        ).to_numpy()
-    else:
-        tile_count = np.zeros(n_sys, dtype=np.int64)
-
-    # Outline: single pieces as they are, unions only for multi-piece systems.
-    order = np.argsort(labels, kind="stable")
-    starts = np.searchsorted(labels[order], np.arange(n_sys))
-    outline = np.empty(n_sys, dtype=object)
-    first = order[starts] if n_sys else np.zeros(0, dtype=np.int64)
-    outline[:] = list(geoms[first]) if n_sys else []
-    for s in np.flatnonzero(n_panels > 1):
-        outline[s] = _union(geoms[order[starts[s] : starts[s] + n_panels[s]]])
+    conf_mean, conf_max = _system_confidence(labels, area, conf, n_sys)
+    outline = _system_outlines(labels, geoms, n_panels, n_sys)
     rep = shapely.point_on_surface(outline) if n_sys else np.zeros(0, dtype=object)
-
     residential = area_sys <= cfg.residential_max_area_m2
     systems = gpd.GeoDataFrame(
         {
@@ -361,7 +326,7 @@ def merge_panels_labelled(
             "is_residential": residential,
             "system_class": np.where(residential, "residential", "nonresidential").astype(object),
             "n_panels": n_panels.astype(np.int64),
-            "tile_count": tile_count.astype(np.int64),
+            "tile_count": _system_tile_counts(labels, tile_ids, n_sys).astype(np.int64),
             "confidence": conf_mean,
             "confidence_max": conf_max,
             "lon": shapely.get_x(rep) if n_sys else np.zeros(0),
@@ -372,3 +337,57 @@ def merge_panels_labelled(
     )
     systems.attrs["merge_config"] = cfg.model_dump()
     return systems, out_labels
+
+
+def _piece_areas(panels: gpd.GeoDataFrame, geoms_lonlat: np.ndarray) -> np.ndarray:
+    """Each piece's ``area_m2`` column, or its equal-area m² when the column is absent."""
+    if "area_m2" not in panels.columns:
+        return equal_area_m2(gpd.GeoSeries(geoms_lonlat, crs=LONLAT))
+    area = pd.to_numeric(panels["area_m2"], errors="coerce").to_numpy(dtype=float)
+    if np.isnan(area).any() or (area < 0).any():
+        raise InputDataError(
+            "panel area_m2 has missing or negative values",
+            where="merge_panels",
+            fix="drop the area_m2 column to have it recomputed from the geometry",
+        )
+    return area
+
+
+def _system_confidence(
+    labels: np.ndarray, area: np.ndarray, conf: np.ndarray, n_sys: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted mean confidence over the pieces that have one; max for the strongest tile."""
+    has_c = ~np.isnan(conf)
+    w = np.where(has_c, np.maximum(area, 1e-12), 0.0)
+    wsum = np.bincount(labels, weights=w, minlength=n_sys)
+    csum = np.bincount(labels, weights=np.where(has_c, conf, 0.0) * w, minlength=n_sys)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf_mean = np.where(wsum > 0, csum / wsum, np.nan)
+    conf_max = np.full(n_sys, -np.inf)
+    np.maximum.at(conf_max, labels[has_c], conf[has_c])
+    conf_max[np.isinf(conf_max)] = np.nan
+    return conf_mean, conf_max
+
+
+def _system_tile_counts(labels: np.ndarray, tile_ids: np.ndarray | None, n_sys: int) -> np.ndarray:
+    """Distinct tiles holding a piece of each system (DeepSolar's tile count)."""
+    if tile_ids is None:
+        return np.zeros(n_sys, dtype=np.int64)
+    tiles = pd.DataFrame({"s": labels, "t": tile_ids}).dropna()
+    return (
+        tiles.drop_duplicates().groupby("s").size().reindex(range(n_sys), fill_value=0)
+    ).to_numpy()
+
+
+def _system_outlines(
+    labels: np.ndarray, geoms: np.ndarray, n_panels: np.ndarray, n_sys: int
+) -> np.ndarray:
+    """Outline per system: single pieces as they are, unions only for multi-piece systems."""
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(n_sys))
+    outline = np.empty(n_sys, dtype=object)
+    first = order[starts] if n_sys else np.zeros(0, dtype=np.int64)
+    outline[:] = list(geoms[first]) if n_sys else []
+    for s in np.flatnonzero(n_panels > 1):
+        outline[s] = _union(geoms[order[starts[s] : starts[s] + n_panels[s]]])
+    return outline
