@@ -1,5 +1,6 @@
-"""Tile stores filled by :func:`download_tiles`, one of the project's two network users (every
-request goes through :class:`~deepsolar.core.http.HttpFetcher`).
+"""Tile stores filled by :func:`download_tiles`, one of the project's two network users.
+
+Every request goes through :class:`~deepsolar.core.http.HttpFetcher`.
 
 ``download_tiles`` writes each grid tile as a PNG (temp file + ``os.replace``), appends one
 fsynced journal record per tile (so a killed run loses nothing), skips what is already done on a
@@ -79,8 +80,10 @@ def encode_png(img: np.ndarray) -> bytes:
 
 @dataclass
 class DownloadSummary:
-    """What one ``download_tiles`` run did. ``n_ok + n_partial + n_outside + n_failed`` is
-    ``n_tiles``."""
+    """What one ``download_tiles`` run did.
+
+    ``n_ok + n_partial + n_outside + n_failed`` is ``n_tiles``; ``elapsed_s`` is in seconds.
+    """
 
     out_dir: Path
     source: str
@@ -99,7 +102,12 @@ class DownloadSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # first few (tile id, error)
 
     def count(self, rec: TileRecord, *, skipped: bool) -> None:
-        """Count one tile's final record (``skipped``: done by an earlier run)."""
+        """Count one tile's final record.
+
+        Args:
+            rec: The tile's final record.
+            skipped: True when an earlier run did the tile (resume).
+        """
         self.n_tiles += 1
         self.n_skipped += int(skipped)
         if rec.status in ("ok", "partial"):
@@ -248,6 +256,27 @@ def download_tiles(
     ``manifest_parquet``) is written from the journal, and if any tile failed a
     :class:`~deepsolar.core.errors.DownloadError` says how many (its ``summary`` attribute holds the
     :class:`DownloadSummary`) unless ``raise_on_failure`` is false.
+
+    Args:
+        tiles: The grid tiles to fetch (duplicates are fetched once).
+        source: The imagery source to fetch them from.
+        out_dir: The tile store folder; created if missing.
+        config: Network settings (timeouts, retries, rate limit, concurrency, cache); None:
+            defaults.
+        progress: Show a progress bar.
+        on_tile: Called with each tile's record after it is journaled.
+        raise_on_failure: Raise a DownloadError at the end when any tile failed.
+        manifest_parquet: Also write ``manifest.parquet`` beside ``manifest.gpkg``.
+
+    Returns:
+        What the run did: tile counts by outcome, request counters and elapsed seconds.
+
+    Raises:
+        DownloadError: If any tile failed and ``raise_on_failure`` is true, or the server is
+            unreachable.
+        SourceError: If another download holds the folder, it holds another source's tiles,
+            or the source cannot serve this grid.
+        OutputError: If the store folder or manifest cannot be written.
     """
     cfg = config or DownloadConfig()
     out = Path(out_dir)
@@ -344,8 +373,11 @@ def _resumed(prev: TileRecord | None, out: Path) -> bool:
 
 
 class _TileLoop:
-    """The tiles of one run: fetches go to a thread pool (a bounded window in flight) and each
-    result is recorded in the calling thread (journal, summary, progress bar, ``on_tile``)."""
+    """The tiles of one run.
+
+    Fetches go to a thread pool (a bounded window in flight) and each result is recorded in the
+    calling thread (journal, summary, progress bar, ``on_tile``).
+    """
 
     def __init__(
         self,
@@ -460,8 +492,10 @@ def _close_fetcher(fetcher: HttpFetcher | None, summary: DownloadSummary) -> Non
 
 
 def _write_manifests(journal_path: Path, out: Path, parquet: bool) -> Path:
-    """Fold the journal into ``manifest.gpkg`` (and ``.parquet`` with ``parquet``); returns the
-    GeoPackage's path. A write the folder refuses is an OutputError."""
+    """Fold the journal into ``manifest.gpkg`` (and ``.parquet`` with ``parquet``).
+
+    Returns the GeoPackage's path. A write the folder refuses is an OutputError.
+    """
     try:
         manifest_path = write_manifest(read_journal(journal_path).values(), out / MANIFEST_NAME)
         if parquet:

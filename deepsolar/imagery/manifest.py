@@ -83,6 +83,17 @@ class TileRecord:
 
     @classmethod
     def for_tile(cls, tile: Tile, source: str, status: TileStatus, **kw: Any) -> TileRecord:
+        """The record of ``tile``, its grid fields and ground resolution filled in.
+
+        Args:
+            tile: The grid tile.
+            source: The imagery source's name.
+            status: ``ok``, ``partial``, ``outside`` or ``failed``.
+            **kw: ``checksum``, ``path``, ``error``, ``fetched_at``.
+
+        Returns:
+            The record.
+        """
         return cls(
             tile_id=tile.id,
             zoom=tile.zoom,
@@ -97,9 +108,15 @@ class TileRecord:
 
     @property
     def tile(self) -> Tile:
+        """The grid tile this record describes."""
         return Tile(self.zoom, self.tile_size_px, self.x, self.y)
 
     def to_json(self) -> str:
+        """The record as one compact JSON line (sorted keys, no newline).
+
+        Returns:
+            The JSON text.
+        """
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
 
     def problem(self) -> str | None:
@@ -108,6 +125,9 @@ class TileRecord:
         The id and the PNG path are fully determined by zoom, tile size, x and y; anything else
         (``../`` in an id, a path pointing outside the store) is refused, so no path read from a
         journal can lead a later stage outside its tile store.
+
+        Returns:
+            Why the record is refused, or None when it is consistent.
         """
         ints = (self.zoom, self.tile_size_px, self.x, self.y)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
@@ -127,12 +147,23 @@ class TileRecord:
 
 
 def tile_relpath(tile: Tile) -> str:
-    """Where a tile's PNG lives inside the store folder (POSIX separators)."""
+    """Where a tile's PNG lives inside the store folder (POSIX separators).
+
+    Args:
+        tile: The grid tile.
+
+    Returns:
+        ``tiles/{zoom}-{size_px}/{x}/{y}.png``, relative to the store folder.
+    """
     return f"{TILES_DIRNAME}/{tile.zoom}-{tile.size_px}/{tile.x}/{tile.y}.png"
 
 
 class TileJournal:
-    """Append-only JSON-lines journal; each record is flushed and fsynced before returning."""
+    """Append-only JSON-lines journal; each record is flushed and fsynced before returning.
+
+    Args:
+        path: The journal file; its folder is created, a torn last line is closed.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -152,11 +183,17 @@ class TileJournal:
                     self._fh.flush()
 
     def append(self, record: TileRecord) -> None:
+        """Write one record as a line, flushed and fsynced (a killed run loses nothing).
+
+        Args:
+            record: The tile's record.
+        """
         self._fh.write(record.to_json() + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
+        """Close the journal file (idempotent)."""
         if not self._fh.closed:
             self._fh.close()
 
@@ -213,7 +250,15 @@ def read_journal(path: str | Path) -> dict[str, TileRecord]:
 
 
 def records_to_frame(records: Iterable[TileRecord]) -> gpd.GeoDataFrame:
-    """A GeoDataFrame with one row per record and the tile footprint (EPSG:4326) as geometry."""
+    """A GeoDataFrame with one row per record and the tile footprint (EPSG:4326) as geometry.
+
+    Args:
+        records: Tile records.
+
+    Returns:
+        The manifest frame: ``MANIFEST_COLUMNS`` (``m_per_px`` in ground m/px, ``fetched_at`` as
+        UTC datetimes) and the footprints in EPSG:4326.
+    """
     recs = list(records)
     df = pd.DataFrame([asdict(r) for r in recs], columns=list(MANIFEST_COLUMNS))
     df = df.astype(
@@ -243,6 +288,14 @@ def write_manifest(
 
     The file is written under a temporary name in the same folder and renamed into place, so a
     reader never sees a half-written manifest.
+
+    Args:
+        records: Tile records; rows are sorted by grid position (zoom, size, y, x).
+        path: The manifest file to write.
+        parquet: Write GeoParquet instead of a GeoPackage.
+
+    Returns:
+        The path written.
     """
     import pyogrio
 
@@ -273,7 +326,18 @@ def write_manifest(
 
 
 def build_manifest(out_dir: str | Path, *, parquet: bool = False) -> Path:
-    """Fold a store's journal into its manifest (``manifest.gpkg``, or ``.parquet``)."""
+    """Fold a store's journal into its manifest (``manifest.gpkg``, or ``.parquet``).
+
+    Args:
+        out_dir: The tile store folder.
+        parquet: Write ``manifest.parquet`` instead of ``manifest.gpkg``.
+
+    Returns:
+        The manifest path.
+
+    Raises:
+        InputDataError: If a journal line cannot be trusted.
+    """
     d = Path(out_dir)
     records = read_journal(d / JOURNAL_NAME).values()
     name = Path(MANIFEST_NAME).with_suffix(".parquet").name if parquet else MANIFEST_NAME
@@ -281,7 +345,19 @@ def build_manifest(out_dir: str | Path, *, parquet: bool = False) -> Path:
 
 
 def read_manifest(path: str | Path) -> gpd.GeoDataFrame:
-    """Read a tile manifest: a ``.gpkg`` / ``.parquet`` file, or a tile store folder."""
+    """Read a tile manifest: a ``.gpkg`` / ``.parquet`` file, or a tile store folder.
+
+    Args:
+        path: The manifest file, or a store folder holding ``manifest.gpkg`` or
+            ``manifest.parquet``.
+
+    Returns:
+        The manifest, one row per tile, footprints in EPSG:4326.
+
+    Raises:
+        InputDataError: If no manifest is found, it cannot be read, lacks columns, or has a row
+            whose id or path does not match its grid position.
+    """
     p = Path(path)
     if p.is_dir():
         candidates = [p / MANIFEST_NAME, p / Path(MANIFEST_NAME).with_suffix(".parquet").name]
@@ -319,8 +395,11 @@ def read_manifest(path: str | Path) -> gpd.GeoDataFrame:
 
 
 def _check_manifest_rows(gdf: gpd.GeoDataFrame, where: Path) -> None:
-    """Every id and path is the one its zoom/size/x/y determine: later stages build file paths
-    from them, so a tampered row (``../`` in an id, an absolute path) must never reach them."""
+    """Every id and path is the one its zoom/size/x/y determine.
+
+    Later stages build file paths from them, so a tampered row (``../`` in an id, an absolute
+    path) must never reach them.
+    """
     if gdf.empty:
         return
     try:
@@ -349,8 +428,19 @@ def _check_manifest_rows(gdf: gpd.GeoDataFrame, where: Path) -> None:
 
 
 def resolve_inside(store: str | Path, rel: str, what: str = "path") -> Path:
-    """``store / rel`` if it stays inside ``store`` (no ``..``, no absolute path, no symlink
-    leading out), else an InputDataError: paths read from journals and tables are untrusted."""
+    """``store / rel``, if it stays inside ``store`` (journal and table paths are untrusted).
+
+    Args:
+        store: The tile store folder.
+        rel: A path relative to the store, as read from a journal or table.
+        what: The path's name in the error message (e.g. ``mask_path``).
+
+    Returns:
+        The resolved absolute path.
+
+    Raises:
+        InputDataError: If ``rel`` is absolute or leads outside ``store`` (``..``, a symlink).
+    """
     root = Path(store).resolve()
     target = (root / rel).resolve()
     if Path(rel).is_absolute() or not target.is_relative_to(root):
@@ -366,8 +456,19 @@ def resolve_inside(store: str | Path, rel: str, what: str = "path") -> Path:
 def check_journal_paths(
     store: str | Path, journal: str | Path, path_keys: tuple[str, ...] = ("mask_path",)
 ) -> None:
-    """Refuse a JSON-lines journal of a later stage (e.g. ``segmentation.journal.jsonl``) whose
-    tile ids are not grid ids or whose paths (``path_keys``) lead outside ``store``."""
+    """Refuse a later stage's JSON-lines journal whose ids or paths cannot be trusted.
+
+    E.g. ``segmentation.journal.jsonl``: every tile id must be a grid id and every path under
+    ``path_keys`` must stay inside ``store``.
+
+    Args:
+        store: The tile store folder.
+        journal: The journal file.
+        path_keys: Record keys holding store-relative paths.
+
+    Raises:
+        InputDataError: Naming the first line with a bad tile id or a path leading outside.
+    """
     p = Path(journal)
     for lineno, rec in iter_json_lines(p):  # a torn line: the stage's own reader skips it
         if not isinstance(rec, dict):
@@ -401,8 +502,16 @@ _MIN_FREE_BYTES = 1 << 20
 
 
 def output_error(err: BaseException, out_dir: str | Path) -> OutputError | None:
-    """The OutputError an OSError (or a GDAL / SQLite error) writing into ``out_dir`` stands for,
-    or None if it is not an output-folder fault."""
+    """The OutputError an OSError (or a GDAL / SQLite error) writing into ``out_dir`` stands for.
+
+    Args:
+        err: The error raised while writing.
+        out_dir: The output folder being written.
+
+    Returns:
+        An OutputError for a full disk, a read-only folder or a file in the way; None if it is
+        not an output-folder fault.
+    """
     out = Path(out_dir)
     code = getattr(err, "errno", None)
     text = str(err)
@@ -439,8 +548,17 @@ def _disk_full(out: Path) -> bool:
 
 
 def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
-    """Delete temp files an interrupted manifest write left (``.manifest.*.tmp.gpkg`` and its
-    SQLite side files). Call it only while holding the store's lock."""
+    """Delete temp files an interrupted manifest write left.
+
+    These are ``.manifest.*.tmp.gpkg`` and its SQLite side files. Call it only while holding the
+    store's lock.
+
+    Args:
+        out_dir: The tile store folder.
+
+    Returns:
+        The files removed.
+    """
     removed = []
     stem = Path(MANIFEST_NAME).stem
     for p in Path(out_dir).glob(f".{stem}.*.tmp.*"):

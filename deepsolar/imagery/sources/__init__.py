@@ -53,8 +53,10 @@ _SOURCE_ADAPTER: TypeAdapter[Any] = TypeAdapter(SourceConfig)
 
 
 def _describe(err: ValidationError) -> str:
-    """Like config.format_validation_error, but never echoes the value of an unknown key: a key
-    pasted into a config (``api_key: ...``) must not end up in an error message or a log."""
+    """Like config.format_validation_error, but never echoes the value of an unknown key.
+
+    A key pasted into a config (``api_key: ...``) must not end up in an error message or a log.
+    """
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -69,7 +71,19 @@ def _describe(err: ValidationError) -> str:
 
 
 def parse_source_config(data: Any, *, where: str = "source") -> SourceConfig:
-    """Validate a mapping (``kind: local | xyz | google_static`` + options) into a source config."""
+    """Validate a mapping (``kind: local | xyz | google_static`` + options) into a source config.
+
+    Args:
+        data: The mapping, or a source config (returned as is).
+        where: Where the mapping came from (a config field or file), for the error message.
+
+    Returns:
+        The validated source config of the given ``kind``.
+
+    Raises:
+        ConfigError: If the mapping is not a valid source config (unknown keys are named, never
+            their values).
+    """
     if isinstance(data, LocalRasterSourceConfig | XYZSourceConfig | GoogleStaticSourceConfig):
         return data
     try:
@@ -84,5 +98,17 @@ def parse_source_config(data: Any, *, where: str = "source") -> SourceConfig:
 
 
 def build_source(data: Any, *, where: str = "source") -> ImagerySource:
-    """Validate a source config (mapping or model) and build the source."""
+    """Validate a source config (mapping or model) and build the source.
+
+    Args:
+        data: The source config, a mapping or a model.
+        where: Where the config came from, for error messages.
+
+    Returns:
+        The imagery source, ready to fetch tiles.
+
+    Raises:
+        ConfigError: If the config is invalid or an API key variable is not set.
+        InputDataError: If a local raster is missing or unusable.
+    """
     return parse_source_config(data, where=where).build()

@@ -27,21 +27,55 @@ class ImagerySource(ABC):
 
     @abstractmethod
     def fetch_tile(self, tile: Tile, fetcher: HttpFetcher | None) -> np.ndarray | None:
-        """RGB uint8 array (tile.size_px, tile.size_px, 3) of the tile, or None if outside coverage."""
+        """RGB uint8 array (tile.size_px, tile.size_px, 3) of the tile, or None if outside coverage.
+
+        Args:
+            tile: The grid tile to deliver.
+            fetcher: The shared HTTP fetcher; network sources need one, local ones take None.
+
+        Returns:
+            The tile image (px), or None when the tile lies outside the source's coverage.
+
+        Raises:
+            SourceError: If a network source gets no fetcher.
+            DownloadError: If a network fetch fails.
+            InputDataError: If a local raster cannot be read.
+        """
 
     def fetch_tile_coverage(
         self, tile: Tile, fetcher: HttpFetcher | None
     ) -> tuple[np.ndarray | None, bool]:
-        """``(image, partial)``: the tile as :meth:`fetch_tile` gives it, and whether part of it
-        has no imagery (black there). Sources that can tell override this."""
+        """``(image, partial)``: the tile as :meth:`fetch_tile` gives it, and whether it has gaps.
+
+        ``partial`` says part of the tile has no imagery (black there). Sources that can tell
+        override this; the default is never partial.
+
+        Args:
+            tile: The grid tile to deliver.
+            fetcher: The shared HTTP fetcher; network sources need one, local ones take None.
+
+        Returns:
+            The tile image (or None outside coverage) and whether part of it is missing.
+        """
         return self.fetch_tile(tile, fetcher), False
 
     def coverage_lonlat(self) -> BaseGeometry | None:
-        """Where the source has imagery (EPSG:4326 polygon), or None if unknown / worldwide."""
+        """Where the source has imagery, or None if unknown / worldwide.
+
+        Returns:
+            The coverage polygon in EPSG:4326 degrees, or None.
+        """
         return None
 
     def check_tile(self, tile: Tile) -> None:
-        """Raise SourceError if this source cannot serve tiles of this grid at all (checked once)."""
+        """Raise SourceError if this source cannot serve tiles of this grid at all (checked once).
+
+        Args:
+            tile: Any tile of the grid (its zoom and size are checked).
+
+        Raises:
+            SourceError: If the source cannot serve this grid (e.g. tiles too large).
+        """
         return None
 
     def close(self) -> None:

@@ -43,12 +43,23 @@ class GoogleStaticSourceConfig(StrictModel):
         return v
 
     def build(self) -> GoogleStaticSource:
-        """The source this config describes."""
+        """The source this config describes.
+
+        Returns:
+            The Google Static source.
+
+        Raises:
+            ConfigError: If the API key variable is empty or missing.
+        """
         return GoogleStaticSource(self)
 
 
 class GoogleStaticSource(ImagerySource):
-    """``center`` = tile centre, ``zoom`` = grid zoom, ``size`` = tile size: exactly the tile."""
+    """``center`` = tile centre, ``zoom`` = grid zoom, ``size`` = tile size: exactly the tile.
+
+    Args:
+        config: The source's settings; the key is read from ``config.api_key_env``.
+    """
 
     needs_network = True
 
@@ -58,6 +69,14 @@ class GoogleStaticSource(ImagerySource):
         self._key = env_secret(config.api_key_env, "Google Maps API key")
 
     def check_tile(self, tile: Tile) -> None:
+        """Refuse grids whose tiles exceed the API's largest image.
+
+        Args:
+            tile: Any tile of the grid.
+
+        Raises:
+            SourceError: If the tiles are larger than ``GOOGLE_STATIC_MAX_SIZE_PX`` (640 px).
+        """
         if tile.size_px > GOOGLE_STATIC_MAX_SIZE_PX:
             raise SourceError(
                 f"Google Static Maps serves at most {GOOGLE_STATIC_MAX_SIZE_PX} px images; the grid's "
@@ -87,6 +106,19 @@ class GoogleStaticSource(ImagerySource):
         return f"{self.config.base_url}?{urlencode(params, safe=',')}"
 
     def fetch_tile(self, tile: Tile, fetcher: HttpFetcher | None) -> np.ndarray | None:
+        """Request the tile's image from the Static Maps API.
+
+        Args:
+            tile: The grid tile (its centre, zoom and size are requested).
+            fetcher: The shared HTTP fetcher (required).
+
+        Returns:
+            The RGB uint8 image (tile.size_px, tile.size_px, 3).
+
+        Raises:
+            SourceError: If ``fetcher`` is None.
+            DownloadError: If the request fails.
+        """
         if fetcher is None:
             raise SourceError(
                 "the Google Static source needs an HttpFetcher",

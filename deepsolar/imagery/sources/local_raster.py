@@ -1,5 +1,7 @@
-"""A local orthophoto (GeoTIFF, COG, or any GDAL raster) as an imagery source: read in windows
-and warped onto the tile grid."""
+"""A local orthophoto (GeoTIFF, COG, or any GDAL raster) as an imagery source.
+
+It is read in windows and warped onto the tile grid.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ Resampling = Literal["nearest", "bilinear", "cubic", "lanczos", "average"]
 
 
 class LocalRasterSourceConfig(StrictModel):
-    """A georeferenced orthophoto (GeoTIFF, COG, or any GDAL raster) read in windows and warped
-    onto the tile grid."""
+    """A georeferenced orthophoto (GeoTIFF, COG, or any GDAL raster).
+
+    It is read in windows and warped onto the tile grid.
+    """
 
     kind: Literal["local"] = "local"
     path: Path = Field(description="raster file (any CRS; it is warped to EPSG:3857)")
@@ -55,12 +59,28 @@ class LocalRasterSourceConfig(StrictModel):
         return v
 
     def build(self) -> LocalRasterSource:
-        """The source this config describes (opens and checks the raster)."""
+        """The source this config describes (opens and checks the raster).
+
+        Returns:
+            The local raster source.
+
+        Raises:
+            InputDataError: If the raster is missing, unreadable, not georeferenced or truncated.
+            ConfigError: If ``bands`` or ``value_range`` do not fit the raster.
+        """
         return LocalRasterSource(self)
 
 
 class LocalRasterSource(ImagerySource):
-    """Reads a local raster through a WarpedVRT whose grid is exactly the tile's pixel grid."""
+    """Reads a local raster through a WarpedVRT whose grid is exactly the tile's pixel grid.
+
+    Args:
+        config: The raster file and how to read it (bands, value range, resampling).
+
+    Raises:
+        InputDataError: If the raster is missing, unreadable, not georeferenced or truncated.
+        ConfigError: If ``bands`` or ``value_range`` do not fit the raster.
+    """
 
     needs_network = False
 
@@ -164,9 +184,12 @@ class LocalRasterSource(ImagerySource):
         self._add_alpha = flags == [MaskFlags.all_valid]
 
     def _check_complete(self, src: Any) -> None:
-        """Refuse a truncated TIFF before any tile is written: every data block the file's
-        index lists must lie inside the file (a cut-off download or copy opens fine when the
-        index comes first, as in a COG, and fails only when the missing blocks are read)."""
+        """Refuse a truncated TIFF before any tile is written.
+
+        Every data block the file's index lists must lie inside the file (a cut-off download or
+        copy opens fine when the index comes first, as in a COG, and fails only when the missing
+        blocks are read).
+        """
         if src.driver != "GTiff":
             return
         size = self.path.stat().st_size
@@ -201,9 +224,29 @@ class LocalRasterSource(ImagerySource):
         return ds
 
     def coverage_lonlat(self) -> BaseGeometry | None:
+        """The raster's footprint.
+
+        Returns:
+            The raster's bounds as an EPSG:4326 polygon.
+        """
         return self._coverage
 
     def fetch_tile(self, tile: Tile, fetcher: HttpFetcher | None = None) -> np.ndarray | None:
+        """Warp the raster onto the tile's pixel grid.
+
+        Pixels outside the raster (or masked in it) are black.
+
+        Args:
+            tile: The grid tile to deliver.
+            fetcher: Unused (a local source needs no network).
+
+        Returns:
+            The RGB uint8 image (tile.size_px, tile.size_px, 3), or None when the tile has no
+            valid raster pixel.
+
+        Raises:
+            InputDataError: If the raster cannot be read (e.g. a corrupt block).
+        """
         from rasterio.errors import RasterioError
         from rasterio.vrt import WarpedVRT
 
@@ -246,6 +289,7 @@ class LocalRasterSource(ImagerySource):
         return img
 
     def close(self) -> None:
+        """Close the raster handles opened by every thread."""
         with self._open_lock:
             for ds in self._open:
                 ds.close()

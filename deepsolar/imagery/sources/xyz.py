@@ -33,8 +33,11 @@ def _template_fields(template: str) -> set[str]:
 
 
 class XYZSourceConfig(StrictModel):
-    """Any slippy-map tile server: ``{z}/{x}/{y}`` URL template (``{-y}`` for TMS row order,
-    ``{s}`` for subdomains, ``{key}`` for a key read from ``api_key_env``)."""
+    """Any slippy-map tile server: a ``{z}/{x}/{y}`` URL template.
+
+    ``{-y}`` for TMS row order, ``{s}`` for subdomains, ``{key}`` for a key read from
+    ``api_key_env``.
+    """
 
     kind: Literal["xyz"] = "xyz"
     url_template: str = Field(description="e.g. https://tiles.example.com/{z}/{x}/{y}.png")
@@ -96,12 +99,23 @@ class XYZSourceConfig(StrictModel):
         return self
 
     def build(self) -> XYZSource:
-        """The source this config describes (reads the key from the environment)."""
+        """The source this config describes (reads the key from the environment).
+
+        Returns:
+            The XYZ source.
+
+        Raises:
+            ConfigError: If ``api_key_env`` is set but the variable is empty or missing.
+        """
         return XYZSource(self)
 
 
 class XYZSource(ImagerySource):
-    """Assembles a grid tile from the server tiles covering its pixel window (crop / resample)."""
+    """Assembles a grid tile from the server tiles covering its pixel window (crop / resample).
+
+    Args:
+        config: The tile server's settings; a key is read from ``config.api_key_env`` if set.
+    """
 
     needs_network = True
 
@@ -117,10 +131,25 @@ class XYZSource(ImagerySource):
         self._lock = threading.Lock()
 
     def coverage_lonlat(self) -> BaseGeometry | None:
+        """The configured ``bounds_lonlat``.
+
+        Returns:
+            The coverage box in EPSG:4326 degrees, or None when not configured.
+        """
         return box(*self.config.bounds_lonlat) if self.config.bounds_lonlat else None
 
     def server_tile_url(self, z: int, x: int, y: int, *, redacted: bool = False) -> str:
-        """URL of one server tile (``redacted``: with the key replaced, for messages and caching)."""
+        """URL of one server tile.
+
+        Args:
+            z: Server zoom level.
+            x: Server tile column.
+            y: Server tile row (XYZ order, north first; ``{-y}`` is derived for TMS).
+            redacted: Replace the key with REDACTED (for messages and caching).
+
+        Returns:
+            The URL.
+        """
         c = self.config
         values: dict[str, Any] = {"z": z, "x": x, "y": y, "-y": 2**z - 1 - y}
         if "s" in self._fields:
@@ -171,13 +200,43 @@ class XYZSource(ImagerySource):
             event.set()
 
     def fetch_tile(self, tile: Tile, fetcher: HttpFetcher | None) -> np.ndarray | None:
+        """The grid tile, from the server tiles covering it (see :meth:`fetch_tile_coverage`).
+
+        Args:
+            tile: The grid tile to deliver.
+            fetcher: The shared HTTP fetcher (required).
+
+        Returns:
+            The RGB uint8 image (tile.size_px, tile.size_px, 3), or None when no server tile
+            it needs exists.
+
+        Raises:
+            SourceError: If ``fetcher`` is None.
+            DownloadError: If a server tile cannot be fetched.
+        """
         return self.fetch_tile_coverage(tile, fetcher)[0]
 
     def fetch_tile_coverage(
         self, tile: Tile, fetcher: HttpFetcher | None
     ) -> tuple[np.ndarray | None, bool]:
-        """The grid tile, and True when some of the server tiles it needs are missing (gaps
-        answered 404/204/410 with ``missing_tiles: outside``): those parts are black."""
+        """The grid tile, and True when some of the server tiles it needs are missing.
+
+        Missing means gaps answered 404/204/410 with ``missing_tiles: outside``: those parts are
+        black. Server tiles are cropped when the scales match, resampled otherwise (over-zoom
+        beyond ``max_zoom``).
+
+        Args:
+            tile: The grid tile to deliver.
+            fetcher: The shared HTTP fetcher (required).
+
+        Returns:
+            The RGB uint8 image (tile.size_px, tile.size_px, 3) or None when no server tile it
+            needs exists, and whether part of it is missing.
+
+        Raises:
+            SourceError: If ``fetcher`` is None.
+            DownloadError: If a server tile cannot be fetched.
+        """
         if fetcher is None:
             raise SourceError(
                 "the XYZ source needs an HttpFetcher", fix="call it through download_tiles"
@@ -230,8 +289,11 @@ class XYZSource(ImagerySource):
         return img, gap
 
     def _window_touches(self, tile: Tile, f: float, tx: int, ty: int) -> bool:
-        """Whether server tile (tx, ty) overlaps the grid tile's own pixels (not only the
-        one-pixel resampling margin): a missing one then leaves a black patch in the tile."""
+        """Whether server tile (tx, ty) overlaps the grid tile's own pixels.
+
+        Not only the one-pixel resampling margin: a missing one then leaves a black patch in the
+        tile.
+        """
         t = self.config.server_tile_size_px
         px0, py0 = tile.pixel_origin()
         s = tile.size_px
