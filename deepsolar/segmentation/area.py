@@ -37,7 +37,16 @@ def _mask_rows(mask: np.ndarray, where: str) -> np.ndarray:
 
 
 def tile_row_pixel_area_m2(tile: Tile, height_px: int) -> np.ndarray:
-    """Ground area (m²) of one pixel in each of ``height_px`` rows spanning ``tile``."""
+    """Ground area (m²) of one pixel in each of ``height_px`` rows spanning ``tile``.
+
+    Args:
+        tile: the Web-Mercator tile.
+        height_px: rows of the mask covering the tile, px (may be coarser than the tile).
+
+    Returns:
+        The ground area of one mask pixel per row, m², top row first (latitude at each row's
+        centre).
+    """
     left, bottom, right, top = tile.bounds_3857
     # Row centres in EPSG:3857 y, then latitude; pixels may be coarser than the tile's own.
     ys = top - (np.arange(height_px) + 0.5) * (top - bottom) / height_px
@@ -47,7 +56,18 @@ def tile_row_pixel_area_m2(tile: Tile, height_px: int) -> np.ndarray:
 
 
 def mask_area_m2_tile(mask: np.ndarray, tile: Tile) -> float:
-    """Area (m²) of the nonzero pixels of a mask covering the whole of ``tile``."""
+    """Area (m²) of the nonzero pixels of a mask covering the whole of ``tile``.
+
+    Args:
+        mask: the square H x W mask of the tile (nonzero = panel), at any resolution.
+        tile: the Web-Mercator tile.
+
+    Returns:
+        The panel area, m².
+
+    Raises:
+        InputDataError: the mask is not 2-D or not square.
+    """
     rows = _mask_rows(mask, f"tile {tile.id}")
     if mask.shape[0] != mask.shape[1]:
         raise InputDataError(
@@ -59,7 +79,21 @@ def mask_area_m2_tile(mask: np.ndarray, tile: Tile) -> float:
 
 
 def mask_area_m2_transform(mask: np.ndarray, transform: Affine, crs: str | CRS) -> float:
-    """Area (m²) of the nonzero pixels of a mask georeferenced by ``transform`` in ``crs``."""
+    """Area (m²) of the nonzero pixels of a mask georeferenced by ``transform`` in ``crs``.
+
+    Args:
+        mask: the H x W mask (nonzero = panel).
+        transform: pixel (col, row) -> ``crs`` coordinates; north-up (no rotation or shear).
+        crs: the raster's CRS (EPSG code, WKT or a pyproj CRS): geographic (geodesic area per
+            row), EPSG:3857 (cos² latitude per row) or projected in metres.
+
+    Returns:
+        The panel area, m².
+
+    Raises:
+        InputDataError: the mask is not 2-D, the transform is rotated or sheared, or a projected
+            CRS's unit is not the metre.
+    """
     rows = _mask_rows(mask, "raster mask")
     c = CRS.from_user_input(crs)
     if not transform.is_rectilinear:

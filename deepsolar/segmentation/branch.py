@@ -28,7 +28,18 @@ DEFAULT_TAP = "Mixed_5d"
 
 
 def resolve_tap(tap: str | None, arch: str) -> str:
-    """The module the branch taps: ``tap`` if given, else the arch's default (Inception: Mixed_5d)."""
+    """The module the branch taps: ``tap`` if given, else the arch's default (Inception: Mixed_5d).
+
+    Args:
+        tap: a dotted module name of the classifier, or None/empty for the default.
+        arch: the classifier's ``model.arch``.
+
+    Returns:
+        The dotted module name.
+
+    Raises:
+        ValueError: no ``tap`` is given and ``arch`` has no default (``timm:<name>``).
+    """
     if tap:
         return tap
     default = get_spec(arch).default_tap
@@ -75,7 +86,16 @@ def taps_features(
 ) -> dict[str, torch.Tensor]:
     """The outputs of modules ``taps`` for preprocessed ``x``; the pass stops once all have run.
 
-    Returns them in the order they ran (shallow to deep).
+    Args:
+        model: the classifier (eval mode for frozen BatchNorm statistics).
+        x: B x 3 x H x W preprocessed images.
+        taps: dotted module names.
+
+    Returns:
+        Each tap's B x C x h x w output by name, in the order they ran (shallow to deep).
+
+    Raises:
+        ValueError: a module did not run in the forward pass.
     """
     kept: dict[str, torch.Tensor] = {}
     want = set(taps)
@@ -103,12 +123,24 @@ def taps_features(
 
 
 def mixed5d_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Inception-v3's ``Mixed_5d`` output (B x 288 x 35 x 35 at 299 px) for preprocessed ``x``."""
+    """Inception-v3's ``Mixed_5d`` output (B x 288 x 35 x 35 at 299 px) for preprocessed ``x``.
+
+    Args:
+        model: the Inception-v3 classifier.
+        x: B x 3 x H x W preprocessed images.
+
+    Returns:
+        The ``Mixed_5d`` features.
+    """
     return tap_features(model, x, DEFAULT_TAP)
 
 
 def freeze_backbone(model: nn.Module) -> None:
-    """Backbone in eval mode (BatchNorm uses its running statistics) with no gradients."""
+    """Backbone in eval mode (BatchNorm uses its running statistics) with no gradients.
+
+    Args:
+        model: the classifier (changed in place).
+    """
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -119,6 +151,16 @@ def modules_up_to(model: nn.Module, tap: str) -> list[str]:
 
     At each level of ``tap``'s path, the siblings declared before it come first (torchvision's
     Inception3 and timm's EfficientNets declare modules in forward order).
+
+    Args:
+        model: the classifier.
+        tap: a dotted module name.
+
+    Returns:
+        The module names, ``tap`` last.
+
+    Raises:
+        ValueError: ``tap`` is not a module of ``model``.
     """
     names, parent, prefix = [], model, ""
     for part in tap.split("."):
@@ -131,7 +173,15 @@ def modules_up_to(model: nn.Module, tap: str) -> list[str]:
 
 
 def backbone_fingerprint(model: nn.Module, tap: str = DEFAULT_TAP) -> str:
-    """sha256 of every tensor up to ``tap``: ties a trained branch to its backbone."""
+    """sha256 of every tensor up to ``tap``: ties a trained branch to its backbone.
+
+    Args:
+        model: the classifier.
+        tap: the dotted module name the branch taps.
+
+    Returns:
+        The hex digest of the names, dtypes and bytes of the tensors up to ``tap``.
+    """
     h = hashlib.sha256()
     state = model.state_dict()
     prefixes = tuple(n + "." for n in modules_up_to(model, tap))
@@ -144,7 +194,16 @@ def backbone_fingerprint(model: nn.Module, tap: str = DEFAULT_TAP) -> str:
 
 
 def tap_channels(model: nn.Module, tap: str, input_size_px: int) -> int:
-    """Channels of the tapped map, from one dry forward pass of a blank image."""
+    """Channels of the tapped map, from one dry forward pass of a blank image.
+
+    Args:
+        model: the classifier (its train/eval mode is restored).
+        tap: the dotted module name.
+        input_size_px: side of the square network input, px.
+
+    Returns:
+        The number of channels.
+    """
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -155,7 +214,12 @@ def tap_channels(model: nn.Module, tap: str, input_size_px: int) -> int:
 
 
 class FeatureTaps:
-    """Forward hooks that keep the outputs of the named modules during the last forward pass."""
+    """Forward hooks that keep the outputs of the named modules during the last forward pass.
+
+    Args:
+        model: the classifier.
+        layers: dotted module names whose outputs are kept in ``outputs``.
+    """
 
     def __init__(self, model: nn.Module, layers: tuple[str, ...] = ("Mixed_5d", "Mixed_7c")):
         self.outputs: dict[str, torch.Tensor] = {}
@@ -170,6 +234,7 @@ class FeatureTaps:
         return hook
 
     def remove(self) -> None:
+        """Remove the hooks (``outputs`` keeps the last pass's tensors)."""
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -179,7 +244,15 @@ class FeatureTaps:
 def feature_taps(
     model: nn.Module, layers: tuple[str, ...] = ("Mixed_5d", "Mixed_7c")
 ) -> Iterator[FeatureTaps]:
-    """Context manager around :class:`FeatureTaps` (hooks removed on exit)."""
+    """Context manager around :class:`FeatureTaps` (hooks removed on exit).
+
+    Args:
+        model: the classifier.
+        layers: dotted module names whose outputs are kept.
+
+    Yields:
+        The hooks; read ``outputs`` after a forward pass.
+    """
     taps = FeatureTaps(model, layers)
     try:
         yield taps
@@ -188,7 +261,12 @@ def feature_taps(
 
 
 class CamStage(nn.Module):
-    """conv3x3 (same padding) + ReLU; Grad-CAM's target layer is the whole block."""
+    """conv3x3 (same padding) + ReLU; Grad-CAM's target layer is the whole block.
+
+    Args:
+        in_channels: channels of the input map.
+        out_channels: channels of the output map.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -196,6 +274,14 @@ class CamStage(nn.Module):
         self.relu = nn.ReLU(inplace=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's activation.
+
+        Args:
+            x: B x ``in_channels`` x h x w.
+
+        Returns:
+            B x ``out_channels`` x h x w, non-negative.
+        """
         return self.relu(self.conv(x))
 
 
@@ -219,6 +305,7 @@ class GreedyCamBranch(nn.Module):
 
     @property
     def n_stages(self) -> int:
+        """Number of stages (each with its own head)."""
         return len(self.stages)
 
     def _check_stage(self, stage: int | None) -> int:
@@ -228,7 +315,18 @@ class GreedyCamBranch(nn.Module):
         return k
 
     def feature_map(self, features: torch.Tensor, stage: int | None = None) -> torch.Tensor:
-        """Activation of stage ``stage``'s conv + ReLU (B x C x h x w)."""
+        """Activation of stage ``stage``'s conv + ReLU (B x C x h x w).
+
+        Args:
+            features: the tapped map, B x ``in_channels`` x h x w.
+            stage: 1-based stage (None: the last).
+
+        Returns:
+            The activation, B x ``cfg.channels`` x h x w.
+
+        Raises:
+            ValueError: ``stage`` is outside 1..n_stages.
+        """
         k = self._check_stage(stage)
         x = features
         for block in self.stages[:k]:
@@ -236,13 +334,34 @@ class GreedyCamBranch(nn.Module):
         return x
 
     def forward(self, features: torch.Tensor, stage: int | None = None) -> torch.Tensor:
-        """2-class logits of stage ``stage`` (default: the last): GAP then its linear head."""
+        """2-class logits of stage ``stage`` (default: the last): GAP then its linear head.
+
+        Args:
+            features: the tapped map, B x ``in_channels`` x h x w.
+            stage: 1-based stage (None: the last).
+
+        Returns:
+            The logits, B x 2.
+
+        Raises:
+            ValueError: ``stage`` is outside 1..n_stages.
+        """
         k = self._check_stage(stage)
         a = self.feature_map(features, k)
         return self.heads[k - 1](a.mean(dim=(2, 3)))
 
     def freeze_below(self, stage: int) -> list[str]:
-        """Train only stage ``stage`` (conv + head); everything else is frozen. Returns trainable names."""
+        """Train only stage ``stage`` (conv + head); everything else is frozen.
+
+        Args:
+            stage: the 1-based stage to train.
+
+        Returns:
+            The names of the trainable parameters.
+
+        Raises:
+            ValueError: ``stage`` is outside 1..n_stages.
+        """
         k = self._check_stage(stage)
         trainable = []
         for i, (block, head) in enumerate(zip(self.stages, self.heads, strict=True), start=1):
@@ -256,7 +375,12 @@ class GreedyCamBranch(nn.Module):
 
 
 class StageModel(nn.Module):
-    """Features -> logits of one stage (what Grad-CAM and the training step see)."""
+    """Features -> logits of one stage (what Grad-CAM and the training step see).
+
+    Args:
+        branch: the CAM branch.
+        stage: the 1-based stage whose logits are returned.
+    """
 
     def __init__(self, branch: GreedyCamBranch, stage: int) -> None:
         super().__init__()
@@ -264,4 +388,12 @@ class StageModel(nn.Module):
         self.stage = stage
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The stage's logits.
+
+        Args:
+            features: the tapped map, B x C x h x w.
+
+        Returns:
+            The logits, B x 2.
+        """
         return self.branch(features, self.stage)

@@ -1,6 +1,8 @@
-"""Calibrated mask rules from labelled training data: an activation floor for ``CamConfig.floor``
-(a quantile of the CAM maxima of truly positive training tiles) or a CAM threshold for
-``CamConfig.threshold`` (the one whose pipeline masks best match the training masks' area).
+r"""Calibrated mask rules from labelled training data: an activation floor or a CAM threshold.
+
+An activation floor for ``CamConfig.floor`` is a quantile of the CAM maxima of truly positive
+training tiles; a CAM threshold for ``CamConfig.threshold`` is the one whose pipeline masks best
+match the training masks' area.
 
 DeepSolar's per-tile min-max marks part of every tile called positive, however weak its CAM. A
 floor on the raw CAM lets a tile mark nothing, but raw CAM values have model-specific units, so
@@ -8,8 +10,8 @@ the floor is learned from labelled data the model was trained on: with ``quantil
 fraction q of the truly positive training tiles would have their strongest pixel under the floor
 (and mark nothing), while false positives whose CAM is weaker than that are emptied.
 
-    python -m deepsolar.segmentation.calibrate --classifier builtin --segmenter builtin \\
-        --source ../shared/data/pv_chips/solar_pv_gray/manifest.csv --split train \\
+    python -m deepsolar.segmentation.calibrate --classifier builtin --segmenter builtin \
+        --source ../shared/data/pv_chips/solar_pv_gray/manifest.csv --split train \
         --ground-m-per-px 0.2 --quantile 0.1
 
 prints the floor and the ``cam:`` lines to put in a segment-tiles / map-region config.
@@ -53,7 +55,14 @@ THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(2, 20))  # 0.10 .. 0.95
 
 
 def cam_kind(segmenter: Segmenter) -> str:
-    """The key of :meth:`Segmenter.native_cam_maps` that its CamConfig reads."""
+    """The key of :meth:`Segmenter.native_cam_maps` that its CamConfig reads.
+
+    Args:
+        segmenter: classifier + CAM rule.
+
+    Returns:
+        ``plain``, or ``stage<k>`` for the greedy stage used (default: the last trained).
+    """
     if segmenter.cam.method == "plain":
         return "plain"
     return f"stage{segmenter.cam.stage or segmenter.seg.stages_trained}"
@@ -62,9 +71,22 @@ def cam_kind(segmenter: Segmenter) -> str:
 def cam_maxima(
     segmenter: Segmenter, sources: Sequence[ChipSource], *, batch_size: int = 16, seed: int = 0
 ) -> pd.DataFrame:
-    """One row per tile-sized sample (chips cut into cells as the classifier was trained):
-    ``label``, ``prob``, ``called`` (prob >= threshold), ``max_positive`` (raw positive-class
-    CAM) and ``max_margin`` (raw logit-margin map), both at native resolution."""
+    """Raw CAM maxima of every tile-sized sample (chips cut into cells as in training).
+
+    Args:
+        segmenter: classifier + CAM rule.
+        sources: labelled chip sources (the training ones).
+        batch_size: images per forward pass.
+        seed: seed of the per-class caps and the cell sampling.
+
+    Returns:
+        One row per sample: ``path``, ``window``, ``label``, ``prob`` (0-1), ``called``
+        (prob >= threshold), ``max_positive`` (raw positive-class CAM) and ``max_margin`` (raw
+        logit-margin map), both at native resolution.
+
+    Raises:
+        InputDataError: a source or chip cannot be read.
+    """
     chips = expand_chips(
         load_sources(sources, seed=seed), segmenter.clf.config.data.subtiles, training=True,
         seed=seed,
@@ -92,7 +114,21 @@ def cam_maxima(
 
 
 def floor_from_maxima(maxima: pd.DataFrame, quantile: float, on: str = "positive") -> float:
-    """The ``quantile`` of the truly positive samples' maxima of map ``on`` (positive/margin)."""
+    """The ``quantile`` of the truly positive samples' maxima of map ``on`` (positive/margin).
+
+    Args:
+        maxima: the table of :func:`cam_maxima`.
+        quantile: share of the positives whose maximum may fall under the floor, fraction in
+            [0, 1).
+        on: ``positive`` (positive-class CAM) or ``margin`` (logit-margin map).
+
+    Returns:
+        The floor, in the raw map's (model-specific) units.
+
+    Raises:
+        ValueError: ``quantile`` is outside [0, 1).
+        InputDataError: no sample is positive.
+    """
     if not 0.0 <= quantile < 1.0:
         raise ValueError(f"quantile must be in [0, 1), got {quantile}")
     pos = maxima.loc[maxima["label"] == 1, f"max_{on}"].to_numpy(dtype=float)
@@ -149,8 +185,11 @@ def threshold_sweep(
 def _pipe_masks(
     cm: CellMaps, kind: str, thresholds: Sequence[float], segmenter: Segmenter
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """(threshold, pipeline mask) for each threshold. Without clean-up one stitch at the lowest
-    threshold suffices: a higher threshold only removes pixels whose normalised CAM is <= it."""
+    """(threshold, pipeline mask) for each threshold.
+
+    Without clean-up one stitch at the lowest threshold suffices: a higher threshold only removes
+    pixels whose normalised CAM is <= it.
+    """
     if segmenter.cam.clean.active:  # opening/closing do not commute with thresholding
         for t in thresholds:
             yield t, stitch_masks(cm, t, segmenter.cam, segmenter.threshold).pipe[kind]
@@ -162,8 +201,21 @@ def _pipe_masks(
 
 
 def pick_threshold(sweep: pd.DataFrame, objective: str = "area") -> float:
-    """The sweep's best threshold: ``area`` - total area nearest the truth's (ties: higher IoU);
-    ``iou`` - highest pixel IoU."""
+    """The sweep's best threshold.
+
+    ``area``: total area nearest the truth's (ties: higher IoU); ``iou``: highest pixel IoU.
+
+    Args:
+        sweep: the table of :func:`threshold_sweep`.
+        objective: ``area`` or ``iou``.
+
+    Returns:
+        The threshold on the min-max normalised CAM, 0-1.
+
+    Raises:
+        ValueError: ``objective`` is neither ``area`` nor ``iou``.
+        InputDataError: the samples hold no PV pixel.
+    """
     if objective not in ("area", "iou"):
         raise ValueError(f"objective must be 'area' or 'iou', got {objective!r}")
     ok = sweep.dropna(subset=["area_ratio", "iou"])
@@ -183,7 +235,19 @@ def pick_threshold(sweep: pd.DataFrame, objective: str = "area") -> float:
 def fit_cam_threshold(
     segmenter: Segmenter, sets: Sequence[AnySet], objective: str = "area"
 ) -> tuple[float, pd.DataFrame]:
-    """(chosen ``CamConfig.threshold``, the sweep) on training samples with masks."""
+    """(chosen ``CamConfig.threshold``, the sweep) on training samples with masks.
+
+    Args:
+        segmenter: classifier + CAM rule.
+        sets: labelled samples with masks.
+        objective: ``area`` or ``iou`` (see :func:`pick_threshold`).
+
+    Returns:
+        The threshold (normalised CAM, 0-1) and the sweep of :func:`threshold_sweep`.
+
+    Raises:
+        InputDataError: a sample cannot be read, or the samples hold no PV pixel.
+    """
     sweep = threshold_sweep(segmenter, sets)
     return pick_threshold(sweep, objective), sweep
 
@@ -211,6 +275,14 @@ def _print_threshold(sweep: pd.DataFrame, threshold: float, objective: str) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m deepsolar.segmentation.calibrate``: fit a CAM floor or threshold and print it.
+
+    Args:
+        argv: command-line arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 1 after printing a DeepSolarError.
+    """
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

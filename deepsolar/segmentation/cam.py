@@ -32,7 +32,19 @@ POSITIVE_CLASS = 1
 def class_activation_map(
     features: torch.Tensor, weight: torch.Tensor, class_index: int = POSITIVE_CLASS
 ) -> torch.Tensor:
-    """``sum_k W[class, k] * features[:, k]`` -> B x h x w (no bias: min-max removes it anyway)."""
+    """``sum_k W[class, k] * features[:, k]`` -> B x h x w (no bias: min-max removes it anyway).
+
+    Args:
+        features: the feature map, B x C x h x w.
+        weight: the linear head's weight, n_classes x C.
+        class_index: the class whose map is drawn (1: solar).
+
+    Returns:
+        The CAM, B x h x w, float32, at the features' resolution.
+
+    Raises:
+        ValueError: the shapes do not match.
+    """
     if features.ndim != 4 or weight.ndim != 2 or weight.shape[1] != features.shape[1]:
         raise ValueError(
             f"features B x C x h x w and weight n_classes x C expected, got "
@@ -42,7 +54,15 @@ def class_activation_map(
 
 
 def upsample(cam: torch.Tensor, size_px: tuple[int, int] | int) -> torch.Tensor:
-    """Bilinear (half-pixel centres, no corner alignment) B x h x w -> B x H x W."""
+    """Bilinear (half-pixel centres, no corner alignment) B x h x w -> B x H x W.
+
+    Args:
+        cam: the maps, B x h x w.
+        size_px: the output size, px: (H, W), or one int for a square.
+
+    Returns:
+        The upsampled maps (``cam`` itself when already that size).
+    """
     size = (size_px, size_px) if isinstance(size_px, int) else tuple(size_px)
     if tuple(cam.shape[-2:]) == size:
         return cam
@@ -50,7 +70,14 @@ def upsample(cam: torch.Tensor, size_px: tuple[int, int] | int) -> torch.Tensor:
 
 
 def minmax_per_tile(cam: torch.Tensor) -> torch.Tensor:
-    """Scale each map to [0, 1]; a flat map (no evidence anywhere) becomes all zeros."""
+    """Scale each map to [0, 1]; a flat map (no evidence anywhere) becomes all zeros.
+
+    Args:
+        cam: the maps, B x H x W.
+
+    Returns:
+        The normalised maps, B x H x W, 0-1.
+    """
     flat = cam.flatten(1)
     lo = flat.min(dim=1).values[:, None, None]
     hi = flat.max(dim=1).values[:, None, None]
@@ -59,14 +86,31 @@ def minmax_per_tile(cam: torch.Tensor) -> torch.Tensor:
 
 
 def threshold_mask(cam_norm: torch.Tensor, threshold: float = 0.37) -> torch.Tensor:
-    """Boolean panel mask: normalised CAM strictly above ``threshold``."""
+    """Boolean panel mask: normalised CAM strictly above ``threshold``.
+
+    Args:
+        cam_norm: min-max normalised CAMs, 0-1.
+        threshold: the threshold on the normalised CAM, 0-1 (DeepSolar: 0.37).
+
+    Returns:
+        The mask, True on panel pixels.
+    """
     return cam_norm > threshold
 
 
 def cam_to_mask(
     cam_native: torch.Tensor, size_px: tuple[int, int] | int, threshold: float = 0.37
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Native CAM -> (normalised CAM at tile size, boolean mask), in DeepSolar's order."""
+    """Native CAM -> (normalised CAM at tile size, boolean mask), in DeepSolar's order.
+
+    Args:
+        cam_native: the CAMs at the features' resolution, B x h x w.
+        size_px: the tile size, px: (H, W), or one int for a square.
+        threshold: the threshold on the normalised CAM, 0-1.
+
+    Returns:
+        The normalised CAMs (0-1) and the masks, both B x H x W.
+    """
     norm = minmax_per_tile(upsample(cam_native, size_px))
     return norm, threshold_mask(norm, threshold)
 
@@ -79,6 +123,14 @@ def margin_map(
     ``sum_k (W[pos, k] - W[neg, k]) A_k + (b[pos] - b[neg])``: with global average pooling, the
     margin of the tile is the spatial mean of this map, so a position above 0 votes "solar". No
     min-max: its zero is meaningful, which is what an absolute floor needs.
+
+    Args:
+        features: the feature map, B x C x h x w.
+        weight: the 2-class linear head's weight, 2 x C.
+        bias: the head's bias (None: no bias term).
+
+    Returns:
+        The margin map, B x h x w, in logits.
     """
     diff = class_activation_map(features, weight, POSITIVE_CLASS) - class_activation_map(
         features, weight, 1 - POSITIVE_CLASS
@@ -108,10 +160,23 @@ def mask_from_cam(
     floor_on: str = "margin",
     floor_scope: str = "pixel",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised CAM, mask) at ``size_px``: DeepSolar's min-max + threshold, and, with a
-    ``floor`` on the raw upsampled map ``floor_on`` (margin / positive): ``pixel`` keeps only
-    pixels above it; ``tile`` keeps a tile's DeepSolar mask whole when the map's maximum is
-    above it and marks nothing otherwise."""
+    """(normalised CAM, mask) at ``size_px``: DeepSolar's min-max + threshold, optional floor.
+
+    With a ``floor`` on the raw upsampled map ``floor_on`` (margin / positive): ``pixel`` keeps
+    only pixels above it; ``tile`` keeps a tile's DeepSolar mask whole when the map's maximum is
+    above it and marks nothing otherwise.
+
+    Args:
+        maps: the native-resolution positive-class CAMs and margin maps.
+        size_px: the output size, px: (H, W), or one int for a square.
+        threshold: the threshold on the normalised CAM, 0-1.
+        floor: the absolute floor, in the raw map's units (None: no floor).
+        floor_on: ``margin`` or ``positive``: the map the floor applies to.
+        floor_scope: ``pixel`` or ``tile``.
+
+    Returns:
+        The normalised CAMs (0-1) and the masks, both B x H x W.
+    """
     up = upsample(maps.positive, size_px)
     norm = minmax_per_tile(up)
     mask = threshold_mask(norm, threshold)
@@ -129,11 +194,22 @@ def _disc(diameter_px: int) -> np.ndarray:
 
 
 def clean_mask(mask: np.ndarray, m_per_px: float, clean: MaskCleanConfig) -> np.ndarray:
-    """Opening, closing and hole filling of a boolean mask, sizes in metres (see
-    :class:`~deepsolar.segmentation.config.MaskCleanConfig`). A size under one pixel is a no-op.
+    """Opening, closing and hole filling of a boolean mask, sizes in metres.
 
+    See :class:`~deepsolar.segmentation.config.MaskCleanConfig`. A size under one pixel is a no-op.
     OpenCV's default border for morphology leaves pixels outside the image out of erosion and
     dilation, so pieces touching the tile edge are not eaten from the edge.
+
+    Args:
+        mask: the H x W mask.
+        m_per_px: the mask's ground resolution, m/px.
+        clean: opening and closing diameters (m) and the largest hole to fill (m²).
+
+    Returns:
+        The cleaned boolean mask (the mask itself when cleaning is off or it is empty).
+
+    Raises:
+        ValueError: cleaning is on and ``m_per_px`` is not a positive finite number.
     """
     m = np.asarray(mask, dtype=bool)
     if not clean.active or not m.any():
@@ -186,6 +262,9 @@ def classify_with_taps(
         arch: ``model.arch`` (names the last feature map).
         tap: the greedy branch's input module.
         extra: more modules whose outputs are kept in ``ForwardResult.taps`` (the mask head's).
+
+    Returns:
+        The positive-class probabilities (0-1) and the kept feature maps.
     """
     model.eval()
     final = get_spec(arch).final_features
@@ -204,7 +283,16 @@ def classify_with_taps(
 def greedy_cam(
     branch: GreedyCamBranch, tapped: torch.Tensor, stage: int | None = None
 ) -> torch.Tensor:
-    """Native-resolution CAM of the greedy branch at ``stage`` (default: its last)."""
+    """Native-resolution CAM of the greedy branch at ``stage`` (default: its last).
+
+    Args:
+        branch: the greedy CAM branch (put in eval mode).
+        tapped: the tapped feature map, B x C x h x w.
+        stage: the 1-based stage (None: the last).
+
+    Returns:
+        The positive-class CAM, B x h x w.
+    """
     branch.eval()
     k = branch.n_stages if stage is None else stage
     a = branch.feature_map(tapped.float(), k)
@@ -215,7 +303,16 @@ def greedy_cam(
 def greedy_cam_maps(
     branch: GreedyCamBranch, tapped: torch.Tensor, stage: int | None = None
 ) -> CamMaps:
-    """Positive-class CAM and logit-margin map of the greedy branch at ``stage``."""
+    """Positive-class CAM and logit-margin map of the greedy branch at ``stage``.
+
+    Args:
+        branch: the greedy CAM branch (put in eval mode).
+        tapped: the tapped feature map, B x C x h x w.
+        stage: the 1-based stage (None: the last).
+
+    Returns:
+        Both maps at the tapped map's resolution.
+    """
     branch.eval()
     k = branch.n_stages if stage is None else stage
     a = branch.feature_map(tapped.float(), k)
@@ -225,7 +322,16 @@ def greedy_cam_maps(
 
 @torch.no_grad()
 def plain_cam_maps(model: nn.Module, final: torch.Tensor, arch: str = "inception_v3") -> CamMaps:
-    """Positive-class CAM and logit-margin map (fc bias included) of the classifier itself."""
+    """Positive-class CAM and logit-margin map (fc bias included) of the classifier itself.
+
+    Args:
+        model: the classifier.
+        final: its last feature map, B x C x h x w.
+        arch: ``model.arch`` (names the linear head).
+
+    Returns:
+        Both maps at the last feature map's resolution.
+    """
     fc: nn.Linear = model.get_submodule(get_spec(arch).classifier)
     a = final.float()
     return CamMaps(class_activation_map(a, fc.weight), margin_map(a, fc.weight, fc.bias))
@@ -236,12 +342,27 @@ def plain_cam(model: nn.Module, final: torch.Tensor, arch: str = "inception_v3")
     """Native CAM of the classifier's own last layer: last features x linear head weights.
 
     Inception: ``Mixed_7c`` x ``fc`` (8x8 at 299 px); EfficientNet: ``bn2`` x ``classifier``.
+
+    Args:
+        model: the classifier.
+        final: its last feature map, B x C x h x w.
+        arch: ``model.arch`` (names the linear head).
+
+    Returns:
+        The positive-class CAM, B x h x w.
     """
     fc: nn.Linear = model.get_submodule(get_spec(arch).classifier)
     return class_activation_map(final.float(), fc.weight)
 
 
 def mask_to_png_array(mask: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Boolean mask -> uint8 0/255 (what mask PNGs hold)."""
+    """Boolean mask -> uint8 0/255 (what mask PNGs hold).
+
+    Args:
+        mask: the mask (tensor or array; nonzero = panel).
+
+    Returns:
+        The uint8 array, 255 on panel pixels.
+    """
     m = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     return (m.astype(bool) * 255).astype(np.uint8)

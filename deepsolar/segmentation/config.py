@@ -59,6 +59,7 @@ class MaskCleanConfig(StrictModel):
 
     @property
     def active(self) -> bool:
+        """Whether any clean-up step is on (a size above 0)."""
         return self.open_m > 0 or self.close_m > 0 or self.fill_holes_m2 > 0
 
 
@@ -121,8 +122,14 @@ class CamConfig(StrictModel):
     )  # fmt: skip
 
     def key_dict(self) -> dict:
-        """What a resume key depends on: the legacy fields, plus any mask option that is not at
-        its default (so stores segmented before the options existed keep their journals)."""
+        """What a resume key depends on: the legacy fields, plus mask options off their defaults.
+
+        Mask options at their defaults are left out, so stores segmented before the options existed
+        keep their journals.
+
+        Returns:
+            The legacy fields, then every other field that is not at its default (JSON-ready).
+        """
         new = self.model_dump(mode="json", exclude=set(self.LEGACY_FIELDS), exclude_defaults=True)
         return {**self.model_dump(mode="json", include=set(self.LEGACY_FIELDS)), **new}
 
@@ -152,6 +159,12 @@ class SegDataConfig(StrictModel):
 
 
 class SegTrainLoopConfig(StrictModel):
+    """The greedy CAM training loop: seed, device, CPU threads, feature cache and progress bar.
+
+    ``cache_features`` computes the frozen backbone's tapped features once (float16, in memory)
+    instead of every epoch.
+    """
+
     seed: int = 0
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on CPU")
@@ -221,6 +234,8 @@ class MaskHeadDataConfig(StrictModel):
 
 
 class MaskHeadTrainLoopConfig(StrictModel):
+    """The mask-head training loop: seed, device, CPU threads and progress bar."""
+
     seed: int = 0
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on CPU")
@@ -238,13 +253,31 @@ class TrainMaskHeadConfig(StrictModel):
 
 
 def uses_segmenter(method: str) -> bool:
-    """Whether a CAM method reads ``segmenter_checkpoint`` (greedy branch or mask head)."""
+    """Whether a CAM method reads ``segmenter_checkpoint`` (greedy branch or mask head).
+
+    Args:
+        method: ``greedy``, ``plain`` or ``mask_head``.
+
+    Returns:
+        True for every method but ``plain``.
+    """
     return method != "plain"
 
 
 def default_segmenter(classifier: Path, segmenter: Path | None, method: str) -> Path | None:
-    """The builtin classifier comes with its builtin greedy CAM branch and mask head
-    (``segmenter`` unset)."""
+    """The segmenter checkpoint to use: ``builtin`` with the builtin classifier when unset.
+
+    The builtin classifier comes with its builtin greedy CAM branch and mask head.
+
+    Args:
+        classifier: the classifier checkpoint (``builtin`` for the shipped one).
+        segmenter: the segmenter checkpoint given (None: unset).
+        method: the CAM method (``plain`` reads no segmenter).
+
+    Returns:
+        ``segmenter``, or ``Path("builtin")`` when it is unset, the method reads one and the
+        classifier is the builtin one.
+    """
     if segmenter is None and uses_segmenter(method) and str(classifier) == "builtin":
         return Path("builtin")
     return segmenter
@@ -312,6 +345,7 @@ class ChipMaskSet(StrictModel):
 
     @property
     def display_name(self) -> str:
+        """The name in reports: ``name``, else ``<manifest folder>/<split>``."""
         return self.name or f"{self.manifest.parent.name}/{self.split}"
 
 
@@ -328,6 +362,7 @@ class SceneMaskSet(StrictModel):
 
     @property
     def display_name(self) -> str:
+        """The name in reports: ``name``, else the tile store's folder."""
         return self.name or self.manifest.parent.name
 
 
@@ -373,8 +408,20 @@ class EvaluateSegmentationConfig(StrictModel):
 
 
 def evaluation_config_from_args(args: argparse.Namespace) -> EvaluateSegmentationConfig:
-    """``evaluate-segmenter``'s config: the YAML of ``--config`` (if any) with the command
-    line's values over it (``--source`` folders/manifests become chip sets)."""
+    """``evaluate-segmenter``'s config: the YAML of ``--config`` (if any), command line over it.
+
+    ``--source`` folders/manifests become chip sets.
+
+    Args:
+        args: the parsed command line of ``evaluate-segmenter``.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: the YAML cannot be read, no classifier checkpoint or no set is given, or a
+            field is invalid.
+    """
     data: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if args.source:
         from deepsolar.classifier.data import source_from_path  # torch: only with --source

@@ -1,5 +1,6 @@
-"""Evaluate masks against ground-truth masks: plain CAM vs greedy stage 1 vs stage 2 (vs the
-supervised mask head, when one is given).
+"""Evaluate masks against ground-truth masks: plain CAM vs greedy stage 1 vs stage 2.
+
+The supervised mask head is evaluated too, when one is given.
 
 Metrics, per method (``plain`` = classifier's Mixed_7c x fc; ``stageK`` = greedy branch;
 ``mask_head`` = the decoder of :mod:`.maskhead`, sigmoid > ``mask_threshold``):
@@ -81,7 +82,18 @@ DEEPSOLAR_REGIONAL_ERROR = (0.030, 0.021)
 
 
 def mask_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
-    """(true positive, false positive, false negative) pixel counts."""
+    """(true positive, false positive, false negative) pixel counts.
+
+    Args:
+        pred: the predicted mask (nonzero = panel).
+        truth: the true mask, same shape.
+
+    Returns:
+        The three counts, px.
+
+    Raises:
+        InputDataError: the masks differ in shape.
+    """
     p, t = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
     if p.shape != t.shape:
         raise InputDataError(
@@ -93,31 +105,74 @@ def mask_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
 
 
 def iou(tp: float, fp: float, fn: float) -> float:
-    """Intersection over union; NaN when both masks are empty."""
+    """Intersection over union; NaN when both masks are empty.
+
+    Args:
+        tp: true positive pixels (or area).
+        fp: false positive pixels.
+        fn: false negative pixels.
+
+    Returns:
+        tp / (tp + fp + fn), 0-1.
+    """
     d = tp + fp + fn
     return float(tp / d) if d else float("nan")
 
 
 def dice(tp: float, fp: float, fn: float) -> float:
+    """Dice coefficient; NaN when both masks are empty.
+
+    Args:
+        tp: true positive pixels (or area).
+        fp: false positive pixels.
+        fn: false negative pixels.
+
+    Returns:
+        2 tp / (2 tp + fp + fn), 0-1.
+    """
     d = 2 * tp + fp + fn
     return float(2 * tp / d) if d else float("nan")
 
 
 def per_tile_relative_error(pred: np.ndarray, true: np.ndarray) -> float:
-    """Mean |pred - true| / true over tiles with true > 0 (DeepSolar's per-image area error)."""
+    """Mean |pred - true| / true over tiles with true > 0 (DeepSolar's per-image area error).
+
+    Args:
+        pred: predicted panel area per tile (m² or px).
+        true: true panel area per tile, same unit.
+
+    Returns:
+        The mean relative error, a fraction (NaN when no tile has panels).
+    """
     p, t = np.asarray(pred, float), np.asarray(true, float)
     keep = t > 0
     return float(np.mean(np.abs(p[keep] - t[keep]) / t[keep])) if keep.any() else float("nan")
 
 
 def regional_relative_error(pred: np.ndarray, true: np.ndarray) -> float:
-    """|sum pred - sum true| / sum true (DeepSolar's regional total error)."""
+    """|sum pred - sum true| / sum true (DeepSolar's regional total error).
+
+    Args:
+        pred: predicted panel area per tile (m² or px).
+        true: true panel area per tile, same unit.
+
+    Returns:
+        The relative error of the total, a fraction (NaN when the true total is 0).
+    """
     tot = float(np.sum(true))
     return abs(float(np.sum(pred)) - tot) / tot if tot > 0 else float("nan")
 
 
 def summarise(df: pd.DataFrame) -> dict[str, Any]:
-    """Scores of one method from its per-tile rows (columns made by :func:`evaluate_set`)."""
+    """Scores of one method from its per-tile rows (columns made by :func:`evaluate_set`).
+
+    Args:
+        df: the method's rows of :func:`evaluate_set`.
+
+    Returns:
+        Tile counts, pipeline and oracle IoU / Dice and area errors (fractions), and the true and
+        predicted total areas (m² or px).
+    """
     truth_pos = df["true_area"] > 0
     o = df[truth_pos]
     return {
@@ -229,8 +284,15 @@ def baseline_table(
 ) -> list[dict[str, Any]]:
     """Rows per set and overall: each CAM method, then the whole-tile and mean-fraction baselines.
 
-    ``per_tile``: :func:`evaluate_set` rows (columns ``set``, ``method``, ``o_tp`` ... ``n_px``,
-    ``chip_area``), one set or several concatenated.
+    Args:
+        per_tile: :func:`evaluate_set` rows (columns ``set``, ``method``, ``o_tp`` ... ``n_px``,
+            ``chip_area``), one set or several concatenated.
+        reps: number of bootstrap resamples of the mean IoU interval.
+        seed: seed of the resampling.
+        level: confidence level of the interval, fraction 0-1.
+
+    Returns:
+        The rows (columns of :data:`TABLE_COLUMNS`).
     """
     rows: list[dict[str, Any]] = []
     for name, g in per_tile.groupby("set", sort=False):
@@ -244,6 +306,18 @@ def baseline_table(
 
 @dataclass
 class EvalItem:
+    """One labelled sample: its key, image and truth mask, and the ground area of its pixels.
+
+    Attributes:
+        key: the sample's name (file name or tile id).
+        image: the RGB image.
+        truth: the true panel mask, bool, image size.
+        pixel_area: the area of one pixel, m² (or 1 for pixel units): a scalar, or one per row
+            (H,) for Web-Mercator tiles.
+        ground_m_per_px: the ground resolution, m/px (None: unknown), for sub-tiling chips wider
+            than a tile.
+    """
+
     key: str
     image: Image.Image
     truth: np.ndarray  # bool, image size
@@ -252,6 +326,18 @@ class EvalItem:
 
 
 def iter_chip_set(s: ChipMaskSet) -> Iterator[EvalItem]:
+    """Samples of a shared chip set's manifest (``{split}/images``, ``{split}/masks``).
+
+    Args:
+        s: the chip set (``m_per_px`` in m/px; None: areas in pixels).
+
+    Yields:
+        One sample per manifest row of the split (the first ``max_chips``).
+
+    Raises:
+        InputDataError: the manifest is missing or lacks columns, or an image or mask cannot be
+            read or differs in size.
+    """
     if not s.manifest.is_file():
         raise InputDataError("manifest not found", where=str(s.manifest), fix="check the path")
     df = pd.read_csv(s.manifest)
@@ -278,6 +364,18 @@ def iter_chip_set(s: ChipMaskSet) -> Iterator[EvalItem]:
 
 
 def iter_scene_set(s: SceneMaskSet) -> Iterator[EvalItem]:
+    """Samples of a tile store over a scene with PV truth polygons (masks rasterised per tile).
+
+    Args:
+        s: the scene set.
+
+    Yields:
+        One sample per tile with status ``ok`` (the first ``max_chips``), pixel areas in m² per
+        row.
+
+    Raises:
+        InputDataError: the manifest, truth or a tile cannot be read.
+    """
     import geopandas as gpd
 
     from deepsolar.imagery.manifest import read_manifest
@@ -308,7 +406,18 @@ def _tile_row_areas(tile: Tile, h: int) -> np.ndarray:
 
 
 def iter_source(s: ImagesSource | ManifestSource) -> Iterator[EvalItem]:
-    """Chips of a classifier chip source with masks (a chip without a mask must be negative)."""
+    """Chips of a classifier chip source with masks (a chip without a mask must be negative).
+
+    Args:
+        s: the chip source.
+
+    Yields:
+        One sample per chip, areas in pixels.
+
+    Raises:
+        InputDataError: the source or a chip cannot be read, a positive chip has no mask, or a
+            mask differs from its image in size.
+    """
     for chip in load_source(s):
         image = read_chip(chip.path)
         w, h = image.size
@@ -330,6 +439,15 @@ def iter_source(s: ImagesSource | ManifestSource) -> Iterator[EvalItem]:
 
 
 def iter_set(s: AnySet) -> Iterator[EvalItem]:
+    """Samples of any evaluation set.
+
+    Args:
+        s: a chip set, a scene set or a classifier chip source.
+
+    Returns:
+        An iterator over the samples (see :func:`iter_chip_set`, :func:`iter_scene_set`,
+        :func:`iter_source`).
+    """
     if isinstance(s, ChipMaskSet):
         return iter_chip_set(s)
     if isinstance(s, SceneMaskSet):
@@ -341,13 +459,30 @@ def iter_set(s: AnySet) -> Iterator[EvalItem]:
 
 
 def masked_area(mask: np.ndarray, pixel_area: np.ndarray | float) -> float:
-    """Ground area of a boolean mask: pixel_area is m² per pixel (scalar) or per row (H,)."""
+    """Ground area of a boolean mask: pixel_area is m² per pixel (scalar) or per row (H,).
+
+    Args:
+        mask: the H x W boolean mask.
+        pixel_area: the area of one pixel (m², or 1 for pixel units), scalar or per row.
+
+    Returns:
+        The masked area, in ``pixel_area``'s unit.
+    """
     if np.ndim(pixel_area) == 0:
         return float(mask.sum()) * float(pixel_area)
     return float((mask.sum(axis=1) * np.asarray(pixel_area)).sum())
 
 
 def batched_items(it: Iterator[EvalItem], n: int) -> Iterator[list[EvalItem]]:
+    """Group samples into lists of ``n`` (the last may be shorter).
+
+    Args:
+        it: the samples.
+        n: samples per batch.
+
+    Yields:
+        The batches.
+    """
     batch: list[EvalItem] = []
     for item in it:
         batch.append(item)
@@ -360,8 +495,11 @@ def batched_items(it: Iterator[EvalItem], n: int) -> Iterator[list[EvalItem]]:
 
 @dataclass
 class ItemMasks:
-    """One chip's CAM masks per method: ``oracle`` ignores the classifier, ``pipe`` keeps only
-    what the pipeline keeps (tiles - or sub-tiles - called positive)."""
+    """One chip's CAM masks per method.
+
+    ``oracle`` ignores the classifier, ``pipe`` keeps only what the pipeline keeps (tiles - or
+    sub-tiles - called positive).
+    """
 
     prob: float
     is_positive: bool
@@ -388,6 +526,19 @@ def stitch_masks(
 
     ``rule.floor`` applies per cell; ``rule.clean`` to the stitched chip mask (as the map's
     pieces are rejoined across tile edges), with the chip's pixel size.
+
+    Args:
+        cm: the chip's forward pass.
+        threshold: the threshold on the normalised CAM, 0-1.
+        rule: the CamConfig (floor, clean-up, mask-head threshold).
+        classifier_threshold: a cell is called positive at ``prob >= this``, probability 0-1.
+
+    Returns:
+        The chip's highest probability, whether any cell is called positive, and per method the
+        normalised CAM, the oracle mask and the pipeline mask.
+
+    Raises:
+        ConfigError: clean-up is on and the chip's ground pixel size is unknown.
     """
     pos = cm.probs >= classifier_threshold
     norm, oracle, pipe = {}, {}, {}
@@ -424,8 +575,10 @@ def stitch_masks(
 def _cells_of(
     item: EvalItem, subtiles: SubtileConfig | None
 ) -> tuple[list[Window], list[Image.Image]]:
-    """The chip whole (resized into the network) or, when it is wider on the ground than a tile
-    and ``subtiles`` is set, its tile-sized cells: (windows, images)."""
+    """The chip whole (resized into the network) or its tile-sized cells: (windows, images).
+
+    Cells are used when the chip is wider on the ground than a tile and ``subtiles`` is set.
+    """
     h, w = item.truth.shape
     n = cells_per_side(w, item.ground_m_per_px, subtiles) if subtiles is not None else 1
     windows = grid_windows(w, h, n)
@@ -442,8 +595,19 @@ def items_cell_maps(
     segmenter: Segmenter, items: list[EvalItem], subtiles: SubtileConfig | None,
     batch_size: int | None = None,
 ) -> list[CellMaps]:  # fmt: skip
-    """The forward passes of several chips (all their cells, ``batch_size`` images at a time;
-    None: all at once), split back into one :class:`CellMaps` per chip."""
+    """The forward passes of several chips, split back into one :class:`CellMaps` per chip.
+
+    All their cells are run, ``batch_size`` images at a time (None: all at once).
+
+    Args:
+        segmenter: classifier + CAM rule.
+        items: the chips.
+        subtiles: how to cut chips wider than a tile (None: whole chips).
+        batch_size: images per forward pass (None: all at once).
+
+    Returns:
+        One :class:`CellMaps` per chip, in order.
+    """
     cells = [_cells_of(item, subtiles) for item in items]
     images = [im for _, ims in cells for im in ims]
     step = batch_size or len(images)
@@ -471,15 +635,39 @@ def items_cell_maps(
 def item_cell_maps(
     segmenter: Segmenter, item: EvalItem, subtiles: SubtileConfig | None
 ) -> CellMaps:
-    """One forward pass over the chip: whole (resized into the network) or, when it is wider on
-    the ground than a tile and ``subtiles`` is set, cell by cell."""
+    """One forward pass over the chip, whole or cell by cell.
+
+    Whole means resized into the network; cell by cell when it is wider on the ground than a tile
+    and ``subtiles`` is set.
+
+    Args:
+        segmenter: classifier + CAM rule.
+        item: the chip.
+        subtiles: how to cut chips wider than a tile (None: whole chips).
+
+    Returns:
+        The chip's per-cell probabilities and native maps.
+    """
     return items_cell_maps(segmenter, [item], subtiles)[0]
 
 
 def item_masks(
     segmenter: Segmenter, item: EvalItem, cam_threshold: float, subtiles: SubtileConfig | None
 ) -> ItemMasks:
-    """The chip's masks under the segmenter's CamConfig (see :func:`item_cell_maps`)."""
+    """The chip's masks under the segmenter's CamConfig (see :func:`item_cell_maps`).
+
+    Args:
+        segmenter: classifier + CAM rule.
+        item: the chip.
+        cam_threshold: the threshold on the normalised CAM, 0-1.
+        subtiles: how to cut chips wider than a tile (None: whole chips).
+
+    Returns:
+        The chip's masks per method.
+
+    Raises:
+        ConfigError: clean-up is on and the chip's ground pixel size is unknown.
+    """
     cm = item_cell_maps(segmenter, item, subtiles)
     return stitch_masks(cm, cam_threshold, segmenter.cam, segmenter.threshold)
 
@@ -496,8 +684,23 @@ def evaluate_set(
 ) -> pd.DataFrame:
     """One row per (tile, method) with pixel counts and areas for pipeline and oracle masks.
 
-    ``subtiles``: cut chips wider than a tile into tile-sized cells (the classifier
-    checkpoint's ``data.subtiles``); None resizes whole chips (DeepSolar's way).
+    Args:
+        segmenter: classifier + CAM rule.
+        s: the evaluation set.
+        cam_threshold: the threshold on the normalised CAM, 0-1.
+        batch_size: samples per forward pass.
+        overlay_dir: folder of the comparison PNGs (None: none).
+        overlays: how many truth-positive samples get a comparison PNG.
+        subtiles: cut chips wider than a tile into tile-sized cells (the classifier
+            checkpoint's ``data.subtiles``); None resizes whole chips (DeepSolar's way).
+
+    Returns:
+        The rows: ``set``, ``tile``, ``method``, ``prob``, ``is_positive``, pixel counts
+        (``tp``/``fp``/``fn``, oracle ``o_*``), areas (m² or px) and ``n_px``.
+
+    Raises:
+        InputDataError: a sample cannot be read.
+        ConfigError: clean-up is on and a chip's ground pixel size is unknown.
     """
     rows: list[dict[str, Any]] = []
     n_overlays = 0
@@ -541,7 +744,18 @@ def save_comparison_overlay(
     *,
     title: str = "",
 ) -> Path:
-    """Image + truth, then per method the CAM over the image and its mask (truth in cyan)."""
+    """Image + truth, then per method the CAM over the image and its mask (truth in cyan).
+
+    Args:
+        image: the RGB image.
+        truth: the true mask.
+        maps: per method, (normalised CAM 0-1, mask).
+        path: the PNG to write; its folder is created.
+        title: the figure's title.
+
+    Returns:
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -575,7 +789,14 @@ def save_comparison_overlay(
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Markdown: one table per set, methods side by side."""
+    """Markdown: one table per set, methods side by side.
+
+    Args:
+        report: the report of :func:`evaluate_segmentation`.
+
+    Returns:
+        The Markdown text.
+    """
     pct = "{:.1%}".format
 
     def f(v: float, p: bool = True) -> str:
@@ -619,8 +840,22 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def evaluate_segmentation(cfg: EvaluateSegmentationConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Evaluate every set; write ``per_tile.csv``, ``report.json``, ``report.md``, overlays,
-    and the table with baselines and intervals (``table.json``, ``table.csv``, ``table.md``)."""
+    """Evaluate every set; write the per-tile rows, the report, overlays and the baseline table.
+
+    Files: ``per_tile.csv``, ``report.json``, ``report.md``, overlays, and the table with baselines
+    and intervals (``table.json``, ``table.csv``, ``table.md``).
+
+    Args:
+        cfg: the evaluation config.
+        out_dir: the output folder; created if missing.
+
+    Returns:
+        The report: checkpoints, thresholds, per-set scores per method and the table's rows.
+
+    Raises:
+        ConfigError: the config is invalid or mask clean-up lacks a pixel size.
+        InputDataError: a checkpoint or a sample cannot be read.
+    """
     cfg = validate_config(EvaluateSegmentationConfig, cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -688,11 +923,26 @@ def _safe(name: str) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The compact per-set + overall table (methods and baselines) for a terminal."""
+    """The compact per-set + overall table (methods and baselines) for a terminal.
+
+    Args:
+        report: the report of :func:`evaluate_segmentation`.
+
+    Returns:
+        The table as plain text.
+    """
     return format_text(report["table"], TABLE_COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m deepsolar.segmentation.evaluate --config FILE --out DIR``.
+
+    Args:
+        argv: command-line arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 1 after printing a DeepSolarError.
+    """
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

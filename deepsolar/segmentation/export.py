@@ -1,15 +1,15 @@
-"""Export a classifier + greedy-CAM segmenter pair as a compact reference model (half precision).
+r"""Export a classifier + greedy-CAM segmenter pair as a compact reference model (half precision).
 
 Floating-point tensors are stored as float16 (loading casts them back to float32); optimiser
 state is dropped. The segmenter's backbone fingerprint is recomputed on the half-precision
 classifier as it loads, so the exported pair still checks as matching.
 
-    python -c "from deepsolar.segmentation.export import export_pair; \\
+    python -c "from deepsolar.segmentation.export import export_pair; \
         export_pair('out/reference/best.pt', 'out/reference-seg/segmenter.pt', 'data/models')"
 
 The supervised mask head (trained on the exported builtin classifier) is exported the same way::
 
-    python -c "from deepsolar.segmentation.export import export_mask_head; \\
+    python -c "from deepsolar.segmentation.export import export_mask_head; \
         export_mask_head('out/reference-mask-head/mask_head.pt', 'data/models')"
 """
 

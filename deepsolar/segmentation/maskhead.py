@@ -81,7 +81,18 @@ DEFAULT_MASK_TAPS: dict[str, tuple[str, ...]] = {
 
 
 def resolve_mask_taps(taps: Sequence[str] | None, arch: str) -> tuple[str, ...]:
-    """``taps`` if given, else the arch's default; ValueError for an arch without one."""
+    """``taps`` if given, else the arch's default; ValueError for an arch without one.
+
+    Args:
+        taps: classifier module names, shallow to deep (None/empty: the default).
+        arch: the classifier's ``model.arch``.
+
+    Returns:
+        The module names.
+
+    Raises:
+        ValueError: no ``taps`` is given and ``arch`` has no default.
+    """
     if taps:
         return tuple(taps)
     if arch not in DEFAULT_MASK_TAPS:
@@ -116,7 +127,17 @@ class MaskDecoder(nn.Module):
         self.out = nn.Conv2d(channels, 1, 1)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Native logits (B x h x w, the shallowest map's grid) from the tapped maps."""
+        """Native logits (B x h x w, the shallowest map's grid) from the tapped maps.
+
+        Args:
+            feats: the tapped maps, shallow to deep, each B x C_i x h_i x w_i.
+
+        Returns:
+            The panel logits, B x h x w.
+
+        Raises:
+            ValueError: the number of maps differs from the number of taps.
+        """
         if len(feats) != len(self.lateral):
             raise ValueError(f"{len(self.lateral)} feature maps expected, got {len(feats)}")
         x = self.lateral[-1](feats[-1].float())
@@ -129,7 +150,16 @@ class MaskDecoder(nn.Module):
 def mask_head_mask(
     logits: torch.Tensor, size_px: tuple[int, int] | int, threshold: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Native logits -> (probability at ``size_px``, boolean mask prob > threshold)."""
+    """Native logits -> (probability at ``size_px``, boolean mask prob > threshold).
+
+    Args:
+        logits: the decoder's native logits, B x h x w.
+        size_px: the output size, px: (H, W), or one int for a square.
+        threshold: a pixel is panel where its probability is above this, 0-1.
+
+    Returns:
+        The panel probabilities (0-1) and the masks, both B x H x W.
+    """
     prob = torch.sigmoid(upsample(logits.float(), size_px))
     return prob, prob > threshold
 
@@ -137,7 +167,19 @@ def mask_head_mask(
 def ordered_taps(
     model: nn.Module, taps: Sequence[str], input_size_px: int
 ) -> tuple[tuple[str, ...], list[int]]:
-    """The taps in the order they run (shallow to deep) and their channels (one dry pass)."""
+    """The taps in the order they run (shallow to deep) and their channels (one dry pass).
+
+    Args:
+        model: the classifier (its train/eval mode is restored).
+        taps: dotted module names.
+        input_size_px: side of the square network input, px.
+
+    Returns:
+        The module names in run order and the channels of each.
+
+    Raises:
+        ValueError: a module did not run in the forward pass.
+    """
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -167,6 +209,16 @@ def _resolve_for(
 
 @dataclass
 class LoadedMaskHead:
+    """A trained mask decoder with the taps it reads and the backbone it was trained on.
+
+    Attributes:
+        decoder: the decoder, eval mode.
+        taps: the classifier modules it reads, shallow to deep.
+        backbone_fingerprint: sha256 of the classifier's weights up to the deepest tap.
+        config: the training config.
+        checkpoint: the checkpoint file.
+    """
+
     decoder: MaskDecoder
     taps: tuple[str, ...]
     backbone_fingerprint: str
@@ -175,11 +227,24 @@ class LoadedMaskHead:
 
     @property
     def fingerprint_tap(self) -> str:
+        """The deepest tap: the backbone fingerprint covers the weights up to it."""
         return self.taps[-1]
 
 
 def load_mask_head(path: str | Path, device: str | torch.device = "cpu") -> LoadedMaskHead:
-    """The decoder of a ``train-mask-head`` checkpoint, eval mode (float16 files cast back)."""
+    """The decoder of a ``train-mask-head`` checkpoint, eval mode (float16 files cast back).
+
+    Args:
+        path: the checkpoint (``mask_head.pt``, or ``builtin``).
+        device: where the decoder runs.
+
+    Returns:
+        The loaded mask head.
+
+    Raises:
+        InputDataError: the file is missing or not a mask-head checkpoint.
+        ConfigError: its config is invalid.
+    """
     ckpt = load_checkpoint_of(path, MASK_HEAD_CHECKPOINT)
     cfg = validate_config(TrainMaskHeadConfig, ckpt["config"], where=str(path))
     decoder = MaskDecoder(ckpt["in_channels"], cfg.head.channels)
@@ -196,7 +261,16 @@ def load_mask_head(path: str | Path, device: str | torch.device = "cpu") -> Load
 
 
 def check_mask_head_backbone(head: LoadedMaskHead, clf: LoadedClassifier) -> None:
-    """A decoder only makes sense on the exact backbone features it was trained on."""
+    """A decoder only makes sense on the exact backbone features it was trained on.
+
+    Args:
+        head: the loaded mask head.
+        clf: the classifier it is to run on.
+
+    Raises:
+        ConfigError: the classifier's weights up to the deepest tap differ from the training
+            backbone's (or the tap does not exist).
+    """
     tap = head.fingerprint_tap
     try:
         fp = backbone_fingerprint(clf.model, tap)
@@ -216,8 +290,11 @@ def check_mask_head_backbone(head: LoadedMaskHead, clf: LoadedClassifier) -> Non
 
 
 class MaskChipDataset(ChipDataset):
-    """Chips (or their cells) with the PV mask resized to the network input, as ``mask``
-    (1 x S x S float in [0, 1]: bilinear, so cell edges are soft)."""
+    """Chips (or their cells) with the PV mask resized to the network input, as ``mask``.
+
+    ``mask`` is 1 x S x S float in [0, 1] (bilinear, so cell edges are soft). Arguments as
+    :class:`~deepsolar.classifier.data.ChipDataset`.
+    """
 
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
@@ -264,6 +341,16 @@ class CachedMasks:
     def batch(
         self, idx: torch.Tensor, rot: torch.Tensor, device: torch.device
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Features and targets of the cells ``idx`` under rotations ``rot``, on ``device``.
+
+        Args:
+            idx: cell indices, B.
+            rot: the rotation index of each, B (0 .. R-1).
+            device: where the tensors go.
+
+        Returns:
+            The tapped maps (float32, one per tap) and the targets (B x S x S, float32 0-1).
+        """
         f = [t[rot, idx].to(device, torch.float32) for t in self.feats]
         return f, self.masks[rot, idx].to(device, torch.float32) / 255.0
 
@@ -281,7 +368,22 @@ def cache_mask_features(
 ) -> CachedMasks:  # fmt: skip
     """Run the frozen classifier once per cell (and rotation k x 90 degrees, k < ``rotations``).
 
-    Maps are kept in float16 (float32 for all of them if any would overflow float16)."""
+    Maps are kept in float16 (float32 for all of them if any would overflow float16).
+
+    Args:
+        clf: the frozen classifier.
+        dataset: the cells with their masks.
+        taps: the classifier modules to keep, shallow to deep.
+        rotations: number of 90-degree rotations to cache (1: as is).
+        batch_size: cells per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        The tapped maps, the targets (uint8 0-255) and the labels.
+
+    Raises:
+        InputDataError: a chip or mask cannot be read.
+    """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     per: list[list[list[torch.Tensor]]] = [[[] for _ in range(rotations)] for _ in taps]
     masks: list[list[torch.Tensor]] = [[] for _ in range(rotations)]
@@ -307,8 +409,19 @@ def cache_mask_features(
 def mask_loss(
     logits: torch.Tensor, target: torch.Tensor, *, dice_weight: float = 1.0, pos_weight: float = 1.0
 ) -> torch.Tensor:
-    """BCE (panel pixels weighted ``pos_weight``) + ``dice_weight`` x soft Dice over the batch
-    (one Dice over all pixels of the batch, so cells without panels are well defined)."""
+    """BCE (panel pixels weighted ``pos_weight``) + ``dice_weight`` x soft Dice over the batch.
+
+    One Dice over all pixels of the batch, so cells without panels are well defined.
+
+    Args:
+        logits: the decoder's logits, B x S x S.
+        target: the targets, B x S x S, 0-1.
+        dice_weight: weight of the Dice term.
+        pos_weight: BCE weight of panel pixels.
+
+    Returns:
+        The loss, a scalar.
+    """
     pw = torch.tensor(pos_weight, device=logits.device)
     bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
     p = torch.sigmoid(logits)
@@ -318,7 +431,16 @@ def mask_loss(
 
 
 def per_cell_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> np.ndarray:
-    """IoU of (sigmoid > threshold) against (target > 0.5) per cell; NaN where both are empty."""
+    """IoU of (sigmoid > threshold) against (target > 0.5) per cell; NaN where both are empty.
+
+    Args:
+        logits: the decoder's logits, B x S x S.
+        target: the targets, B x S x S, 0-1.
+        threshold: a pixel is panel where its probability is above this, 0-1.
+
+    Returns:
+        The IoU of each cell, B, 0-1.
+    """
     p = torch.sigmoid(logits) > threshold
     t = target > 0.5
     inter = (p & t).flatten(1).sum(1).float()
@@ -332,6 +454,16 @@ def per_cell_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 
 
 @dataclass
 class MaskHeadTrainResult:
+    """What a mask-head training run produced.
+
+    Attributes:
+        out_dir: the run's folder.
+        final_checkpoint: the best epoch's checkpoint (``mask_head.pt``).
+        best_epoch: its epoch.
+        history: one row of losses and IoU per epoch.
+        counts: cells and chips per split (and the caching time, s).
+    """
+
     out_dir: Path
     final_checkpoint: Path
     best_epoch: int
@@ -339,6 +471,11 @@ class MaskHeadTrainResult:
     counts: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
+        """The run's paths, best epoch, counts and last history row, JSON-ready.
+
+        Returns:
+            The summary.
+        """
         return {
             "out_dir": str(self.out_dir),
             "final_checkpoint": str(self.final_checkpoint),
@@ -382,8 +519,10 @@ def _validate(
 
 @dataclass
 class _MaskBackbone:
-    """The frozen classifier, its taps (shallow to deep) with their channels, and the fingerprint
-    of its weights up to the deepest tap."""
+    """The frozen classifier, its taps (shallow to deep) with their channels, and a fingerprint.
+
+    The fingerprint is of its weights up to the deepest tap.
+    """
 
     clf: LoadedClassifier
     taps: tuple[str, ...]

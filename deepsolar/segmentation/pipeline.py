@@ -71,6 +71,15 @@ TABLE_COLUMNS = ("tile_id", "prob", "is_positive", "mask_path", "area_m2", "erro
 
 @dataclass
 class TileSegmentation:
+    """One image's result: its probability and, for a positive, CAM and mask at the image size.
+
+    Attributes:
+        prob: probability of PV, 0-1.
+        is_positive: ``prob`` reached the classifier threshold.
+        cam: the normalised CAM (0-1; the panel probability for the mask head), positives only.
+        mask: the boolean panel mask, positives only.
+    """
+
     prob: float
     is_positive: bool
     cam: np.ndarray | None  # normalised CAM at the image size (positives only)
@@ -78,8 +87,21 @@ class TileSegmentation:
 
 
 class Segmenter:
-    """A classifier and (for ``method: greedy``) its CAM branch or (``method: mask_head``) its
-    mask head, ready for inference. Evaluation may hold both to compare them side by side."""
+    """A classifier and its CAM branch or mask head, ready for inference.
+
+    The CAM branch is used with ``method: greedy``, the mask head with ``method: mask_head``.
+    Evaluation may hold both to compare them side by side.
+
+    Args:
+        clf: the loaded classifier.
+        seg: the greedy CAM branch (needed by ``method: greedy``).
+        cam: how a CAM becomes a mask (None: DeepSolar's rule).
+        mask_head: the mask head (needed by ``method: mask_head``).
+
+    Raises:
+        ConfigError: the method's checkpoint is missing, was trained on another backbone, or has
+            fewer stages than ``cam.stage``.
+    """
 
     def __init__(
         self,
@@ -128,8 +150,26 @@ class Segmenter:
         device: str = "auto",
         mask_head_checkpoint: str | Path | None = None,
     ) -> Segmenter:
-        """``segmenter_checkpoint`` is the greedy branch, or the mask head when ``cam.method``
-        is mask_head; ``mask_head_checkpoint`` adds a mask head beside a greedy branch."""
+        """Load the classifier and its segmenter checkpoint(s).
+
+        ``segmenter_checkpoint`` is the greedy branch, or the mask head when ``cam.method`` is
+        mask_head; ``mask_head_checkpoint`` adds a mask head beside a greedy branch.
+
+        Args:
+            classifier_checkpoint: a ``train-classifier`` checkpoint, or ``builtin``.
+            segmenter_checkpoint: a ``train-segmenter`` or ``train-mask-head`` checkpoint (None:
+                none).
+            cam: how a CAM becomes a mask (None: DeepSolar's rule).
+            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+            mask_head_checkpoint: a ``train-mask-head`` checkpoint to hold beside a greedy branch.
+
+        Returns:
+            The segmenter.
+
+        Raises:
+            InputDataError: a checkpoint is missing or of the wrong kind.
+            ConfigError: the device is unavailable, or the checkpoints do not fit together.
+        """
         cam = cam or CamConfig()
         clf = load_classifier(classifier_checkpoint, device)
         seg, head = None, None
@@ -144,10 +184,12 @@ class Segmenter:
 
     @property
     def arch(self) -> str:
+        """The classifier's ``model.arch``."""
         return self.clf.config.model.arch
 
     @property
     def tap(self) -> str:
+        """The module the greedy branch taps (the segmenter's, else the arch's default)."""
         cfg_tap = self.seg.config.branch.tap if self.seg is not None else None
         return resolve_tap(cfg_tap, self.arch)
 
@@ -164,10 +206,22 @@ class Segmenter:
 
     @property
     def threshold(self) -> float:
+        """The classifier decision threshold, probability 0-1.
+
+        ``cam.classifier_threshold``, else the checkpoint's.
+        """
         t = self.cam.classifier_threshold
         return self.clf.threshold if t is None else t
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess images for the classifier, as a batch on its device.
+
+        Args:
+            images: RGB images (any size; resized to the network input).
+
+        Returns:
+            The batch, B x 3 x S x S.
+        """
         return torch.stack(
             [preprocess(im, self.clf.input_size_px, self.clf.normalize) for im in images]
         ).to(self.clf.device)
@@ -178,13 +232,26 @@ class Segmenter:
 
         Keys: ``plain`` and, with a segmenter, ``stage1`` .. ``stageK``; with a mask head,
         ``mask_head`` (its native logits, see :meth:`mask`).
+
+        Args:
+            x: the preprocessed batch, B x 3 x S x S.
+
+        Returns:
+            The probabilities of PV (B, 0-1) and each kind's CAMs (B x h x w).
         """
         probs, maps = self.native_cam_maps(x)
         return probs, {k: m.positive for k, m in maps.items()}
 
     @torch.no_grad()
     def native_cam_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, CamMaps]]:
-        """Like :meth:`native_cams`, with each kind's logit-margin map beside its CAM."""
+        """Like :meth:`native_cams`, with each kind's logit-margin map beside its CAM.
+
+        Args:
+            x: the preprocessed batch, B x 3 x S x S.
+
+        Returns:
+            The probabilities of PV (B, 0-1) and each kind's maps.
+        """
         fwd = self._forward(x)
         maps = {"plain": plain_cam_maps(self.clf.model, fwd.final, self.arch)}
         if self.seg is not None:
@@ -206,6 +273,18 @@ class Segmenter:
         ``kind`` (default: ``cam.method``): ``mask_head`` maps are logits, whose mask is
         sigmoid > ``cam.mask_threshold`` (the "CAM" returned is the probability); any other kind
         is a CAM (min-max, threshold, floor).
+
+        Args:
+            maps: one image's native maps (batch of 1).
+            size_hw: the image size, (height, width) px.
+            m_per_px: the image's ground resolution, m/px (needed by ``cam.clean``).
+            kind: the map kind (None: ``cam.method``).
+
+        Returns:
+            The normalised CAM (0-1) and the mask, H x W.
+
+        Raises:
+            ConfigError: ``cam.clean`` is on and ``m_per_px`` is None.
         """
         if (kind or self.cam.method) == MASK_HEAD:
             norm, mask = mask_head_mask(maps.positive, size_hw, self.cam.mask_threshold)
@@ -234,8 +313,16 @@ class Segmenter:
     ) -> list[TileSegmentation]:
         """Classify a batch; CAM + mask (at each image's own size) for the positives only.
 
-        ``m_per_px``: ground metres per pixel of each image (one value for all), needed by
-        ``cam.clean``.
+        Args:
+            images: RGB images.
+            m_per_px: ground resolution of each image, m/px (one value for all; None: unknown),
+                needed by ``cam.clean``.
+
+        Returns:
+            One result per image, in order.
+
+        Raises:
+            ConfigError: ``cam.clean`` is on and a positive image's ``m_per_px`` is None.
         """
         x = self.preprocess(images)
         fwd = self._forward(x)
@@ -263,7 +350,15 @@ class Segmenter:
 
 
 def image_m_per_px(tile: Tile, image: Image.Image) -> float:
-    """Ground metres per pixel of a tile's image (at the tile's centre latitude)."""
+    """Ground metres per pixel of a tile's image (at the tile's centre latitude).
+
+    Args:
+        tile: the web-map tile.
+        image: its image (may be resampled from the tile's own size).
+
+    Returns:
+        The ground resolution, m/px.
+    """
     return tile.m_per_px * tile.size_px / image.size[0]
 
 
@@ -294,14 +389,28 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path) -> Path:
 
 
 def mask_relpath(tile_relpath: str) -> str:
-    """``tiles/21-320/x/y.png`` -> ``masks/21-320/x/y.png`` (other layouts: ``masks/<path>``)."""
+    """``tiles/21-320/x/y.png`` -> ``masks/21-320/x/y.png`` (other layouts: ``masks/<path>``).
+
+    Args:
+        tile_relpath: the tile image's path relative to the store.
+
+    Returns:
+        The mask PNG's path relative to the store (POSIX).
+    """
     parts = Path(tile_relpath).parts
     rest = parts[1:] if len(parts) > 1 and parts[0] == "tiles" else parts
     return Path(MASKS_DIRNAME, *rest).with_suffix(".png").as_posix()
 
 
 def run_key(job: SegmentTilesJob) -> str:
-    """What the results depend on: both checkpoints' bytes and the CAM settings."""
+    """What the results depend on: both checkpoints' bytes and the CAM settings.
+
+    Args:
+        job: the segment-tiles job.
+
+    Returns:
+        A 16-hex-digit key.
+    """
     kind = "mask_head" if job.cam.method == MASK_HEAD else "segmenter"
     parts = {
         "classifier": file_sha256(resolve_checkpoint(job.classifier_checkpoint, "classifier")),
@@ -337,6 +446,18 @@ def read_journal(path: Path, key: str) -> dict[str, dict[str, Any]]:
 
 @dataclass
 class SegmentSummary:
+    """What ``segment-tiles`` did to a tile store.
+
+    Attributes:
+        table_path: the per-tile Parquet table.
+        n_tiles: tiles in the table.
+        n_done_before: tiles already segmented with the same run key.
+        n_positive: tiles called positive.
+        n_errors: tiles that could not be read.
+        total_area_m2: total panel area, m².
+        overlays: the overlay PNGs written.
+    """
+
     table_path: Path
     n_tiles: int
     n_done_before: int
@@ -346,6 +467,11 @@ class SegmentSummary:
     overlays: list[Path]
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary with paths as strings, JSON-ready.
+
+        Returns:
+            The fields by name.
+        """
         d = self.__dict__.copy()
         d["table_path"] = str(self.table_path)
         d["overlays"] = [str(p) for p in self.overlays]
@@ -363,7 +489,21 @@ def _batches(seq: list, n: int) -> Iterator[list]:
 
 
 def segment_tile_store(job: SegmentTilesJob, *, progress: Any = None) -> SegmentSummary:
-    """Classify every 'ok' tile; masks for the positives; table + journal in the store folder."""
+    """Classify every 'ok' tile; masks for the positives; table + journal in the store folder.
+
+    Tiles already in the journal under the same :func:`run_key` are not redone.
+
+    Args:
+        job: the segment-tiles job.
+        progress: called with the number of tiles after each batch (None: nothing).
+
+    Returns:
+        The summary.
+
+    Raises:
+        InputDataError: the manifest or a checkpoint cannot be read.
+        ConfigError: the device is unavailable or the checkpoints do not fit together.
+    """
     store, manifest_path = _store_paths(job.manifest)
     tiles = read_manifest(manifest_path)
     tiles = tiles[tiles["status"] == "ok"]
@@ -463,7 +603,19 @@ def save_overlay(
     title: str = "",
     truth: np.ndarray | None = None,
 ) -> Path:
-    """Three panels: the image, the normalised CAM over it, the mask (and truth outline)."""
+    """Three panels: the image, the normalised CAM over it, the mask (and truth outline).
+
+    Args:
+        image: the RGB image.
+        cam: the normalised CAM, 0-1.
+        mask: the panel mask.
+        path: the PNG to write (atomically).
+        title: the figure's title.
+        truth: the true mask, drawn as a cyan outline (None: none).
+
+    Returns:
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -503,7 +655,19 @@ def save_overlays_for_store(
     n: int,
     seed: int = 0,
 ) -> list[Path]:
-    """Overlays (``overlays/<tile_id>.png``) for a seeded sample of the positive tiles."""
+    """Overlays (``overlays/<tile_id>.png``) for a seeded sample of the positive tiles.
+
+    Args:
+        segmenter: classifier + CAM rule.
+        store: the tile store's folder.
+        tiles: the manifest's tiles (``tile_id``, ``path``).
+        table: the segmentation table (``tile_id``, ``is_positive``).
+        n: at most this many overlays.
+        seed: seed of the sample.
+
+    Returns:
+        The PNGs written.
+    """
     pos = table.loc[table["is_positive"], "tile_id"].tolist()
     if not pos:
         return []

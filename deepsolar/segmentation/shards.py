@@ -48,12 +48,31 @@ class TileShard(StrictModel):
 
 
 def store_paths(manifest: Path) -> tuple[Path, Path]:
+    """The tile store's folder and its manifest file.
+
+    Args:
+        manifest: the store's ``manifest.gpkg``, or its folder.
+
+    Returns:
+        (store folder, manifest.gpkg path).
+    """
     p = Path(manifest)
     return (p, p / "manifest.gpkg") if p.is_dir() else (p.parent, p)
 
 
 def plan_shards(manifest: Path, shard_size_tiles: int) -> list[TileShard]:
-    """The store's 'ok' tiles sorted by row then column, cut into shards of ``shard_size_tiles``."""
+    """The store's 'ok' tiles sorted by row then column, cut into shards of ``shard_size_tiles``.
+
+    Args:
+        manifest: the store's ``manifest.gpkg``, or its folder.
+        shard_size_tiles: tiles per shard (the last may hold fewer).
+
+    Returns:
+        The shards, numbered from 0.
+
+    Raises:
+        InputDataError: the manifest cannot be read.
+    """
     _, manifest_path = store_paths(manifest)
     tiles = read_manifest(manifest_path)
     tiles = tiles[tiles["status"] == "ok"].sort_values(["y", "x"], kind="stable")
@@ -71,7 +90,18 @@ _local = threading.local()
 
 
 def cached_segmenter(job: SegmentTilesJob) -> Segmenter:
-    """One loaded model pair per thread (the CAM taps hook the model, so threads cannot share)."""
+    """One loaded model pair per thread (the CAM taps hook the model, so threads cannot share).
+
+    Args:
+        job: the segment-tiles job (checkpoints, CAM settings and device key the cache).
+
+    Returns:
+        This thread's segmenter for ``job`` (loaded on first use; a new key replaces the old).
+
+    Raises:
+        InputDataError: a checkpoint cannot be read.
+        ConfigError: the device is unavailable or the checkpoints do not fit together.
+    """
     key = (
         str(job.classifier_checkpoint), str(job.segmenter_checkpoint), job.cam.model_dump_json(),
         job.device,
@@ -91,7 +121,14 @@ def cached_segmenter(job: SegmentTilesJob) -> Segmenter:
 
 
 def append_records(journal_path: Path, records: list[dict[str, Any]]) -> None:
-    """Append journal lines under an exclusive lock (shards may run in parallel processes)."""
+    """Append journal lines under an exclusive lock (shards may run in parallel processes).
+
+    A torn last line left by a killed run is ended first, so new records start on a fresh line.
+
+    Args:
+        journal_path: the segmentation journal (JSON lines; created if missing).
+        records: the records to append (nothing is written when empty).
+    """
     if not records:
         return
     with open(journal_path, "a+b") as fh:
@@ -115,6 +152,18 @@ def segment_shard(job: SegmentTilesJob, shard: TileShard, key: str) -> list[dict
     Batches are fixed slices of the shard, and a batch is journalled in one locked write, so a
     resumed shard recomputes only whole unfinished batches: the same inputs as an uninterrupted
     run, hence the same numbers.
+
+    Args:
+        job: the segment-tiles job.
+        shard: the shard's tiles.
+        key: the :func:`~deepsolar.segmentation.pipeline.run_key` of the run.
+
+    Returns:
+        One record per tile of the shard (probability, positive, mask path, area in m², error).
+
+    Raises:
+        InputDataError: a checkpoint cannot be read.
+        ConfigError: the device is unavailable or the checkpoints do not fit together.
     """
     store, _ = store_paths(job.manifest)
     journal_path = store / JOURNAL_NAME

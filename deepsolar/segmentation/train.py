@@ -57,6 +57,15 @@ SEGMENTER_CHECKPOINT = CheckpointKind(
 
 
 def stage_path(out_dir: Path, stage: int) -> Path:
+    """The checkpoint of one finished greedy stage.
+
+    Args:
+        out_dir: the run's folder.
+        stage: the 1-based stage.
+
+    Returns:
+        ``<out_dir>/stage_<stage>.pt``.
+    """
     return Path(out_dir) / f"stage_{stage}.pt"
 
 
@@ -65,6 +74,16 @@ def stage_path(out_dir: Path, stage: int) -> Path:
 
 @dataclass
 class LoadedSegmenter:
+    """A trained greedy CAM branch with the backbone it was trained on.
+
+    Attributes:
+        branch: the branch, eval mode, with its trained stages only.
+        stages_trained: number of finished stages.
+        backbone_fingerprint: sha256 of the classifier's weights up to the tap.
+        config: the training config.
+        checkpoint: the checkpoint file.
+    """
+
     branch: GreedyCamBranch
     stages_trained: int
     backbone_fingerprint: str
@@ -73,7 +92,20 @@ class LoadedSegmenter:
 
 
 def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> LoadedSegmenter:
-    """The branch with its trained stages (a ``stage_1.pt`` gives a 1-stage branch), eval mode."""
+    """The branch with its trained stages (a ``stage_1.pt`` gives a 1-stage branch), eval mode.
+
+    Args:
+        path: a ``train-segmenter`` checkpoint, or ``builtin``.
+        device: where the branch runs.
+
+    Returns:
+        The loaded segmenter.
+
+    Raises:
+        InputDataError: the file is missing, not a segmenter checkpoint, or holds no finished
+            stage.
+        ConfigError: its config is invalid.
+    """
     ckpt = load_checkpoint_of(path, SEGMENTER_CHECKPOINT)
     cfg = validate_config(TrainSegmenterConfig, ckpt["config"], where=str(path))
     k = int(ckpt["stages_trained"])
@@ -102,7 +134,16 @@ def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Load
 
 
 def check_backbone(seg: LoadedSegmenter, clf: LoadedClassifier) -> None:
-    """A branch only makes sense on the exact backbone it was trained on."""
+    """A branch only makes sense on the exact backbone it was trained on.
+
+    Args:
+        seg: the loaded segmenter.
+        clf: the classifier it is to run on.
+
+    Raises:
+        ConfigError: the classifier's weights up to the tap differ from the training backbone's
+            (or the tap does not exist).
+    """
     tap = resolve_tap(seg.config.branch.tap, clf.config.model.arch)
     try:
         fp = backbone_fingerprint(clf.model, tap)
@@ -123,6 +164,16 @@ def check_backbone(seg: LoadedSegmenter, clf: LoadedClassifier) -> None:
 
 @dataclass
 class SegTrainResult:
+    """What a greedy CAM training run produced.
+
+    Attributes:
+        out_dir: the run's folder.
+        final_checkpoint: the checkpoint with every trained stage (``segmenter.pt``).
+        stage_checkpoints: one checkpoint per finished stage.
+        history: one row per epoch of every stage.
+        counts: chips per class.
+    """
+
     out_dir: Path
     final_checkpoint: Path
     stage_checkpoints: list[Path]
@@ -130,6 +181,11 @@ class SegTrainResult:
     counts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
+        """The run's paths, counts and each stage's last epoch, JSON-ready.
+
+        Returns:
+            The summary.
+        """
         return {
             "out_dir": str(self.out_dir),
             "final_checkpoint": str(self.final_checkpoint),
@@ -153,7 +209,21 @@ def compute_features(
     clf: LoadedClassifier, loader: DataLoader, *, dtype: torch.dtype = torch.float16,
     progress: bool = False, tap: str = "Mixed_5d",
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Frozen backbone features of every chip (cached once: the backbone never changes)."""
+    """Frozen backbone features of every chip (cached once: the backbone never changes).
+
+    Args:
+        clf: the frozen classifier.
+        loader: batches of chips (``image``, ``label``).
+        dtype: the dtype the features are kept in (on the CPU).
+        progress: show a progress bar.
+        tap: the module whose output is kept.
+
+    Returns:
+        The features (N x C x h x w) and the labels (N).
+
+    Raises:
+        InputDataError: a chip cannot be read.
+    """
     feats, labels = [], []
     for batch in tqdm(loader, desc=f"{tap} features", disable=not progress, leave=False):
         raise_batch_errors(batch)
