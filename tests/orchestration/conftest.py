@@ -7,28 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
+from fixtures.classifiers import random_classifier_checkpoint
 from orch_helpers import INPUT_PX, build_store
-
-from deepsolar.classifier.checkpoint import checkpoint_meta
-from deepsolar.classifier.config import TrainClassifierConfig
-from deepsolar.classifier.model import build_classifier
-from deepsolar.core.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="session")
 def orch_classifier(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("orch-clf")
-    torch.manual_seed(0)
-    cfg = TrainClassifierConfig.model_validate(
-        {
-            "model": {"weights": "none", "input_size_px": INPUT_PX, "aux_logits": False},
-            "data": {"train": [{"kind": "folder", "path": str(root / "chips")}]},
-        }
-    )
-    model = build_classifier(cfg.model)
-    payload = {**checkpoint_meta(cfg), "model_state": model.state_dict(), "epoch": 0}
-    return save_checkpoint(root / "best.pt", payload)
+    return random_classifier_checkpoint(tmp_path_factory.mktemp("orch-clf"), INPUT_PX)
 
 
 @pytest.fixture(scope="session")

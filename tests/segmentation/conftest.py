@@ -8,12 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.classifiers import random_classifier_checkpoint
 from PIL import Image
 
-from deepsolar.classifier.checkpoint import checkpoint_meta
-from deepsolar.classifier.config import TrainClassifierConfig
-from deepsolar.classifier.model import build_classifier
-from deepsolar.core.checkpoints import save_checkpoint
 from deepsolar.geo.tiling import TileGrid
 from deepsolar.imagery.manifest import TileRecord, tile_relpath, write_manifest
 
@@ -29,31 +26,23 @@ def synthetic_chip(rng: np.random.Generator, positive: bool, size: int = 80) -> 
 
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("clf")
-    torch.manual_seed(0)
-    cfg = TrainClassifierConfig.model_validate(
-        {
-            "model": {"weights": "none", "input_size_px": INPUT_PX, "aux_logits": False},
-            "data": {"train": [{"kind": "folder", "path": str(root / "chips")}]},
-        }
-    )
-    model = build_classifier(cfg.model)
-    # Scale a random fc to the features' size so probabilities spread across tiles (instead of
-    # all ~0.5 with the tiny default head, or all 0/1 with a large one).
-    model.eval()
-    rng = np.random.default_rng(5)
-    x = torch.stack([torch.from_numpy(synthetic_chip(rng, i % 2 == 0, INPUT_PX)).permute(2, 0, 1)
-                     for i in range(6)]).float() / 127.5 - 1  # fmt: skip
-    with torch.no_grad():
-        model.fc = torch.nn.Identity()
-        pooled = model(x)
-        model.fc = torch.nn.Linear(2048, 2)
-        torch.nn.init.normal_(model.fc.weight)
-        centred = pooled - pooled.mean(0)
-        model.fc.weight.mul_(2.0 / (centred.norm(dim=1).mean() + 1e-6))
-        model.fc.bias.copy_(-model.fc.weight @ pooled.mean(0))
-    payload = {**checkpoint_meta(cfg), "model_state": model.state_dict(), "epoch": 0}
-    return save_checkpoint(root / "best.pt", payload)
+    def spread_head(model: torch.nn.Module) -> None:
+        # Scale a random fc to the features' size so probabilities spread across tiles (instead
+        # of all ~0.5 with the tiny default head, or all 0/1 with a large one).
+        model.eval()
+        rng = np.random.default_rng(5)
+        x = torch.stack([torch.from_numpy(synthetic_chip(rng, i % 2 == 0, INPUT_PX)).permute(2, 0, 1)
+                         for i in range(6)]).float() / 127.5 - 1  # fmt: skip
+        with torch.no_grad():
+            model.fc = torch.nn.Identity()
+            pooled = model(x)
+            model.fc = torch.nn.Linear(2048, 2)
+            torch.nn.init.normal_(model.fc.weight)
+            centred = pooled - pooled.mean(0)
+            model.fc.weight.mul_(2.0 / (centred.norm(dim=1).mean() + 1e-6))
+            model.fc.bias.copy_(-model.fc.weight @ pooled.mean(0))
+
+    return random_classifier_checkpoint(tmp_path_factory.mktemp("clf"), INPUT_PX, spread_head)
 
 
 @pytest.fixture(scope="session")
