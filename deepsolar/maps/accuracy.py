@@ -32,8 +32,19 @@ from deepsolar.maps.merge import MergeConfig, merge_panels
 def tile_scores(
     tiles: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, min_pv_area_m2: float = 1.0
 ) -> dict[str, Any]:
-    """Precision, recall and F1 of ``tiles['is_positive']`` against the truth polygons, with 95%
-    bootstrap intervals (``precision_lo`` / ``precision_hi`` ...; None where undefined)."""
+    """Precision, recall and F1 of ``tiles['is_positive']`` against the truth polygons.
+
+    With 95% bootstrap intervals (``precision_lo`` / ``precision_hi`` ...; None where undefined).
+
+    Args:
+        tiles: Scanned tiles with footprints and a boolean ``is_positive`` column.
+        truth: Ground-truth panel polygons.
+        min_pv_area_m2: A tile is truly positive when it holds at least this much truth panel
+            area, in m².
+
+    Returns:
+        The scores (fractions 0-1), their intervals and the confusion counts.
+    """
     y_true = labels_from_truth(tiles, truth, min_pv_area_m2).reindex(tiles["tile_id"]).to_numpy()
     y_pred = tiles["is_positive"].fillna(False).astype(bool).to_numpy()
     cols = confusion_columns(y_true == 1, y_pred)  # per tile (tp, fp, fn) indicators
@@ -62,7 +73,16 @@ def tile_scores(
 def truth_systems(
     truth: gpd.GeoDataFrame, scanned: Any, merge: MergeConfig | None = None
 ) -> gpd.GeoDataFrame:
-    """Truth arrays clipped to the scanned area and merged like detections."""
+    """Truth arrays clipped to the scanned area and merged like detections.
+
+    Args:
+        truth: Ground-truth panel polygons.
+        scanned: The scanned area (a shapely geometry in EPSG:4326).
+        merge: Merge settings; None: defaults.
+
+    Returns:
+        The truth systems, as :func:`~deepsolar.maps.merge.merge_panels` gives them.
+    """
     t = truth.copy()
     if "visible_area_m2" in t.columns and "area_m2" in t.columns:
         # scale each clipped piece by its visible share so occluded panels are not "missed area"
@@ -87,7 +107,19 @@ def region_scores(
     scanned: Any,
     merge: MergeConfig | None = None,
 ) -> dict[str, Any]:
-    """System count error and per-tract / total area errors."""
+    """System count error and per-tract / total area errors.
+
+    Args:
+        systems: Detected systems.
+        truth: Ground-truth panel polygons.
+        tracts: Census tracts to compare areas in (``GEOID`` column).
+        scanned: The scanned area (a shapely geometry in EPSG:4326).
+        merge: Merge settings for the truth systems; None: defaults.
+
+    Returns:
+        System counts and their relative error, total detected / true areas in m² and their
+        relative error, and ``per_tract`` rows (areas in m², relative error).
+    """
     true_sys = truth_systems(truth, scanned, merge)
     pred = aggregate_systems(systems, tracts, scanned=scanned)
     true = aggregate_systems(true_sys, tracts, scanned=scanned)

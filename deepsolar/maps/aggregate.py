@@ -219,7 +219,18 @@ class ScanCoverage:
             )
 
     def add_xy(self, zoom: int, tile_size_px: int, x: np.ndarray, y: np.ndarray) -> None:
-        """Add tiles given as arrays of grid columns ``x`` and rows ``y``."""
+        """Add tiles given as arrays of grid columns ``x`` and rows ``y``.
+
+        Args:
+            zoom: The grid's Web-Mercator zoom level.
+            tile_size_px: The grid's tile size in px.
+            x: Tile columns.
+            y: Tile rows (same length as ``x``).
+
+        Raises:
+            InputDataError: If ``x`` and ``y`` differ in length, or the grid differs from the
+                tiles added before.
+        """
         self._check_grid(zoom, tile_size_px)
         x = np.asarray(x, dtype=np.int64).ravel()
         y = np.asarray(y, dtype=np.int64).ravel()
@@ -248,7 +259,16 @@ class ScanCoverage:
             self._rows[row] = _merge_intervals(runs[:, 0], runs[:, 1])
 
     def add_tiles(self, tiles: Iterable[Tile | str], chunk: int = 1_000_000) -> None:
-        """Add :class:`Tile` objects or tile ids (``"z-size-x-y"``), streamed in chunks."""
+        """Add :class:`Tile` objects or tile ids (``"z-size-x-y"``), streamed in chunks.
+
+        Args:
+            tiles: Tiles or tile ids.
+            chunk: Tiles converted per batch (bounds memory for huge scans).
+
+        Raises:
+            InputDataError: If a tile id is malformed, or the grid differs from the tiles added
+                before.
+        """
         xs: list[int] = []
         ys: list[int] = []
         grid: tuple[int, int] | None = None
@@ -276,14 +296,20 @@ class ScanCoverage:
 
     @property
     def n_tiles(self) -> int:
+        """Number of distinct scanned tiles."""
         return int(sum((r[:, 1] - r[:, 0]).sum() for r in self._rows.values()))
 
     @property
     def n_runs(self) -> int:
+        """Number of merged runs of tile columns (the size of the coverage's representation)."""
         return int(sum(len(r) for r in self._rows.values()))
 
     def geometry(self) -> BaseGeometry:
-        """The scanned area as one (multi)polygon in EPSG:4326 (empty if nothing was added)."""
+        """The scanned area as one (multi)polygon in EPSG:4326 (empty if nothing was added).
+
+        Returns:
+            The union of the scanned tiles' footprints, in degrees.
+        """
         if not self._rows:
             return shapely.Polygon()
         assert self.zoom is not None and self.tile_size_px is not None
@@ -324,6 +350,15 @@ def scanned_geometry(scanned: ScannedInput) -> BaseGeometry | None:
     ``tiles`` layer or a download manifest: rows with ``status`` other than ``"ok"`` are not
     scanned; grid columns ``zoom``/``tile_size_px``/``x``/``y`` or ``tile_id`` are used when
     present, else the footprints), a GeoSeries of footprints, or an iterable of tiles / tile ids.
+
+    Args:
+        scanned: What was scanned, in any of the forms above, or None.
+
+    Returns:
+        The scanned area in EPSG:4326, or None for a complete inventory.
+
+    Raises:
+        InputDataError: If footprints have no CRS, or tiles are malformed or mix grids.
     """
     if scanned is None:
         return None
@@ -371,7 +406,18 @@ def _to_lonlat_array(gs: gpd.GeoSeries, where: str) -> np.ndarray:
 
 
 def system_points(systems: gpd.GeoDataFrame, assign_by: str = "representative_point") -> np.ndarray:
-    """The point that places each system (EPSG:4326): itself for points, else per ``assign_by``."""
+    """The point that places each system (EPSG:4326): itself for points, else per ``assign_by``.
+
+    Args:
+        systems: Systems (polygons or points) with a CRS.
+        assign_by: ``representative_point`` (always inside the polygon) or ``centroid``.
+
+    Returns:
+        One shapely point per system, in EPSG:4326.
+
+    Raises:
+        InputDataError: If some systems have no geometry or the systems have no CRS.
+    """
     geoms = _to_lonlat_array(systems.geometry, "systems")
     if len(geoms) == 0:
         return geoms
@@ -396,6 +442,14 @@ def assign_points(points: np.ndarray, units: np.ndarray, chunk_size: int = 250_0
 
     Builds an STRtree over each chunk of points and queries it with every unit at once, so each
     unit is prepared once and tested only against the points in its bounding box.
+
+    Args:
+        points: Shapely points (object array), in the units' CRS.
+        units: Unit polygons (object array).
+        chunk_size: Points per STRtree (bounds memory).
+
+    Returns:
+        One unit index per point, -1 where no unit contains it.
     """
     n = len(points)
     out = np.full(n, -1, dtype=np.int64)
@@ -505,7 +559,14 @@ def _scanned_area_m2(
 
 
 def pct_text(frac: float) -> str:
-    """A fraction as a short percentage: 53%, 3.2%, 0.0051% (two significant digits under 10%)."""
+    """A fraction as a short percentage: 53%, 3.2%, 0.0051% (two significant digits under 10%).
+
+    Args:
+        frac: A fraction 0-1.
+
+    Returns:
+        The percentage text.
+    """
     p = 100.0 * float(frac)
     if p >= 10 or p == 0:
         return f"{p:.0f}%"
@@ -522,6 +583,13 @@ def scan_status(
     ``scanned`` (densities reported) from ``min_scanned_fraction`` on; ``partial`` below it;
     ``not scanned`` at 0. The note (None for a completely scanned unit) says why a density is
     missing, short enough to label the unit on a map.
+
+    Args:
+        fraction: Scanned fraction of each unit's area (0-1).
+        min_scanned_fraction: Fraction 0-1 from which a unit counts as scanned.
+
+    Returns:
+        The status and the note per unit.
     """
     f = np.nan_to_num(np.asarray(fraction, dtype=float), nan=0.0)
     thr = float(min_scanned_fraction)
@@ -588,8 +656,17 @@ def _distinct_tile_counts(
 
 
 def tile_grid_of(panels: gpd.GeoDataFrame | None, scanned: ScannedInput) -> tuple[int, int] | None:
-    """(zoom, tile size px) of the scan's tile grid, from the panels' ``tile_id`` or the scanned
-    tiles (a :class:`ScanCoverage` or a tiles frame); None when neither says.
+    """(zoom, tile size px) of the scan's tile grid.
+
+    Taken from the panels' ``tile_id`` or the scanned tiles (a :class:`ScanCoverage` or a tiles
+    frame).
+
+    Args:
+        panels: Panel pieces with a ``tile_id`` column, or None.
+        scanned: What was scanned (see :func:`scanned_geometry`).
+
+    Returns:
+        ``(zoom, tile_size_px)``, or None when neither says.
     """
     if panels is not None and "tile_id" in panels.columns and len(panels):
         z, s, *_ = str(panels["tile_id"].iloc[0]).split("-")
@@ -665,8 +742,21 @@ def _uncertainty_columns(
 def scan_footprint_frame(
     scanned: ScannedInput, *, n_tiles: int | None = None, **columns: Any
 ) -> gpd.GeoDataFrame:
-    """The ``scan_footprint`` layer: the union of the scanned tiles, dissolved into one
-    (multi)polygon (EPSG:4326) with ``area_m2``, ``area_km2`` and ``n_tiles`` (when known).
+    """The ``scan_footprint`` layer: the union of the scanned tiles as one (multi)polygon.
+
+    In EPSG:4326, with ``area_m2``, ``area_km2`` and ``n_tiles`` (when known).
+
+    Args:
+        scanned: What was scanned (see :func:`scanned_geometry`).
+        n_tiles: Number of scanned tiles; None: taken from a :class:`ScanCoverage`, else -1
+            (unknown).
+        **columns: Extra columns of the one row.
+
+    Returns:
+        A one-row frame in EPSG:4326 (an empty geometry with area 0 when no tile was scanned).
+
+    Raises:
+        InputDataError: If ``scanned`` is None (a complete inventory has no scan to draw).
     """
     if isinstance(scanned, ScanCoverage) and n_tiles is None:
         n_tiles = scanned.n_tiles
@@ -715,6 +805,24 @@ def aggregate_systems(
     ``config.uncertainty.enabled``) the 95% interval columns are written (see
     :mod:`deepsolar.maps.uncertainty`). Returns ``units`` (EPSG:4326) with the columns described in
     the module docstring; ``attrs`` holds ``unassigned_systems`` and the scan counts.
+
+    Args:
+        systems: Solar systems (polygons or points) with ``area_m2`` (m²).
+        units: The unit polygons of one level.
+        scanned: What was scanned; None: complete inventory.
+        panels: Panel pieces with ``system_id`` and ``tile_id``, or None.
+        population_column: Units' population column, or None for the default.
+        household_column: Units' household count column, or None for the default.
+        config: Aggregation settings (a model or a mapping); None: defaults.
+        detector: The classifier's validation tile counts, or None.
+
+    Returns:
+        The units in EPSG:4326 with counts, areas (m²) and densities.
+
+    Raises:
+        ConfigError: If the config is invalid.
+        InputDataError: If systems or units lack a CRS, geometry or a needed column, or tile
+            counts are asked for without ``system_id`` / ``tile_id``.
     """
     cfg = validate_config(AggregateConfig, config or {}, where="aggregate_systems config")
     return _aggregate(
@@ -813,8 +921,10 @@ def _numeric_column(units: gpd.GeoDataFrame, col: str | None) -> np.ndarray | No
 def _scan_rule(
     out: pd.DataFrame, scanned_m2: np.ndarray, frac: np.ndarray, cfg: AggregateConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scan status and note per unit; densities NULL where the unit was not scanned enough
-    (its counts and areas stay: they are what was found in the scanned part)."""
+    """Scan status and note per unit; densities NULL where the unit was not scanned enough.
+
+    Its counts and areas stay: they are what was found in the scanned part.
+    """
     out["scanned_area_m2"] = scanned_m2
     status, note = scan_status(frac, cfg.min_scanned_fraction)
     out["scan_status"] = status
@@ -943,8 +1053,22 @@ def aggregate_levels(
     config: AggregateConfig | Mapping[str, Any] | None = None,
     detector: DetectorCounts | None = None,
 ) -> dict[str, gpd.GeoDataFrame]:
-    """:func:`aggregate_systems` for several levels (e.g. ``{"tracts": ..., "counties": ...,
-    "states": ...}``), placing the systems and building the scanned coverage only once.
+    """:func:`aggregate_systems` for several levels, placing systems and coverage only once.
+
+    E.g. ``{"tracts": ..., "counties": ..., "states": ...}``.
+
+    Args:
+        systems: Solar systems (polygons or points) with ``area_m2`` (m²).
+        units_by_level: Level name -> unit polygons.
+        scanned: What was scanned; None: complete inventory.
+        panels: Panel pieces with ``system_id`` and ``tile_id``, or None.
+        population_column: Units' population column, or None for the default.
+        household_column: Units' household count column, or None for the default.
+        config: Aggregation settings (a model or a mapping); None: defaults.
+        detector: The classifier's validation tile counts, or None.
+
+    Returns:
+        Level name -> the aggregated units (see :func:`aggregate_systems`).
     """
     cfg = validate_config(AggregateConfig, config or {}, where="aggregate_levels config")
     pts = system_points(systems, cfg.assign_by)
@@ -968,8 +1092,17 @@ def aggregate_levels(
 
 
 def tiles_frame(tiles: Iterable[Tile], **columns: Any) -> gpd.GeoDataFrame:
-    """A ``tiles`` layer: one footprint (EPSG:4326) per tile with ``tile_id``, ``zoom``,
-    ``tile_size_px``, ``x``, ``y``, ``m_per_px`` and any extra per-tile ``columns``.
+    """A ``tiles`` layer: one footprint (EPSG:4326) per tile.
+
+    With ``tile_id``, ``zoom``, ``tile_size_px``, ``x``, ``y``, ``m_per_px`` (ground m/px) and any
+    extra per-tile ``columns``.
+
+    Args:
+        tiles: The grid tiles.
+        **columns: Extra columns, one value per tile.
+
+    Returns:
+        The tiles frame in EPSG:4326.
     """
     ts = list(tiles)
     df = pd.DataFrame(

@@ -152,6 +152,18 @@ def class_breaks(
     ``jenks``: natural breaks (Fisher-Jenks, exact on up to ``max_sample`` values, on evenly
     spaced quantiles beyond); ``quantile``; ``equal`` interval. Duplicate edges are dropped, so
     zero-heavy data (many units without solar) gives fewer, distinct classes. Empty input: [].
+
+    Args:
+        values: The values to classify (NaN and inf ignored), in the field's unit.
+        k: Number of classes wanted.
+        method: ``jenks``, ``quantile`` or ``equal``.
+        max_sample: Most values Fisher-Jenks runs on exactly.
+
+    Returns:
+        The class edges, ascending, in the values' unit.
+
+    Raises:
+        InputDataError: If ``method`` is unknown.
     """
     v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
     v = v[np.isfinite(v)]
@@ -186,7 +198,15 @@ def class_breaks(
 
 
 def ramp_colors(n: int, cmap: str = "YlOrRd") -> list[tuple[int, int, int, int]]:
-    """``n`` RGBA colours (0-255) evenly spread over a matplotlib colour map."""
+    """``n`` RGBA colours (0-255) evenly spread over a matplotlib colour map.
+
+    Args:
+        n: Number of colours.
+        cmap: Matplotlib colour map name.
+
+    Returns:
+        ``n`` (r, g, b, a) tuples, each channel 0-255.
+    """
     from matplotlib import colormaps
 
     cm = colormaps[cmap]
@@ -321,7 +341,14 @@ def _fmt(v: float) -> str:
 
 
 def range_labels(edges: Sequence[float]) -> list[str]:
-    """Legend labels ``"a – b"`` for consecutive class edges."""
+    """Legend labels ``"a – b"`` for consecutive class edges.
+
+    Args:
+        edges: Class edges, ascending.
+
+    Returns:
+        One label per class (``len(edges) - 1``).
+    """
     return [
         _fmt(a) if a == b else f"{_fmt(a)} – {_fmt(b)}"
         for a, b in zip(edges[:-1], edges[1:], strict=False)
@@ -338,7 +365,20 @@ def graduated_qml(
     cmap: str = "YlOrRd",
     aliases: Mapping[str, str] | None = None,
 ) -> str:
-    """QML with a graduated-colour renderer on ``field`` using class ``edges``."""
+    """QML with a graduated-colour renderer on ``field`` using class ``edges``.
+
+    Args:
+        field: The attribute to colour by.
+        edges: Class edges, ascending, in the field's unit.
+        columns: The layer's attribute names (for the field configuration).
+        kind: Symbol kind: ``fill``, ``line`` or ``marker``.
+        method: Break method recorded in the style (``jenks``, ``quantile``, ``equal``).
+        cmap: Matplotlib colour map name.
+        aliases: Column -> display name in QGIS.
+
+    Returns:
+        The QML document text.
+    """
     aliases = {**FIELD_ALIASES, **(aliases or {})}
     root = _qgis_root()
     r = ET.SubElement(
@@ -394,7 +434,19 @@ def single_qml(
     outline_width_mm: float = 0.26,
     aliases: Mapping[str, str] | None = None,
 ) -> str:
-    """QML with a single-symbol renderer (``fill=None``: outline only)."""
+    """QML with a single-symbol renderer (``fill=None``: outline only).
+
+    Args:
+        columns: The layer's attribute names.
+        kind: Symbol kind: ``fill``, ``line`` or ``marker``.
+        fill: Fill RGBA (0-255), or None for no fill.
+        outline: Outline RGBA (0-255).
+        outline_width_mm: Outline width in mm.
+        aliases: Column -> display name in QGIS.
+
+    Returns:
+        The QML document text.
+    """
     aliases = {**FIELD_ALIASES, **(aliases or {})}
     root = _qgis_root()
     r = ET.SubElement(
@@ -454,10 +506,23 @@ def rule_qml(
     label_expression: str | None = None,
     aliases: Mapping[str, str] | None = None,
 ) -> str:
-    """QML with a rule-based renderer: ``rules`` nested under a ``header`` rule (no filter, no
-    symbol: QGIS shows it as the legend's title line), then ``other_rules`` at the top level.
-    ``symbols`` maps a symbol name to a callable ``(parent, name)`` that writes it.
-    ``label_expression``: map labels from this QGIS expression (NULL: no label).
+    """QML with a rule-based renderer.
+
+    ``rules`` are nested under a ``header`` rule (no filter, no symbol: QGIS shows it as the
+    legend's title line), then ``other_rules`` at the top level.
+
+    Args:
+        columns: The layer's attribute names.
+        symbols: Symbol name -> callable ``(parent, name)`` that writes it.
+        header: Legend title of the nested rules; None: the rules at the top level.
+        rules: ``(filter, label, symbol name)`` rules under the header.
+        other_rules: Rules at the top level after the header.
+        label_expression: Map labels from this QGIS expression (NULL: no label); None: no
+            labels.
+        aliases: Column -> display name in QGIS.
+
+    Returns:
+        The QML document text.
     """
     aliases = {**FIELD_ALIASES, **(aliases or {})}
     root = _qgis_root()
@@ -578,10 +643,24 @@ def choropleth_qml(
     cmap: str = "YlOrRd",
     aliases: Mapping[str, str] | None = None,
 ) -> str:
-    """Unit layers: a rule-based choropleth of ``field`` whose legend starts with the field's
-    name and unit, then one rule per class, then the units without a density: partially scanned
-    ones grey and hatched (and labelled on the map with their ``scan_note``), unscanned ones
-    outlined only.
+    """Unit layers: a rule-based choropleth of ``field``.
+
+    Its legend starts with the field's name and unit, then one rule per class, then the units
+    without a density: partially scanned ones grey and hatched (and labelled on the map with
+    their ``scan_note``), unscanned ones outlined only.
+
+    Args:
+        field: The density attribute to colour by.
+        edges: Class edges, ascending, in the field's unit.
+        columns: The layer's attribute names.
+        min_scanned_fraction: Fraction 0-1 from which a unit counts as scanned (shown in the
+            legend); None: not shown.
+        no_value_rows: Add the rules for units without a density.
+        cmap: Matplotlib colour map name.
+        aliases: Column -> display name in QGIS.
+
+    Returns:
+        The QML document text.
     """
     aliases = {**FIELD_ALIASES, **(aliases or {})}
     alias = aliases.get(field) or field
@@ -644,7 +723,15 @@ def choropleth_qml(
 
 
 def tiles_qml(columns: Sequence[str], aliases: Mapping[str, str] | None = None) -> str:
-    """Tiles: classified-positive tiles orange, negative ones thin grey outlines."""
+    """Tiles: classified-positive tiles orange, negative ones thin grey outlines.
+
+    Args:
+        columns: The layer's attribute names.
+        aliases: Column -> display name in QGIS.
+
+    Returns:
+        The QML document text.
+    """
     return rule_qml(
         columns,
         {
@@ -663,7 +750,15 @@ def tiles_qml(columns: Sequence[str], aliases: Mapping[str, str] | None = None) 
 
 
 def footprint_qml(columns: Sequence[str], aliases: Mapping[str, str] | None = None) -> str:
-    """The scanned footprint: blue outline over a faint blue fill."""
+    """The scanned footprint: blue outline over a faint blue fill.
+
+    Args:
+        columns: The layer's attribute names.
+        aliases: Column -> display name in QGIS.
+
+    Returns:
+        The QML document text.
+    """
     return rule_qml(
         columns,
         {
@@ -691,7 +786,19 @@ def default_style(
     method: BreakMethod = "jenks",
     aliases: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
-    """(QML, description) of the default style for layer ``name``."""
+    """(QML, description) of the default style for layer ``name``.
+
+    Args:
+        name: The layer name (``panels``, ``systems``, ``tiles``, a unit layer ...).
+        gdf: The layer's data (its columns, geometry type and values for class breaks).
+        density_field: The unit layers' attribute to colour by.
+        k: Number of classes.
+        method: ``jenks``, ``quantile`` or ``equal``.
+        aliases: Column -> display name in QGIS.
+
+    Returns:
+        The QML text and a one-line description of the style.
+    """
     cols = [c for c in gdf.columns if c != gdf.geometry.name]
     kind = _symbol_kind(gdf)
     if density_field in gdf.columns:
@@ -838,7 +945,26 @@ def write_run_geopackage(
     layer, ``gpkg_contents.description`` of every layer starting with the label, the layer
     identifier ``"{name} ({label})"``, and ``gpkg_metadata`` records (GDAL metadata: one for the
     whole GeoPackage, one per layer) linked through ``gpkg_metadata_reference``. ``note`` and
-    ``provenance`` (key -> text) go into the same descriptions / metadata. Returns the path.
+    ``provenance`` (key -> text) go into the same descriptions / metadata.
+
+    Args:
+        path: The ``.gpkg`` file to write.
+        layers: Layer name -> GeoDataFrame (with a CRS).
+        styles: Layer name -> QML overriding the default style.
+        density_field: The unit layers' attribute the default style colours by.
+        k: Number of classes of the default choropleth styles.
+        method: ``jenks``, ``quantile`` or ``equal``.
+        aliases: Column -> display name in QGIS.
+        data_label: Label marking the data (e.g. ``"SYNTHETIC"``), or None.
+        note: A note for the descriptions and metadata, or None.
+        provenance: Where the figures came from (key -> text), or None.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InputDataError: If a layer is not a GeoDataFrame, has no CRS or an invalid name, or the
+            written file fails its check.
     """
     out = Path(path)
     _check_layers(layers, str(out))
@@ -882,8 +1008,11 @@ def _write_layer(
     note: str | None,
     ds_meta: dict[str, str] | None,
 ) -> gpd.GeoDataFrame:
-    """One layer with its description and metadata; ``ds_meta`` only with the first layer (it
-    creates the file as a GeoPackage 1.2). Returns the layer as written (with ``data_label``)."""
+    """One layer with its description and metadata.
+
+    ``ds_meta`` only with the first layer (it creates the file as a GeoPackage 1.2). Returns the
+    layer as written (with ``data_label``).
+    """
     import pyogrio
 
     if label:
@@ -984,6 +1113,23 @@ def write_choropleth_png(
     hatched grey, labelled with their scanned percentage (the 25 largest); unscanned ones
     outlined only. ``footprint`` (the ``scan_footprint`` layer) is drawn as a blue outline, with a
     marker at its centre when it is too small to see at the map's scale.
+
+    Args:
+        units: The unit layer.
+        path: The ``.png`` file to write.
+        field: The attribute to colour by.
+        title: The map title; None: the field's name.
+        note: A note printed under the map, or None.
+        k: Number of classes.
+        method: ``jenks``, ``quantile`` or ``equal``.
+        dpi: Resolution in dots per inch.
+        footprint: The scanned footprint to outline, or None.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InputDataError: If the units have no column ``field``.
     """
     import matplotlib
 
@@ -1052,8 +1198,10 @@ def _draw_classes(ax: Any, gdf: gpd.GeoDataFrame, vals: pd.Series, edges: list[f
 
 
 def _draw_missing(ax: Any, gdf: gpd.GeoDataFrame, missing: np.ndarray, thr: float | None) -> list:
-    """Units without a value, drawn by why: partially scanned hatched and labelled, the rest
-    outlined; their legend patches."""
+    """Units without a value, drawn by why; returns their legend patches.
+
+    Partially scanned ones hatched and labelled, the rest outlined.
+    """
     from matplotlib.patches import Patch
 
     if "scan_status" in gdf.columns:
@@ -1133,7 +1281,19 @@ def write_tables(
     *,
     formats: Sequence[Literal["csv", "parquet"]] = ("csv", "parquet"),
 ) -> dict[str, list[Path]]:
-    """Each layer's attributes (no geometry) as ``{name}.csv`` / ``{name}.parquet``, atomically."""
+    """Each layer's attributes (no geometry) as ``{name}.csv`` / ``{name}.parquet``, atomically.
+
+    Args:
+        out_dir: The tables folder; created if missing.
+        layers: Layer name -> frame.
+        formats: ``csv`` and/or ``parquet``.
+
+    Returns:
+        Layer name -> the files written.
+
+    Raises:
+        InputDataError: If a format is unknown.
+    """
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
@@ -1172,11 +1332,30 @@ def write_run_outputs(
     data_label: str | None = None,
     provenance: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Everything a run delivers, in ``out_dir``: ``{name}.gpkg``, ``maps/{layer}.png`` for each
-    unit layer with ``density_field`` (with the ``scan_footprint`` layer drawn on it when there
-    is one), ``tables/{layer}.csv|parquet``. ``data_label`` (e.g. "SYNTHETIC") labels the
-    GeoPackage, every table (column ``data_label``) and the map titles. Returns the paths, the
-    layer names and the provenance given.
+    """Everything a run delivers, in ``out_dir``.
+
+    That is ``{name}.gpkg``, ``maps/{layer}.png`` for each unit layer with ``density_field``
+    (with the ``scan_footprint`` layer drawn on it when there is one), and
+    ``tables/{layer}.csv|parquet``. ``data_label`` (e.g. "SYNTHETIC") labels the GeoPackage,
+    every table (column ``data_label``) and the map titles.
+
+    Args:
+        out_dir: The output folder.
+        layers: Layer name -> GeoDataFrame.
+        name: File name stem of the GeoPackage.
+        density_field: The unit layers' attribute the maps and styles colour by.
+        title: Map title prefix, or None.
+        note: A note for the maps and the GeoPackage, or None.
+        k: Number of classes.
+        method: ``jenks``, ``quantile`` or ``equal``.
+        data_label: Label marking the data, or None.
+        provenance: Where the figures came from (key -> text), or None.
+
+    Returns:
+        The paths, the layer names and the provenance given.
+
+    Raises:
+        InputDataError: If a layer cannot be written (no CRS, bad name, missing field).
     """
     d = Path(out_dir)
     gpkg = write_run_geopackage(
@@ -1228,9 +1407,16 @@ def write_run_outputs(
 
 
 def outputs_summary(paths: Mapping[str, Any], indent: str = "  ") -> list[str]:
-    """Lines listing a run's deliverables (the dict :func:`write_run_outputs` returns, or its
-    JSON form): the GeoPackage and its layers, each PNG map, each table, where the figures came
-    from.
+    """Lines listing a run's deliverables.
+
+    The GeoPackage and its layers, each PNG map, each table, where the figures came from.
+
+    Args:
+        paths: The dict :func:`write_run_outputs` returns, or its JSON form.
+        indent: Prefix of each line.
+
+    Returns:
+        The lines, without newlines.
     """
     lines = []
     label = paths.get("data_label")

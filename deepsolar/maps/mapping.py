@@ -73,6 +73,17 @@ class MapOutputsConfig(StrictModel):
 
 
 def read_segmentation(store_dir: Path) -> pd.DataFrame:
+    """Read a tile store's segmentation table.
+
+    Args:
+        store_dir: The segmented tile store folder.
+
+    Returns:
+        The table, one row per segmented tile.
+
+    Raises:
+        InputDataError: If the store has no segmentation table.
+    """
     path = Path(store_dir) / SEGMENTATION_TABLE
     if not path.is_file():
         raise InputDataError(
@@ -91,7 +102,19 @@ def _tile_from_id(tile_id: str) -> Tile:
 def panels_from_segmentation(
     store_dir: Path, table: pd.DataFrame, config: PolygonConfig | None = None
 ) -> gpd.GeoDataFrame:
-    """Vectorise every positive tile's mask PNG into georeferenced panel pieces."""
+    """Vectorise every positive tile's mask PNG into georeferenced panel pieces.
+
+    Args:
+        store_dir: The segmented tile store folder.
+        table: Its segmentation table (:func:`read_segmentation`).
+        config: Simplification and minimum piece size; None: defaults.
+
+    Returns:
+        The panel pieces in EPSG:4326 (see :func:`~deepsolar.maps.polygons.masks_to_polygons`).
+
+    Raises:
+        InputDataError: If a mask path leads outside the store or a mask cannot be read.
+    """
     store_dir = Path(store_dir)
     pos = table[table["is_positive"].astype(bool) & table["mask_path"].notna()]
 
@@ -111,7 +134,16 @@ def panels_from_segmentation(
 
 
 def units_in_scan(level: str, scanned: Any, sources: BoundarySourcesConfig) -> gpd.GeoDataFrame:
-    """The units of ``level`` that meet the scanned area (all columns kept)."""
+    """The units of ``level`` that meet the scanned area (all columns kept).
+
+    Args:
+        level: ``"state"``, ``"county"`` or ``"tract"``.
+        scanned: The scanned area (a shapely geometry in EPSG:4326), or None.
+        sources: Where the boundary files are.
+
+    Returns:
+        The intersecting units in EPSG:4326 (empty when nothing was scanned).
+    """
     units = load_units(level, sources)  # type: ignore[arg-type]
     if scanned is None or scanned.is_empty:
         return units.iloc[0:0]
@@ -129,6 +161,14 @@ def build_map_layers(
     ``classifier_checkpoint`` (the one that classified the tiles; ``builtin`` for the shipped
     model) supplies the validation counts of the unit layers' 95% intervals unless
     ``config.aggregate.uncertainty`` gives them; without any, the interval columns are left out.
+
+    Args:
+        store_dir: The segmented tile store folder.
+        config: What to build (polygons, merge, aggregation levels); None: defaults.
+        classifier_checkpoint: The classifier checkpoint, or None.
+
+    Returns:
+        The layers by name (panels, systems, unit layers, tiles, scan footprint).
     """
     cfg = config or MapOutputsConfig()
     store_dir = Path(store_dir)
@@ -181,8 +221,19 @@ def write_region_maps(
     classifier_checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build the layers and write the GeoPackage, PNG maps and tables into ``out_dir``.
-    ``provenance`` (e.g. the checkpoints used) is added to what the outputs record about where
-    their figures came from; ``classifier_checkpoint``: see :func:`build_map_layers`."""
+
+    Args:
+        store_dir: The segmented tile store folder.
+        out_dir: The output folder.
+        config: What to build and write; None: defaults.
+        provenance: Added to what the outputs record about where their figures came from (e.g.
+            the checkpoints used).
+        classifier_checkpoint: See :func:`build_map_layers`.
+
+    Returns:
+        ``paths`` of the files written, ``counts`` of features per layer and
+        ``total_panel_area_m2`` (m²).
+    """
     cfg = config or MapOutputsConfig()
     layers = build_map_layers(store_dir, cfg, classifier_checkpoint)
     unc = cfg.aggregate.uncertainty

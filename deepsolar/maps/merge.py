@@ -161,6 +161,15 @@ def tile_edge_pairs(
     Pieces i, j in edge-adjacent tiles of one grid qualify when each reaches within
     ``edge_gap_m`` ground metres of the shared edge and their extents along the edge, measured
     on the parts inside that band, overlap or are within ``edge_gap_m`` of each other.
+
+    Args:
+        merc: The pieces' geometries in EPSG:3857 (object array).
+        tile_ids: Each piece's tile id (``"{zoom}-{size}-{x}-{y}"``).
+        lat: Each piece's latitude in degrees (converts ground metres to EPSG:3857 metres).
+        edge_gap_m: Largest gap in ground metres still counted as continuing.
+
+    Returns:
+        Index arrays ``(i, j)`` of the qualifying pairs.
     """
     n = len(merc)
     empty = np.zeros(0, dtype=np.int64)
@@ -215,12 +224,19 @@ def _band_rect(
 def label_systems(
     panels: gpd.GeoDataFrame, gap_m: float = 1.0, *, tile_edge_gap_m: float = 0.0
 ) -> np.ndarray:
-    """System label (0..k-1) of each panel piece: connected components of "within ``gap_m``"
-    (and, with ``tile_edge_gap_m`` and a ``tile_id`` column, of "continues across a tile edge",
-    see :func:`tile_edge_pairs`).
+    """System label (0..k-1) of each panel piece: connected components of "within ``gap_m``".
 
-    Labels follow the input order (the first piece's system is 0), so equal inputs give equal
-    labels.
+    With ``tile_edge_gap_m`` and a ``tile_id`` column, pieces that continue across a tile edge
+    are connected too (see :func:`tile_edge_pairs`). Labels follow the input order (the first
+    piece's system is 0), so equal inputs give equal labels.
+
+    Args:
+        panels: Panel pieces with polygon geometry and a CRS.
+        gap_m: Largest ground distance in metres between pieces of one system.
+        tile_edge_gap_m: Largest gap in ground metres across a tile edge; 0: no edge rule.
+
+    Returns:
+        One integer label per row of ``panels``.
     """
     _check_panels(panels, "label_systems")
     n = len(panels)
@@ -264,6 +280,22 @@ def merge_panels(
     ``panels`` needs polygon geometry with a CRS; ``area_m2`` (ground area, computed if absent),
     ``tile_id`` (for ``tile_count``) and ``confidence`` are used when present. Keyword arguments
     override the config's fields. Columns: see :data:`SYSTEM_COLUMNS`; ``system_id`` runs 1..n.
+
+    Args:
+        panels: Panel pieces (polygons with a CRS).
+        config: Merge settings (a MergeConfig or a mapping); None: defaults.
+        gap_m: Largest ground gap in metres between pieces of one system.
+        residential_max_area_m2: Systems up to this area in m² count as residential.
+        m2_per_kw: Panel area per kW of capacity, in m²/kW.
+        tile_edge_gap_m: Largest gap in ground metres joining pieces across a tile edge.
+        min_system_area_m2: Systems smaller than this area in m² are dropped.
+
+    Returns:
+        One row per system in EPSG:4326.
+
+    Raises:
+        ConfigError: If the config or an override is invalid.
+        InputDataError: If the panels have no CRS.
     """
     cfg = validate_config(MergeConfig, config or {}, where="merge_panels config")
     overrides = {
@@ -288,8 +320,17 @@ def merge_panels(
 def merge_panels_labelled(
     panels: gpd.GeoDataFrame, config: MergeConfig | None = None
 ) -> tuple[gpd.GeoDataFrame, np.ndarray]:
-    """Like :func:`merge_panels`, also returning each panel's ``system_id`` (aligned with rows;
-    0 for pieces of systems dropped by ``min_system_area_m2``).
+    """Like :func:`merge_panels`, also returning each panel's ``system_id``.
+
+    The ids are aligned with the rows of ``panels``; 0 for pieces of systems dropped by
+    ``min_system_area_m2``.
+
+    Args:
+        panels: Panel pieces (polygons with a CRS).
+        config: Merge settings; None: defaults.
+
+    Returns:
+        The systems frame (as :func:`merge_panels`) and the per-panel system ids.
     """
     cfg = config or MergeConfig()
     labels = label_systems(panels, cfg.gap_m, tile_edge_gap_m=cfg.tile_edge_gap_m)

@@ -47,7 +47,16 @@ def _transformer(src: str, dst: str) -> Transformer:
 
 
 def reproject(geoms: np.ndarray, src: Any, dst: Any) -> np.ndarray:
-    """Reproject an array of shapely geometries (cached transformer: cheap for one tile's pieces)."""
+    """Reproject an array of shapely geometries (cached transformer: cheap for one tile's pieces).
+
+    Args:
+        geoms: Shapely geometries (object array) in ``src``.
+        src: Source CRS (EPSG code, string or pyproj CRS).
+        dst: Target CRS (EPSG code, string or pyproj CRS).
+
+    Returns:
+        The geometries in ``dst``, same shape.
+    """
     src_s, dst_s = CRS.from_user_input(src).to_string(), CRS.from_user_input(dst).to_string()
     if src_s == dst_s:
         return geoms
@@ -79,7 +88,17 @@ class PolygonConfig(StrictModel):
 
 
 def equal_area_m2(geoms: gpd.GeoSeries | gpd.GeoDataFrame) -> np.ndarray:
-    """Ground area of each geometry in m²: EPSG:5070 inside CONUS, geodesic (WGS84) elsewhere."""
+    """Ground area of each geometry in m²: EPSG:5070 inside CONUS, geodesic (WGS84) elsewhere.
+
+    Args:
+        geoms: Geometries with a CRS.
+
+    Returns:
+        One ground area per geometry, in m².
+
+    Raises:
+        InputDataError: If the geometries have no CRS.
+    """
     gs = geoms.geometry if isinstance(geoms, gpd.GeoDataFrame) else geoms
     if gs.crs is None:
         raise InputDataError(
@@ -91,7 +110,15 @@ def equal_area_m2(geoms: gpd.GeoSeries | gpd.GeoDataFrame) -> np.ndarray:
 
 
 def equal_area_m2_array(arr: np.ndarray, crs: Any) -> np.ndarray:
-    """:func:`equal_area_m2` for a numpy array of shapely geometries in ``crs``."""
+    """:func:`equal_area_m2` for a numpy array of shapely geometries in ``crs``.
+
+    Args:
+        arr: Shapely geometries (object array).
+        crs: Their CRS (EPSG code, string or pyproj CRS).
+
+    Returns:
+        One ground area per geometry, in m².
+    """
     if len(arr) == 0:
         return np.zeros(0)
     arr = reproject(arr, crs, LONLAT)
@@ -258,6 +285,17 @@ def mask_to_polygons(
     ``confidence``, ``area_px`` (mask pixels), ``area_m2`` (their exact ground area) and the
     lightly simplified outline as geometry. An all-false mask gives an empty frame with the
     same columns.
+
+    Args:
+        mask: Boolean (or 0/1) panel mask of the tile, (H, W) px.
+        tile: The tile, a pixel -> ``crs`` transform, or a ``(transform, crs)`` tuple.
+        confidence: The tile's classifier confidence (fraction 0-1) copied to each piece.
+        crs: CRS of a bare ``Affine`` ``tile`` (EPSG code or string).
+        tile_id: Tile id for the ``tile_id`` column (taken from a :class:`Tile` otherwise).
+        config: Simplification and minimum piece size; None: defaults.
+
+    Returns:
+        One row per connected piece, in EPSG:4326.
     """
     part = _pieces(mask, tile, confidence, crs, tile_id, config or PolygonConfig())
     return _frame([part] if part else [])
@@ -271,6 +309,14 @@ def masks_to_polygons(
     """Vectorise many ``(mask, tile, confidence)`` triples into one panels frame.
 
     Adds ``panel_id`` (1..n in input order) so that every piece can be referred to.
+
+    Args:
+        items: ``(mask, tile, confidence)`` per tile: an (H, W) px mask, its grid tile and the
+            classifier confidence (fraction 0-1, or None).
+        config: Simplification and minimum piece size; None: defaults.
+
+    Returns:
+        All pieces in EPSG:4326 with ``panel_id`` and the :func:`mask_to_polygons` columns.
     """
     cfg = config or PolygonConfig()
     parts = [p for m, t, c in items if (p := _pieces(m, t, c, None, None, cfg)) is not None]

@@ -63,13 +63,20 @@ class DetectorCounts(StrictModel):
 
     @property
     def precision(self) -> float:
+        """Tile precision TP / (TP + FP), a fraction 0-1."""
         return self.tp / (self.tp + self.fp)
 
     @property
     def recall(self) -> float:
+        """Tile recall TP / (TP + FN), a fraction 0-1."""
         return self.tp / (self.tp + self.fn)
 
     def describe(self) -> str:
+        """One line for outputs and logs.
+
+        Returns:
+            The counts, the threshold, precision, recall and where the counts come from.
+        """
         at = f" at threshold {self.threshold:g}" if self.threshold is not None else ""
         return (
             f"TP {self.tp}, FP {self.fp}, FN {self.fn}{at} (precision {self.precision:.3f}, "
@@ -152,9 +159,22 @@ def _counts(row: dict[str, Any], where: str, threshold: Any = None) -> DetectorC
 
 
 def detector_counts_from_report(path: str | Path, source: str | None = None) -> DetectorCounts:
-    """Tile counts from an ``evaluate-classifier`` output: ``summary.json`` (its ``all`` entry,
-    or the one source, or ``sources[source]``), ``report.json`` (the model's ``overall`` or
-    ``source`` row) or a ``metrics.json`` (``tp``/``fp``/``fn``)."""
+    """Tile counts from an ``evaluate-classifier`` output.
+
+    Reads a ``summary.json`` (its ``all`` entry, or the one source, or ``sources[source]``), a
+    ``report.json`` (the model's ``overall`` or ``source`` row) or a ``metrics.json``
+    (``tp``/``fp``/``fn``).
+
+    Args:
+        path: The JSON file.
+        source: The evaluation source whose counts to use; None: all sources / overall.
+
+    Returns:
+        The counts, with ``source`` naming the file.
+
+    Raises:
+        InputDataError: If the file is missing, not a JSON object, or holds no usable counts.
+    """
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -205,6 +225,12 @@ def detector_counts_from_checkpoint(checkpoint: str | Path) -> DetectorCounts | 
     builtin model ships one), else the checkpoint's own validation ``metrics`` when they were
     measured at its decision threshold (a checkpoint whose threshold was changed afterwards, as
     the builtin's was, has none usable).
+
+    Args:
+        checkpoint: The classifier checkpoint (``.pt``), or ``builtin``.
+
+    Returns:
+        The counts, or None when none are available.
     """
     from deepsolar.core.checkpoints import load_checkpoint_safely, resolve_checkpoint
 
@@ -234,8 +260,20 @@ def detector_counts_from_checkpoint(checkpoint: str | Path) -> DetectorCounts | 
 def resolve_detector_counts(
     config: UncertaintyConfig, classifier_checkpoint: str | Path | None = None
 ) -> DetectorCounts | None:
-    """The counts to use: ``config.detector``, else ``config.report_path``, else the checkpoint's
-    (see :func:`detector_counts_from_checkpoint`); None when disabled or none is found."""
+    """The counts to use: ``config.detector``, else ``config.report_path``, else the checkpoint's.
+
+    See :func:`detector_counts_from_checkpoint`.
+
+    Args:
+        config: The uncertainty settings.
+        classifier_checkpoint: The classifier checkpoint that classified the tiles, or None.
+
+    Returns:
+        The counts, or None when disabled or none is found.
+
+    Raises:
+        InputDataError: If ``config.report_path`` cannot be read.
+    """
     if not config.enabled:
         return None
     if config.detector is not None:
@@ -270,6 +308,13 @@ def expansion_estimate(s: ScannedTotals) -> tuple[np.ndarray, np.ndarray]:
 
     ``N = n / f`` tiles in the unit; ``s² = (sum_sq - Y² / n) / (n - 1)`` over the ``n`` scanned
     tiles, zeros included. Variance 0 where ``f >= 1``; NaN where ``n < 2`` or ``f <= 0``.
+
+    Args:
+        s: Per-unit scanned totals: sum ``Y``, sum of squares, scanned tile count ``n`` and
+            scanned fraction ``f`` (0-1).
+
+    Returns:
+        The estimate (in the totals' unit, e.g. m²) and its variance (that unit squared).
     """
     f = np.clip(np.asarray(s.fraction, dtype=float), 0.0, 1.0)
     y = np.asarray(s.total, dtype=float)
@@ -286,7 +331,16 @@ def expansion_estimate(s: ScannedTotals) -> tuple[np.ndarray, np.ndarray]:
 def detector_draws(
     counts: DetectorCounts, draws: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(precision, recall) draws from their posteriors ``Beta(TP+1, FP+1)``, ``Beta(TP+1, FN+1)``."""
+    """(precision, recall) draws from their posteriors ``Beta(TP+1, FP+1)``, ``Beta(TP+1, FN+1)``.
+
+    Args:
+        counts: The classifier's validation tile counts.
+        draws: Number of draws.
+        rng: The random generator.
+
+    Returns:
+        Precision and recall draws, each ``draws`` fractions 0-1.
+    """
     p = rng.beta(counts.tp + 1, counts.fp + 1, draws)
     r = rng.beta(counts.tp + 1, counts.fn + 1, draws)
     return p, r
@@ -300,6 +354,15 @@ def detector_multiplier(
     ``detected_tiles``: ``D`` per unit; ``precision`` / ``recall``: one value per draw. Per draw
     and unit, ``TPu ~ Binomial(D, P)`` and ``Mu ~ NegativeBinomial(TPu, R)`` (as Poisson with a
     Gamma(TPu, (1 - R) / R) mean). Units with ``D = 0`` get 1 (nothing found, nothing scaled).
+
+    Args:
+        detected_tiles: Detected tiles ``D`` per unit.
+        precision: Precision draws (fractions 0-1).
+        recall: Recall draws (fractions 0-1).
+        rng: The random generator.
+
+    Returns:
+        The multipliers, shape (draws, units).
     """
     d = np.asarray(detected_tiles, dtype=np.int64)[None, :]
     tp = rng.binomial(d, precision[:, None])
@@ -311,8 +374,20 @@ def detector_multiplier(
 def interval_from_draws(
     estimate: np.ndarray, variance: np.ndarray, multiplier: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi): the 2.5 / 97.5 percentiles of ``max(0, estimate + sqrt(variance) z) * multiplier``
-    per unit (``multiplier``: (draws, units); ``z`` standard normal)."""
+    """(lo, hi): the 2.5 / 97.5 percentiles per unit of the drawn totals.
+
+    The totals are ``max(0, estimate + sqrt(variance) z) * multiplier`` with ``z`` standard
+    normal.
+
+    Args:
+        estimate: Per-unit estimate (e.g. m² or systems).
+        variance: Its sampling variance (that unit squared).
+        multiplier: Detector multipliers, shape (draws, units).
+        rng: The random generator.
+
+    Returns:
+        Lower and upper bounds per unit, in the estimate's unit; NaN where it is undefined.
+    """
     z = rng.standard_normal(multiplier.shape)
     base = np.maximum(estimate[None, :] + np.sqrt(np.nan_to_num(variance))[None, :] * z, 0.0)
     q = np.quantile(base * multiplier, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
@@ -336,6 +411,18 @@ def unit_intervals(
     ``detected_tiles``: tiles holding a detected system per unit (DeepSolar's ``tile_count``).
     Area and count of a unit share the detector draws. Counts' bounds are rounded outwards to
     whole systems. Seeded: the same inputs give the same columns.
+
+    Args:
+        area: Scanned panel area totals per unit (m²).
+        count: Scanned system count totals per unit.
+        detected_tiles: Tiles holding a detected system, per unit.
+        counts: The classifier's validation tile counts.
+        draws: Number of Monte Carlo draws.
+        seed: Seed of the random generator.
+        bias_correction: Also return the bias-corrected totals.
+
+    Returns:
+        Column name -> per-unit values: ``INTERVAL_COLUMNS`` (and ``CORRECTED_COLUMNS``).
     """
     rng = np.random.default_rng(seed)
     p, r = detector_draws(counts, draws, rng)
