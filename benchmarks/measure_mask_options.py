@@ -38,7 +38,7 @@ from deepsolar.geo.region import RegionConfig
 from deepsolar.geo.tiling import WEB_MERCATOR, Tile, TileGrid
 from deepsolar.imagery.manifest import read_manifest
 from deepsolar.imagery.sources import LocalRasterSourceConfig
-from deepsolar.jobs import DownloadTilesJob
+from deepsolar.jobs.download_tiles import DownloadTilesJob, run_download_tiles
 from deepsolar.maps.accuracy import region_scores
 from deepsolar.maps.aggregate import scanned_geometry
 from deepsolar.maps.mapping import units_in_scan
@@ -49,7 +49,6 @@ from deepsolar.segmentation.cam import CamMaps
 from deepsolar.segmentation.config import CamConfig, default_segmenter
 from deepsolar.segmentation.pipeline import Segmenter
 from deepsolar.synthetic import SyntheticSceneConfig, generate_scene, read_truth
-from deepsolar.tilejobs import run_download_tiles
 from flows.demo import inner_tile_bbox
 
 TRUTH_MERGE = MergeConfig()  # how truth arrays are grouped into systems: fixed for all variants

@@ -27,7 +27,7 @@ from typing import Any
 
 from deepsolar.core.errors import ConfigError, DeepSolarError
 from deepsolar.core.runtime import StopOnSignals, stop_exit_code, stop_requested
-from deepsolar.preflight import check_command
+from deepsolar.preflight import SET_HELP, check_command
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 
@@ -110,7 +110,8 @@ COMMANDS = [
         "download the tiles of a region (state / county / tract / bbox / boundary file) from an "
         "imagery source into a tile store with a manifest; resumable",
         [Opt("--config", "YAML with a DownloadTilesJob (region, source, grid, out_dir)",
-             {"required": True, "metavar": "YAML"})],
+             {"required": True, "metavar": "YAML"}),
+         Opt("--set", SET_HELP, {"action": "append", "metavar": "KEY=VALUE"})],
         "deepsolar download-tiles --config configs/download-tiles.example.yaml",
     ),
     Command(
@@ -124,8 +125,9 @@ COMMANDS = [
                 {"metavar": "DIR"}),
             Opt("--resume", "continue training from this last.pt", {"metavar": "CKPT"}),
             Opt("--epochs", "override train.epochs (may be fractional)", {"metavar": "N"}),
-            Opt("--override", "JSON merged over the config, e.g. '{\"optim\": {\"lr\": 0.0005}}'",
-                {"metavar": "JSON"}),
+            Opt("--set", SET_HELP, {"action": "append", "metavar": "KEY=VALUE"}),
+            Opt("--override", "deprecated, use --set: JSON merged over the config, e.g. "
+                "'{\"optim\": {\"lr\": 0.0005}}'", {"metavar": "JSON"}),
             Opt("--no-test", "skip the held-out evaluation", {"action": "store_true"}),
         ],
         "deepsolar train-classifier --config configs/classifier-demo.yaml --out out/clf",
@@ -162,6 +164,7 @@ COMMANDS = [
         [
             Opt("--config", "segmenter YAML (see configs/segmenter-*.yaml)",
                 {"required": True, "metavar": "YAML"}),
+            Opt("--set", SET_HELP, {"action": "append", "metavar": "KEY=VALUE"}),
             Opt("--out", "output folder (default out/segmenter)", {"metavar": "DIR"}),
         ],
         "deepsolar train-segmenter --config configs/segmenter-real-chips.yaml",
@@ -173,6 +176,7 @@ COMMANDS = [
         [
             Opt("--config", "mask-head YAML (see configs/mask-head-reference.yaml)",
                 {"required": True, "metavar": "YAML"}),
+            Opt("--set", SET_HELP, {"action": "append", "metavar": "KEY=VALUE"}),
             Opt("--out", "output folder (default out/mask-head)", {"metavar": "DIR"}),
         ],
         "deepsolar train-mask-head --config configs/mask-head-reference.yaml",
@@ -219,6 +223,7 @@ COMMANDS = [
         [
             Opt("--config", "YAML with a SegmentTilesJob, or {job: ..., scale: ...} (or use the "
                 "flags below)", {"metavar": "YAML"}),
+            Opt("--set", SET_HELP, {"action": "append", "metavar": "KEY=VALUE"}),
             Opt("--manifest", "the tile store's manifest.gpkg or folder", {"metavar": "PATH"}),
             Opt("--classifier", "classifier checkpoint (best.pt)", {"metavar": "CKPT"}),
             Opt("--segmenter", "segmenter checkpoint (segmenter.pt), for --method greedy; a "
@@ -249,6 +254,7 @@ COMMANDS = [
             Opt("--config", "YAML with a MapRegionJob, or {job: <MapRegionJob>, scale: "
                 "<ScaleOutConfig>} (the deployment's parameters)",
                 {"required": True, "metavar": "YAML"}),
+            Opt("--set", SET_HELP, {"action": "append", "metavar": "KEY=VALUE"}),
             *RUNNER_OPTS,
         ],
         "deepsolar map-region --config my-region.yaml --runner processes --workers 2",

@@ -16,12 +16,33 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from deepsolar.core.config import load_yaml
+from deepsolar.core.config import apply_override, load_yaml
 from deepsolar.core.errors import ConfigError
+
+SET_HELP = (
+    "override one parameter of --config, dotted for nesting, value in YAML (e.g. "
+    "grid.zoom=20); repeatable"
+)
 
 
 def _arg(args: argparse.Namespace, name: str) -> Any:
     return getattr(args, name, None)
+
+
+def config_with_sets(config: Any, sets: Iterable[str] | None) -> Any:
+    """A ``--config`` file's mapping with the command line's ``--set key=value`` applied.
+
+    Args:
+        config: the YAML file.
+        sets: the ``--set`` items (dotted keys, YAML values), in order.
+
+    Returns:
+        The mapping (as read, then overridden).
+    """
+    data = load_yaml(config)
+    for item in sets or []:
+        apply_override(data, item)
+    return data
 
 
 def check_chip_sources(sources: Iterable[Any], where: str) -> None:
@@ -48,6 +69,8 @@ def _json_overrides(args: argparse.Namespace) -> dict[str, Any]:
             ) from None
         if not isinstance(overrides, dict):
             raise ConfigError("--override must be a JSON object", fix="wrap it in {...}")
+    for item in _arg(args, "set") or []:
+        apply_override(overrides, item)
     if _arg(args, "epochs") is not None:
         overrides.setdefault("train", {})["epochs"] = args.epochs
     return overrides
@@ -57,9 +80,10 @@ def download_tiles(args: argparse.Namespace) -> None:
     """The job validates, its region resolves, its source opens and covers it, and its tile
     count is under max_tiles."""
     from deepsolar.core.config import validate_config
-    from deepsolar.tilejobs import DownloadTilesJob, preflight
+    from deepsolar.jobs.download_tiles import DownloadTilesJob, preflight
 
-    job = validate_config(DownloadTilesJob, load_yaml(args.config), where=str(args.config))
+    data = config_with_sets(args.config, _arg(args, "set"))
+    job = validate_config(DownloadTilesJob, data, where=str(args.config))
     preflight(job)
 
 
@@ -85,7 +109,7 @@ def evaluate_classifier(args: argparse.Namespace) -> None:
 def map_region_job(job: Any, where: str) -> None:
     """A MapRegionJob's input paths exist; a download part passes download-tiles' checks."""
     from deepsolar.core.runtime import check_input_paths
-    from deepsolar.tilejobs import preflight
+    from deepsolar.jobs.download_tiles import preflight
 
     check_input_paths(
         {
@@ -102,17 +126,25 @@ def map_region_job(job: Any, where: str) -> None:
 def map_region(args: argparse.Namespace) -> None:
     """The job (plain, or the deployment's {job, scale} layout) validates; its inputs exist."""
     from deepsolar.core.config import validate_config
-    from deepsolar.jobs import MapRegionJob
+    from deepsolar.jobs.map_region import MapRegionJob
 
-    data, scale = _job_and_scale(args.config)
+    data, scale = _job_and_scale(args.config, _arg(args, "set"))
     job = validate_config(MapRegionJob, data, where=str(args.config))
     _check_scale(scale, str(args.config))
     map_region_job(job, str(args.config))
 
 
-def _job_and_scale(config: Any) -> tuple[Any, dict[str, Any] | None]:
-    """A flow config's job mapping and its ``scale`` part (the deployment's {job, scale} layout)."""
-    data = load_yaml(config)
+def _job_and_scale(config: Any, sets: Any = None) -> tuple[Any, dict[str, Any] | None]:
+    """A flow config's job mapping and its ``scale`` part (the deployment's {job, scale} layout).
+
+    Args:
+        config: the YAML file.
+        sets: ``--set`` items applied to the file's mapping first (keys as in the file).
+
+    Returns:
+        The job's mapping and the scale mapping (None without the {job, scale} layout).
+    """
+    data = config_with_sets(config, sets)
     if isinstance(data, dict) and "job" in data:
         return data["job"], dict(data.get("scale") or {})
     return data, None
@@ -144,7 +176,8 @@ def _trainer(model_name: str) -> Callable[[argparse.Namespace], None]:
         from deepsolar.segmentation import config as seg_config
 
         model = getattr(seg_config, model_name)
-        cfg = validate_config(model, load_yaml(args.config), where=str(args.config))
+        data = config_with_sets(args.config, _arg(args, "set"))
+        cfg = validate_config(model, data, where=str(args.config))
         trainer_inputs(cfg, str(args.config))
 
     return check
@@ -171,7 +204,7 @@ def segment_tiles(args: argparse.Namespace) -> None:
     from deepsolar.core.config import validate_config
     from deepsolar.segmentation.config import SegmentTilesJob
 
-    data, scale = _job_and_scale(args.config)
+    data, scale = _job_and_scale(args.config, _arg(args, "set"))
     job = validate_config(SegmentTilesJob, data, where=str(args.config))
     _check_scale(scale, str(args.config))
     segment_tiles_job(job, str(args.config))

@@ -31,33 +31,35 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import geopandas as gpd
 import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field
 from rasterio.warp import transform_bounds
 
 from deepsolar.classifier.config import SceneSource
 from deepsolar.core.checkpoints import BUILTIN, resolve_checkpoint
-from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
 from deepsolar.geo.region import RegionConfig
 from deepsolar.geo.tiling import (
     ORIGIN_SHIFT_M,
     WEB_MERCATOR,
     TileGrid,
-    TileGridConfig,
     mercator_to_lonlat,
 )
 from deepsolar.imagery.sources import LocalRasterSourceConfig
-from deepsolar.jobs import DownloadTilesJob, MapRegionJob
+from deepsolar.jobs.demo import DemoJob
+from deepsolar.jobs.download_tiles import DownloadTilesJob
+from deepsolar.jobs.map_region import MapRegionJob
+from deepsolar.jobs.train_classifier import TrainClassifierParams
+from deepsolar.jobs.train_mask_head import TrainMaskHeadJob
+from deepsolar.jobs.train_segmenter import TrainSegmenterJob
 from deepsolar.maps.accuracy import region_scores, tile_scores
 from deepsolar.maps.aggregate import scanned_geometry
 from deepsolar.maps.mapping import MapOutputsConfig
-from deepsolar.maps.merge import MergeConfig
 from deepsolar.segmentation.calibrate import fit_cam_threshold
 from deepsolar.segmentation.config import CamConfig, TrainMaskHeadConfig, TrainSegmenterConfig
 from deepsolar.segmentation.evaluate import (
@@ -69,72 +71,12 @@ from deepsolar.segmentation.pipeline import Segmenter
 from deepsolar.synthetic import SyntheticSceneConfig, generate_scene, read_truth
 from flows.download_tiles import download_tiles_flow
 from flows.map_region import map_region_flow
-from flows.train_classifier import TrainClassifierParams, train_classifier_flow
-from flows.train_mask_head import TrainMaskHeadJob, train_mask_head_flow
-from flows.train_segmenter import TrainSegmenterJob, train_segmenter_flow
+from flows.train_classifier import train_classifier_flow
+from flows.train_mask_head import train_mask_head_flow
+from flows.train_segmenter import train_segmenter_flow
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_THREADS = 2  # torch threads for every step, so a bigger machine computes the same figures
-
-
-def _train_scenes_default() -> list[SyntheticSceneConfig]:
-    # other seeds, 800 m and 1.6 km east of the evaluation scene (the generator's default centre)
-    base = SyntheticSceneConfig()
-    return [
-        SyntheticSceneConfig(
-            seed=k, center_lon=base.center_lon + 0.0088 * k, width_px=8000, height_px=8000
-        )
-        for k in (1, 2)
-    ]
-
-
-def _demo_cam() -> CamConfig:
-    # DeepSolar's greedy CAM; threshold replaced by the calibrated one; a pixel must also vote
-    # solar (logit margin > 0), so a weak tile may mark nothing
-    return CamConfig(method="greedy", floor=0.0, floor_on="margin")
-
-
-def _demo_merge() -> MergeConfig:
-    # chosen on the demo's *training* scene (benchmarks/measure_mask_options.py, docs/maps.md):
-    # rows of one ground-mounted array lie 1-4 m apart; CAM specks under 10 m² are not a system
-    return MergeConfig(gap_m=4.0, tile_edge_gap_m=3.0, min_system_area_m2=10.0)
-
-
-class DemoJob(StrictModel):
-    """Parameters of the demo flow (all defaults are the documented offline demo)."""
-
-    out_dir: Path = Path("out/demo")
-    eval_scene: SyntheticSceneConfig = Field(default_factory=SyntheticSceneConfig)
-    train_scenes: list[SyntheticSceneConfig] = Field(
-        default_factory=_train_scenes_default, min_length=1
-    )
-    grid: TileGridConfig = Field(default_factory=TileGridConfig)
-    classifier_config: Path = REPO / "configs" / "classifier-demo.yaml"
-    train_segmenter: bool = Field(
-        True,
-        description="train the greedy CAM branch on the training tiles (DeepSolar's recipe); "
-        "false: reuse the builtin branch, ~2.5 min faster (needs a classifier whose blocks up to "
-        "the tap, blocks.2, stay frozen, as configs/classifier-demo.yaml)",
-    )
-    segmenter_epochs_per_stage: float = Field(
-        4.0, gt=0, description="per greedy stage; 8 measured better (README) but ~2 min slower"
-    )
-    map_method: Literal["mask_head", "greedy"] = Field(
-        "mask_head",
-        description="how the map's tiles are segmented: 'mask_head' (a decoder trained on the "
-        "training scenes' masks; beyond DeepSolar) or 'greedy' (DeepSolar's greedy CAM, with the "
-        "calibrated threshold); the held-out comparison table reports both",
-    )
-    mask_head_epochs: int = Field(8, ge=1, description="train-mask-head epochs (best on 10%)")
-    cam: CamConfig = Field(default_factory=_demo_cam)
-    calibrate_cam_threshold: bool = Field(
-        True, description="fit cam.threshold on the training scenes' masks (area objective)"
-    )
-    merge: MergeConfig = Field(default_factory=_demo_merge)
-    min_pv_area_m2: float = Field(
-        1.0, gt=0, description="truth: a tile is positive from this PV area"
-    )
-    overlays: int = Field(8, ge=0, description="PNG overlays of CAM + mask for this many tiles")
 
 
 def inner_tile_bbox(bounds_3857: tuple[float, ...], grid: TileGrid) -> tuple[float, ...]:

@@ -14,36 +14,22 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from deepsolar.core.config import load_yaml, validate_config
+from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
-from deepsolar.geo.region import resolve_region
-from deepsolar.imagery.download import download_tiles
-from deepsolar.tilejobs import (
-    DownloadTilesJob,
-    SizedIterable,
-    check_coverage,
-    plan_tiles,
-    preflight,
-    summary_dict,
-)
+from deepsolar.jobs.download_tiles import DownloadTilesJob, fetch, plan, preflight
+from deepsolar.preflight import SET_HELP, config_with_sets
 
 
 @task(name="plan-tiles")
 def plan_task(job: DownloadTilesJob) -> tuple[Any, int]:
-    region = resolve_region(job.region)
-    with job.source.build() as source:
-        check_coverage(region, source)
-    n = plan_tiles(region, job.grid.build(), job.max_tiles)
+    region, n = plan(job)
     get_run_logger().info("%s: %d tiles at zoom %d", region.name, n, job.grid.zoom)
     return region, n
 
 
 @task(name="fetch-tiles")
 def fetch_task(job: DownloadTilesJob, region: Any, n_tiles: int) -> dict[str, Any]:
-    grid = job.grid.build()
-    tiles = SizedIterable(grid.tiles_for_geometry(region.geometry), n_tiles)
-    summary = download_tiles(tiles, job.source.build(), job.out_dir, job.download)
-    return summary_dict(summary)
+    return fetch(job, region, n_tiles)
 
 
 @flow(name="download-tiles", validate_parameters=True)
@@ -67,9 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--config", required=True, type=Path, help="YAML file with a DownloadTilesJob")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     args = ap.parse_args(argv)
     try:
-        job = validate_config(DownloadTilesJob, load_yaml(args.config), where=str(args.config))
+        data = config_with_sets(args.config, args.set)
+        job = validate_config(DownloadTilesJob, data, where=str(args.config))
         preflight(job)
         summary = download_tiles_flow(job)
     except DeepSolarError as err:

@@ -24,83 +24,28 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field
 
-from deepsolar.classifier.checkpoint import config_from_checkpoint, load_checkpoint
-from deepsolar.classifier.config import ChipSource, load_train_config
+from deepsolar.classifier.config import ChipSource
 from deepsolar.classifier.data import source_from_path
-from deepsolar.classifier.predict import evaluate_checkpoint, format_report_table
-from deepsolar.core.checkpoints import resolve_checkpoint
-from deepsolar.core.config import StrictModel, validate_config
-from deepsolar.core.errors import ConfigError, DeepSolarError, InputDataError
-
-
-class EvaluateClassifierParams(StrictModel):
-    checkpoint: Path
-    out_dir: Path = Path("out/classifier-eval")
-    sources: list[ChipSource] = Field(
-        default_factory=list, description="labelled sets; default: data.test of config_path"
-    )
-    config_path: Path | None = Field(None, description="take data.test from this YAML")
-    threshold: float | None = Field(None, gt=0.0, lt=1.0, description="default: checkpoint's")
-    batch_size: int = Field(64, ge=1)
-    num_workers: int = Field(0, ge=0)
-    device: str = "auto"
-    bootstrap_reps: int = Field(1000, ge=1, description="bootstrap replicates for the intervals")
-    seed: int = Field(0, description="seed of the bootstrap resamples")
-    subtiles: bool = Field(
-        True,
-        description="cut chips larger than a tile into tile-sized sub-tiles as the checkpoint "
-        "was trained to (false: resize whole chips, DeepSolar's way)",
-    )
-    ground_m_per_px: float | None = Field(
-        None, gt=0.0, le=100.0, description="metres per pixel of chips whose metadata lacks it"
-    )
-
-
-def resolve_sources(p: EvaluateClassifierParams) -> list[ChipSource]:
-    """Explicit sources, else the config file's data.test, else the checkpoint's data.test."""
-    if p.sources:
-        return list(p.sources)
-    if p.config_path is not None:
-        test = load_train_config(p.config_path).data.test
-    else:
-        test = config_from_checkpoint(load_checkpoint(p.checkpoint), str(p.checkpoint)).data.test
-    if not test:
-        raise ConfigError(
-            "no sources to evaluate on",
-            where="evaluate-classifier parameters",
-            fix="pass sources, or a config_path whose data.test lists held-out sets",
-        )
-    return test
+from deepsolar.classifier.predict import format_report_table
+from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.evaluate_classifier import (  # noqa: F401 - resolve_sources re-exported
+    EvaluateClassifierParams,
+    evaluate_step,
+    prepare,
+    resolve_sources,
+)
 
 
 @task(name="evaluate-checkpoint", cache_policy=NO_CACHE)
 def evaluate_task(p: EvaluateClassifierParams, sources: list[ChipSource]) -> dict[str, Any]:
-    return evaluate_checkpoint(
-        p.checkpoint,
-        sources,
-        p.out_dir,
-        threshold=p.threshold,
-        batch_size=p.batch_size,
-        num_workers=p.num_workers,
-        device=p.device,
-        seed=p.seed,
-        bootstrap_reps=p.bootstrap_reps,
-        subtiles=p.subtiles,
-        ground_m_per_px=p.ground_m_per_px,
-    )
+    return evaluate_step(p, sources)
 
 
 # Validated by validate_config inside, so a bad field is a ConfigError naming it.
 @flow(name="evaluate-classifier", validate_parameters=False)
 def evaluate_classifier_flow(params: EvaluateClassifierParams) -> dict[str, Any]:
-    p = validate_config(EvaluateClassifierParams, params)
-    if not resolve_checkpoint(p.checkpoint, "classifier").is_file():
-        raise InputDataError(
-            "checkpoint not found", where=str(p.checkpoint), fix="check the path or use 'builtin'"
-        )
-    sources = resolve_sources(p)
+    p, sources = prepare(params)
     summary = evaluate_task(p, sources)
     logger = get_run_logger()
     for name, m in summary["sources"].items():

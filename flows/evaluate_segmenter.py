@@ -23,21 +23,16 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
-from deepsolar.segmentation.config import EvaluateSegmentationConfig
+from deepsolar.jobs.evaluate_segmenter import EvaluateSegmenterJob, evaluate_step
 from deepsolar.segmentation.config import evaluation_config_from_args as build_config
-from deepsolar.segmentation.evaluate import evaluate_segmentation, format_table
-
-
-class EvaluateSegmenterJob(StrictModel):
-    evaluation: EvaluateSegmentationConfig
-    out_dir: Path = Path("out/segmenter-eval")
+from deepsolar.segmentation.evaluate import format_table
 
 
 @task(name="evaluate-masks", cache_policy=NO_CACHE)
 def evaluate_task(job: EvaluateSegmenterJob) -> dict[str, Any]:
-    return evaluate_segmentation(job.evaluation, job.out_dir)
+    return evaluate_step(job)
 
 
 @flow(name="evaluate-segmenter", validate_parameters=False)

@@ -18,14 +18,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.core.config import load_yaml, validate_config
+from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs import MapRegionJob
+from deepsolar.jobs.map_region import MapRegionJob, segment_job
+from deepsolar.jobs.segment_tiles import ScaleOutConfig
 from deepsolar.maps.gpkg import outputs_summary
 from deepsolar.maps.mapping import MapOutputsConfig, write_region_maps
-from deepsolar.preflight import map_region_job
-from deepsolar.segmentation.pipeline import SegmentTilesJob
-from deepsolar.segmentation.shards import ScaleOutConfig
+from deepsolar.preflight import SET_HELP, config_with_sets, map_region_job
 from flows.download_tiles import download_tiles_flow
 from flows.segment_tiles import segment_tiles_flow
 
@@ -48,18 +47,7 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
     scale = validate_config(ScaleOutConfig, scale if scale is not None else {}, where="scale")
     log = get_run_logger()
     downloaded = download_tiles_flow(job.tiles) if job.tiles is not None else None
-    seg = segment_tiles_flow(
-        SegmentTilesJob(
-            manifest=job.store / "manifest.gpkg",
-            classifier_checkpoint=job.classifier_checkpoint,
-            segmenter_checkpoint=job.segmenter_checkpoint,
-            cam=job.cam,
-            batch_size=job.batch_size,
-            device=job.device,
-            overlays=job.overlays,
-        ),
-        scale,
-    )
+    seg = segment_tiles_flow(segment_job(job), scale)
     maps = maps_task(
         job.store,
         job.out_dir,
@@ -89,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="YAML file with a MapRegionJob, or {job: <MapRegionJob>, scale: <ScaleOutConfig>}",
     )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     ap.add_argument("--shard-size", type=int, help="tiles per segment shard (default 1024)")
     ap.add_argument(
         "--runner", choices=["threads", "processes", "dask"],
@@ -101,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     try:
-        data = load_yaml(args.config)
+        data = config_with_sets(args.config, args.set)
         scale_data: dict = {}
         if "job" in data:  # the deployment's parameter layout
             scale_data = dict(data.get("scale") or {})

@@ -29,28 +29,19 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from tqdm.auto import tqdm
 
-from deepsolar.core.config import load_yaml, validate_config
+from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
-from deepsolar.imagery.manifest import check_journal_paths
-from deepsolar.preflight import segment_tiles_job
-from deepsolar.segmentation.config import CamConfig
-from deepsolar.segmentation.pipeline import (
-    JOURNAL_NAME,
-    SegmentTilesJob,
-    read_journal,
-    run_key,
-    segment_tile_store,
-)
-from deepsolar.segmentation.shards import (
-    RESULTS_DIRNAME,
+from deepsolar.jobs.segment_tiles import (
     ScaleOutConfig,
-    TileShard,
-    append_records,
-    cached_segmenter,
-    plan_shards,
-    segment_shard,
-    store_paths,
+    SegmentTilesJob,
+    finish,
+    plan,
+    restore_records,
+    shard_job,
 )
+from deepsolar.preflight import SET_HELP, config_with_sets, segment_tiles_job
+from deepsolar.segmentation.config import CamConfig
+from deepsolar.segmentation.shards import RESULTS_DIRNAME, TileShard, segment_shard
 
 
 # Cached on its inputs (shard tiles + job + run key, which hashes both checkpoints' bytes and the
@@ -73,7 +64,7 @@ def run_shards(
     shard_task = segment_shard_task.with_options(
         result_storage=results_dir  # a Path: Prefect stores results + cache keys there as files
     )
-    job_key = job.model_copy(update={"overlays": 0, "overlay_seed": 0})  # not part of a shard
+    job_key = shard_job(job)  # overlays are not part of a shard
     records: list[dict[str, Any]] = []
     n_cached = 0
     n_tiles = sum(len(s.rows) for s in shards)
@@ -95,7 +86,7 @@ def run_shards(
 @task(name="segment-tile-store", cache_policy=NO_CACHE)
 def segment_task(job: SegmentTilesJob) -> dict[str, Any]:
     # every tile is in the journal by now: this rebuilds the table (atomically) and the overlays
-    return segment_tile_store(job).as_dict()
+    return finish(job)
 
 
 # Annotated with the model alone so a deployment's parameter schema is strict (the server rejects
@@ -106,14 +97,8 @@ def segment_tiles_flow(job: SegmentTilesJob, scale: ScaleOutConfig | None = None
     job = validate_config(SegmentTilesJob, job)
     scale = validate_config(ScaleOutConfig, scale if scale is not None else {}, where="scale")
     log = get_run_logger()
-    store, _ = store_paths(job.manifest)
-    # Paths read from the store's files must stay inside it (plan_shards checks the manifest).
-    check_journal_paths(store, store / JOURNAL_NAME)
-    shards = plan_shards(job.manifest, scale.shard_size_tiles)
-    cached_segmenter(job)  # checkpoints load (clear errors) before any shard starts
-    key = run_key(job)
-    done = read_journal(store / JOURNAL_NAME, key)
-    n_before = sum(1 for s in shards for r in s.rows if r[0] in done)
+    p = plan(job, scale)  # store checked, shards cut, checkpoints loaded (clear errors first)
+    store, shards, key, n_before = p.store, p.shards, p.key, p.n_before
     log.info(
         "%d tiles in %d shards of <= %d on %s; %d done before",
         sum(len(s.rows) for s in shards), len(shards), scale.shard_size_tiles,
@@ -121,10 +106,7 @@ def segment_tiles_flow(job: SegmentTilesJob, scale: ScaleOutConfig | None = None
     )  # fmt: skip
     sharded = run_shards(job, shards, key, scale, store)
     # A shard served from the cache may predate a deleted journal: put its records back.
-    done = read_journal(store / JOURNAL_NAME, key)
-    append_records(
-        store / JOURNAL_NAME, [r for r in sharded["records"] if r["tile_id"] not in done]
-    )
+    restore_records(p, sharded["records"])
     summary = segment_task(job)
     summary.update(
         n_done_before=n_before,
@@ -150,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="YAML with a SegmentTilesJob, or {job: ..., scale: ...} (or use the flags)",
     )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     ap.add_argument("--manifest", type=Path, help="tile store manifest.gpkg or folder")
     ap.add_argument("--classifier", type=Path, help="classifier checkpoint (best.pt)")
     ap.add_argument("--segmenter", type=Path, help="segmenter checkpoint (segmenter.pt)")
@@ -199,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scale_data: dict[str, Any] = {}
         if args.config:
-            data = load_yaml(args.config)
+            data = config_with_sets(args.config, args.set)
             if "job" in data:
                 scale_data = data.get("scale") or {}
                 data = data["job"]

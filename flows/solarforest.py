@@ -27,23 +27,21 @@ from prefect.cache_policies import NO_CACHE
 from deepsolar import solarforest as sf
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
-from deepsolar.solarforest.job import (  # noqa: F401 - re-exported for callers and tests
+from deepsolar.jobs.solarforest import (  # noqa: F401 - re-exported for callers and tests
     QUICK,
     SolarForestFlowParams,
     apply_override,
     check_inputs,
+    features_path,
     params_from_args,
+    predict,
+    save,
 )
-from deepsolar.solarforest.tractdb import get_tract_db, read_tract_polygons
 
 
 @task(name="get-features", cache_policy=NO_CACHE)
 def features_task(p: SolarForestFlowParams) -> Path:
-    return (
-        p.features_path
-        if p.features_path is not None
-        else get_tract_db(p.features_url, p.cache_dir)
-    )
+    return features_path(p)
 
 
 @task(name="load-training-data", cache_policy=NO_CACHE)
@@ -86,35 +84,12 @@ def write_eval_task(out_dir: Path, metrics: dict, results: dict, perm: Any) -> d
 
 @task(name="save-model", cache_policy=NO_CACHE)
 def save_task(model: sf.SolarForestModel, path: Path, out_dir: Path) -> dict:
-    saved = sf.save_model(model, path)
-    sf.write_json(out_dir / "train_metrics.json", model.metadata)
-    return {"model": str(saved), "sidecar": str(saved.with_suffix(".json"))}
+    return save(model, path, out_dir)
 
 
 @task(name="predict", cache_policy=NO_CACHE)
 def predict_task(p: SolarForestFlowParams, features_path: Path) -> dict:
-    model = sf.load_model(p.resolved_model_path)
-    db, table = sf.load_training_table(
-        features_path, model.config, lexicon_path=p.lexicon_path,
-        target_path=p.target_path, target_layer=p.target_layer,
-    )  # fmt: skip
-    pred = sf.predict_tracts(model, table, where=db.source)
-    out = {"predictions_csv": str(sf.write_csv(pred, p.output_dir / "predictions.csv"))}
-    out["n_tracts"] = len(pred)
-    tracts_path = p.tracts_path
-    layer = p.tracts_layer
-    if (
-        tracts_path is None
-        and p.target_path is not None
-        and p.target_path.suffix.lower() == ".gpkg"
-    ):
-        tracts_path, layer = p.target_path, p.target_layer
-    if tracts_path is not None:
-        polys = read_tract_polygons(tracts_path, layer=layer)
-        if polys is not None:
-            gpkg = p.predictions_gpkg or p.output_dir / "solarforest_predictions.gpkg"
-            out["predictions_gpkg"] = str(sf.write_predictions_gpkg(pred, polys, gpkg, "tracts"))
-    return out
+    return predict(p, features_path)
 
 
 @flow(name="solarforest", validate_parameters=True)
@@ -124,12 +99,12 @@ def solarforest(params: SolarForestFlowParams) -> dict[str, Any]:
     check_inputs(p)
     logger = get_run_logger()
     out_dir = p.output_dir
-    features_path = features_task(p)
+    features = features_task(p)
     if p.mode == "predict":
-        result = predict_task(p, features_path)
+        result = predict_task(p, features)
         logger.info("predicted %d tracts -> %s", result["n_tracts"], result["predictions_csv"])
         return {"mode": p.mode, **result}
-    db, table, data = load_task(p, features_path)
+    db, table, data = load_task(p, features)
     logger.info(
         "%d tracts, %d features, target %s (%d without a target left out)",
         len(data.y), len(data.features), data.target, data.n_dropped_missing_target,

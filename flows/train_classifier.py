@@ -22,67 +22,36 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field, model_validator
 
-from deepsolar.classifier.config import TrainClassifierConfig, deep_merge, load_train_config
-from deepsolar.classifier.metrics import write_json
-from deepsolar.classifier.predict import evaluate_checkpoint
-from deepsolar.classifier.train import fit
-from deepsolar.core.config import StrictModel, validate_config
-from deepsolar.core.errors import DeepSolarError, InputDataError
+from deepsolar.classifier.config import TrainClassifierConfig, deep_merge
+from deepsolar.core.config import apply_override
+from deepsolar.core.errors import DeepSolarError
 from deepsolar.core.runtime import check_input_paths
-from deepsolar.preflight import check_chip_sources
-
-
-class TrainClassifierParams(StrictModel):
-    """Parameters of ``train-classifier``: a config file and/or an inline config, plus overrides."""
-
-    config_path: Path | None = Field(None, description="YAML with model/loss/optim/data/train")
-    config: dict[str, Any] | None = Field(None, description="inline config (merged over the file)")
-    overrides: dict[str, Any] = Field(
-        default_factory=dict, description="nested keys merged last, e.g. {'train': {'epochs': 1}}"
-    )
-    out_dir: Path = Path("out/classifier")
-    resume: Path | None = Field(None, description="a last.pt to continue from")
-    evaluate_test: bool = Field(True, description="evaluate best.pt on data.test afterwards")
-
-    @model_validator(mode="after")
-    def _some_config(self) -> TrainClassifierParams:
-        if self.config_path is None and self.config is None:
-            raise ValueError("give config_path or config")
-        return self
-
-    def resolve(self) -> TrainClassifierConfig:
-        """The validated training config (raises ConfigError naming each bad field)."""
-        return load_train_config(self.config_path, config=self.config, overrides=self.overrides)
+from deepsolar.jobs.train_classifier import (
+    TrainClassifierParams,
+    fit_step,
+    prepare,
+    test_step,
+    write_summary,
+)
+from deepsolar.preflight import SET_HELP, check_chip_sources
 
 
 @task(name="train-classifier-fit", cache_policy=NO_CACHE)
 def fit_task(cfg: TrainClassifierConfig, out_dir: Path, resume: Path | None) -> dict[str, Any]:
-    return fit(cfg, out_dir, resume=resume).summary()
+    return fit_step(cfg, out_dir, resume)
 
 
 @task(name="evaluate-held-out", cache_policy=NO_CACHE)
 def test_task(checkpoint: Path, cfg: TrainClassifierConfig, out_dir: Path) -> dict[str, Any]:
-    return evaluate_checkpoint(
-        checkpoint,
-        cfg.data.test,
-        out_dir,
-        batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        device=cfg.train.device,
-        seed=cfg.train.seed,
-    )
+    return test_step(checkpoint, cfg, out_dir)
 
 
 # Validated by validate_config inside, so a bad field is a ConfigError naming it.
 @flow(name="train-classifier", validate_parameters=False)
 def train_classifier_flow(params: TrainClassifierParams) -> dict[str, Any]:
     """Validate everything first, then train, then test on the held-out sources."""
-    p = validate_config(TrainClassifierParams, params)
-    cfg = p.resolve()
-    if p.resume is not None and not p.resume.is_file():
-        raise InputDataError("resume checkpoint not found", where=str(p.resume), fix="check it")
+    p, cfg = prepare(params)
     logger = get_run_logger()
     summary = fit_task(cfg, p.out_dir, p.resume)
     logger.info(
@@ -97,7 +66,7 @@ def train_classifier_flow(params: TrainClassifierParams) -> dict[str, Any]:
                 "test %s: P %s R %s F1 %s (n=%d, %d positive)",
                 name, m["precision"], m["recall"], m["f1"], m["n"], m["n_positive"],
             )  # fmt: skip
-    write_json(p.out_dir / "summary.json", summary)
+    write_summary(p.out_dir, summary)
     return summary
 
 
@@ -117,11 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         "--override",
         type=json.loads,
         default={},
-        help='JSON merged over the config, e.g. \'{"optim": {"name": "adamw"}}\'',
+        help='deprecated, use --set: JSON merged over the config, e.g. \'{"optim": {"name": '
+        '"adamw"}}\'',
     )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     ap.add_argument("--no-test", action="store_true", help="skip the held-out evaluation")
     args = ap.parse_args(argv)
     overrides: dict[str, Any] = dict(args.override)
+    try:
+        for item in args.set:
+            apply_override(overrides, item)
+    except DeepSolarError as err:
+        print(f"train-classifier failed: {err}", file=sys.stderr)
+        return 1
     if args.epochs is not None:
         overrides = deep_merge(overrides, {"train": {"epochs": args.epochs}})
     try:

@@ -20,28 +20,23 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.core.config import StrictModel, load_yaml, validate_config
+from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
-from deepsolar.preflight import trainer_inputs
+from deepsolar.jobs.train_mask_head import TrainMaskHeadJob, train_step
+from deepsolar.preflight import SET_HELP, config_with_sets, trainer_inputs
 from deepsolar.segmentation.config import TrainMaskHeadConfig
-from deepsolar.segmentation.maskhead import fit_mask_head
-
-
-class TrainMaskHeadJob(StrictModel):
-    config: TrainMaskHeadConfig
-    out_dir: Path = Path("out/mask-head")
 
 
 @task(name="train-mask-head", cache_policy=NO_CACHE)
 def train_task(cfg: TrainMaskHeadConfig, out_dir: Path) -> dict[str, Any]:
-    res = fit_mask_head(cfg, out_dir)
+    summary, res = train_step(cfg, out_dir)
     if res.history:
         last = res.history[-1]
         get_run_logger().info(
             "epoch %d loss %.4f val IoU %s (best epoch %d)", last["epoch"], last["train_loss"],
             last.get("val_iou"), res.best_epoch,
         )  # fmt: skip
-    return res.summary()
+    return summary
 
 
 @flow(name="train-mask-head", validate_parameters=False)
@@ -56,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--config", required=True, type=Path, help="mask-head YAML (configs/)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     ap.add_argument("--out", type=Path, default=Path("out/mask-head"), help="output folder")
     args = ap.parse_args(argv)
     try:
-        cfg = validate_config(TrainMaskHeadConfig, load_yaml(args.config), where=str(args.config))
+        data = config_with_sets(args.config, args.set)
+        cfg = validate_config(TrainMaskHeadConfig, data, where=str(args.config))
         trainer_inputs(cfg, str(args.config))  # before Prefect's temporary server
         summary = train_mask_head_flow(TrainMaskHeadJob(config=cfg, out_dir=args.out))
     except DeepSolarError as err:

@@ -18,28 +18,22 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.core.config import StrictModel, load_yaml, validate_config
+from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
-from deepsolar.preflight import trainer_inputs
+from deepsolar.jobs.train_segmenter import TrainSegmenterJob, train_stage
+from deepsolar.preflight import SET_HELP, config_with_sets, trainer_inputs
 from deepsolar.segmentation.config import TrainSegmenterConfig
-from deepsolar.segmentation.train import fit_segmenter
-
-
-class TrainSegmenterJob(StrictModel):
-    config: TrainSegmenterConfig
-    out_dir: Path = Path("out/segmenter")
 
 
 @task(name="train-cam-stage", cache_policy=NO_CACHE)
 def stage_task(cfg: TrainSegmenterConfig, out_dir: Path, stage: int) -> dict[str, Any]:
-    res = fit_segmenter(cfg, out_dir, upto_stage=stage)
-    last = [h for h in res.history if h["stage"] == stage]
+    summary, last = train_stage(cfg, out_dir, stage)
     if last:
         get_run_logger().info(
             "stage %d: epoch %d loss %.4f accuracy %.3f", stage, last[-1]["epoch"],
             last[-1]["train_loss"], last[-1]["train_accuracy"],
         )  # fmt: skip
-    return res.summary()
+    return summary
 
 
 @flow(name="train-segmenter", validate_parameters=False)
@@ -57,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--config", required=True, type=Path, help="segmenter YAML (configs/)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     ap.add_argument("--out", type=Path, default=Path("out/segmenter"), help="output folder")
     args = ap.parse_args(argv)
     try:
-        cfg = validate_config(TrainSegmenterConfig, load_yaml(args.config), where=str(args.config))
+        data = config_with_sets(args.config, args.set)
+        cfg = validate_config(TrainSegmenterConfig, data, where=str(args.config))
         trainer_inputs(cfg, str(args.config))  # before Prefect's temporary server
         summary = train_segmenter_flow(TrainSegmenterJob(config=cfg, out_dir=args.out))
     except DeepSolarError as err:

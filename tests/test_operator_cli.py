@@ -15,7 +15,7 @@ import pytest
 from deepsolar.cli import main
 from deepsolar.core.config import short_repr, validate_config
 from deepsolar.core.errors import ConfigError
-from deepsolar.tilejobs import DownloadTilesJob
+from deepsolar.jobs.download_tiles import DownloadTilesJob
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN_ENV = {

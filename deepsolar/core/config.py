@@ -142,6 +142,32 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply ``a.b=value`` (value parsed as YAML) to a nested parameter mapping, in place.
+
+    The one ``--set`` syntax of every command that takes ``--config``.
+
+    Args:
+        data: the parameter mapping (as read from the YAML config).
+        item: ``dotted.key=value``.
+
+    Raises:
+        ConfigError: ``item`` has no ``=`` or no key, or a dotted part names a non-mapping.
+    """
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"bad --set '{item}'", where="command line", fix="write --set key=value")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"'{part}' is not a section", where=f"--set {item}", fix="check the key"
+            )
+    node[leaf] = yaml.safe_load(raw)
+
+
 def load_config(model: type[M], path: str | Path) -> M:
     """Load and validate a YAML config file into ``model``.
 

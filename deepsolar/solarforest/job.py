@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import Field, model_validator
 
-from deepsolar.core.config import StrictModel, load_yaml, validate_config
+from deepsolar.core.config import (  # apply_override: re-exported
+    StrictModel,
+    apply_override,
+    load_yaml,
+    validate_config,
+)
 from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.solarforest.config import EvaluationConfig, SolarForestConfig
 from deepsolar.solarforest.schema import DEEPSOLAR_TRACT_URL
@@ -114,27 +118,6 @@ QUICK = {
     "evaluation.bootstrap_samples": 200,
     "permutation_importance": "false",
 }
-
-
-def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply ``a.b=value`` (value parsed as YAML) to a nested parameter mapping, in place.
-
-    Args:
-        data: the parameter mapping (as read from the YAML config).
-        item: ``dotted.key=value``.
-    """
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"bad --set '{item}'", where="command line", fix="write --set key=value")
-    *parents, leaf = key.strip().split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(
-                f"'{part}' is not a section", where=f"--set {item}", fix="check the key"
-            )
-    node[leaf] = yaml.safe_load(raw)
 
 
 def params_from_args(args: argparse.Namespace) -> SolarForestFlowParams:

@@ -12,7 +12,7 @@ from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, RegionError
 from deepsolar.geo.tiling import TileGrid
 from deepsolar.imagery.manifest import read_manifest
-from deepsolar.jobs import DownloadTilesJob
+from deepsolar.jobs.download_tiles import DownloadTilesJob
 from flows.download_tiles import download_tiles_flow, main
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

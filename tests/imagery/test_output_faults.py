@@ -27,7 +27,7 @@ from deepsolar.geo.tiling import TileGrid
 from deepsolar.imagery.download import download_tiles
 from deepsolar.imagery.manifest import MANIFEST_NAME, read_manifest
 from deepsolar.imagery.sources import LocalRasterSourceConfig, XYZSourceConfig
-from deepsolar.tilejobs import DownloadTilesJob, plan_tiles
+from deepsolar.jobs.download_tiles import DownloadTilesJob, plan_tiles
 
 LON, LAT = -77.0365, 38.8977
 GRID = TileGrid(18, 256)

@@ -7,7 +7,7 @@ import pytest
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError
-from deepsolar.jobs import MapRegionJob
+from deepsolar.jobs.map_region import MapRegionJob
 from flows.map_region import map_region_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

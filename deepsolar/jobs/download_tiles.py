@@ -1,7 +1,8 @@
 """The ``download-tiles`` job: its validated parameters and the library calls it runs.
 
-Kept apart from :mod:`deepsolar.jobs` (which also holds the jobs of the model stages) so that
-downloading tiles never imports torch: ``deepsolar download-tiles`` answers a bad input fast.
+Imports no torch and no Prefect: ``deepsolar download-tiles`` answers a bad input fast, and
+:func:`run` downloads a region without a Prefect server (``flows.download_tiles`` wraps the same
+steps, :func:`plan` and :func:`fetch`, as tasks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from deepsolar.core.config import StrictModel
+from deepsolar.core.config import StrictModel, validate_config
 from deepsolar.core.errors import RegionError
 from deepsolar.core.http import DownloadConfig
 from deepsolar.geo.region import Region, RegionConfig, resolve_region
@@ -67,17 +68,88 @@ def check_coverage(region: Region, source: ImagerySource) -> None:
 
 
 def preflight(job: DownloadTilesJob) -> int:
-    """Every check that needs no Prefect server, run before one starts: the region resolves, the
-    source opens (a raster is read and checked), the region overlaps it, the tile count is under
-    max_tiles. A bad input is then one line in about a second, not after the server's start-up."""
+    """Every check that needs no Prefect server, run before one starts.
+
+    The region resolves, the source opens (a raster is read and checked), the region overlaps
+    it, the tile count is under max_tiles. A bad input is then one line in about a second, not
+    after the server's start-up.
+
+    Args:
+        job: the validated job.
+
+    Returns:
+        The number of tiles the region needs.
+    """
     region = resolve_region(job.region)
     with job.source.build() as source:
         check_coverage(region, source)
     return plan_tiles(region, job.grid.build(), job.max_tiles)
 
 
+def plan(job: DownloadTilesJob) -> tuple[Region, int]:
+    """Resolve the job's region and count its tiles (the flow's ``plan-tiles`` step).
+
+    Args:
+        job: the validated job.
+
+    Returns:
+        The resolved region and its number of tiles.
+
+    Raises:
+        RegionError: the source does not cover the region, or it needs no or too many tiles.
+    """
+    region = resolve_region(job.region)
+    with job.source.build() as source:
+        check_coverage(region, source)
+    return region, plan_tiles(region, job.grid.build(), job.max_tiles)
+
+
+def fetch(
+    job: DownloadTilesJob, region: Region, n_tiles: int, *, progress: bool = True
+) -> dict[str, Any]:
+    """Download the planned tiles into ``job.out_dir`` (the flow's ``fetch-tiles`` step).
+
+    Args:
+        job: the validated job.
+        region: the region from :func:`plan`.
+        n_tiles: its number of tiles (for the progress bar's total).
+        progress: show a progress bar.
+
+    Returns:
+        The download summary as plain JSON-able values (:func:`summary_dict`).
+    """
+    grid = job.grid.build()
+    tiles = SizedIterable(grid.tiles_for_geometry(region.geometry), n_tiles)
+    summary = download_tiles(
+        tiles, job.source.build(), job.out_dir, job.download, progress=progress
+    )
+    return summary_dict(summary)
+
+
+def run(job: DownloadTilesJob | dict[str, Any]) -> dict[str, Any]:
+    """Download every tile of the job's region into ``job.out_dir`` (resumable), without Prefect.
+
+    Args:
+        job: the job (or its parameters as a mapping).
+
+    Returns:
+        The download summary (``n_ok``, ``n_outside``, ``n_failed``, ``manifest_path``, ...).
+    """
+    job = validate_config(DownloadTilesJob, job)
+    region, n = plan(job)
+    return fetch(job, region, n)
+
+
 def run_download_tiles(job: DownloadTilesJob, *, progress: bool = True) -> DownloadSummary:
-    """Resolve the region, plan its tiles and download them into ``job.out_dir`` (resumable)."""
+    """Resolve the region, plan its tiles and download them into ``job.out_dir`` (resumable).
+
+    Args:
+        job: the validated job.
+        progress: show a progress bar.
+
+    Returns:
+        The download summary.
+    """
     region = resolve_region(job.region)
     grid = job.grid.build()
     source = job.source.build()
@@ -90,7 +162,14 @@ def run_download_tiles(job: DownloadTilesJob, *, progress: bool = True) -> Downl
 
 
 def summary_dict(summary: DownloadSummary) -> dict[str, Any]:
-    """A DownloadSummary as plain JSON-able values (for flow results and logs)."""
+    """A DownloadSummary as plain JSON-able values (for flow results and logs).
+
+    Args:
+        summary: the summary of a download.
+
+    Returns:
+        Its fields, paths as strings.
+    """
     d = dataclasses.asdict(summary)
     return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
