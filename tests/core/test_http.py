@@ -1,5 +1,5 @@
 """The HTTP client (deepsolar.core.http): body checks, Retry-After, retries, timeouts and the
-per-request deadline, and the rate limit, against tests/tileserver.py on 127.0.0.1 (moved from
+per-request deadline, and the rate limit, against tests/fixtures/tileserver.py on 127.0.0.1 (moved from
 tests/test_download.py and tests/test_download_faults.py; secret redaction is tested in
 tests/imagery/test_store_security.py). Tile images are the server's SYNTHETIC pattern."""
 
@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from tileserver import (
+from fixtures.tileserver import (
     Fault,
     TileServer,
     corrupt_middle,

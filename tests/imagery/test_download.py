@@ -1,4 +1,4 @@
-"""The one downloader and the resumable tile loop, against tests/tileserver.py on 127.0.0.1.
+"""The one downloader and the resumable tile loop, against tests/fixtures/tileserver.py on 127.0.0.1.
 
 Tile images are the server's SYNTHETIC pattern; rasters are SYNTHETIC files written here.
 """
@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
+from fixtures.tileserver import Fault, TileServer, tile_pixels, tiles_around
 from pyproj import Transformer
 from rasterio.transform import from_origin
-from tileserver import Fault, TileServer, tile_pixels, tiles_around
 
 from deepsolar.core.errors import DownloadError, SourceError
 from deepsolar.core.http import DownloadConfig, HttpFetcher

@@ -1,4 +1,4 @@
-"""Server faults that must never abort a run or record a wrong tile, against tests/tileserver.py
+"""Server faults that must never abort a run or record a wrong tile, against tests/fixtures/tileserver.py
 on 127.0.0.1 (issue 12, items 3-4). Tile images are the server's SYNTHETIC pattern."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tileserver import (
+from fixtures.tileserver import (
     Fault,
     TileServer,
     tile_pixels,

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from fixtures.tileserver import TileServer
 from rasterio.transform import from_origin
 from shapely.geometry import box
-from tileserver import TileServer
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, InputDataError, OutputError, RegionError

@@ -1,7 +1,7 @@
 """Imagery sources: local raster warped onto the tile grid, XYZ assembly, Google Static Maps.
 
 All rasters and tile images here are SYNTHETIC (written by the tests / rendered by
-tests/tileserver.py); no real imagery is used.
+tests/fixtures/tileserver.py); no real imagery is used.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
+from fixtures.tileserver import Fault, TileServer, pattern_pixels, tile_pixels
 from pyproj import Transformer
 from rasterio.transform import from_origin
-from tileserver import Fault, TileServer, pattern_pixels, tile_pixels
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, DownloadError, InputDataError, SourceError

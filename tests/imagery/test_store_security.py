@@ -12,7 +12,7 @@ from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
 import pytest
-from tileserver import TileServer
+from fixtures.tileserver import TileServer
 
 from deepsolar.core.errors import DownloadError, InputDataError
 from deepsolar.core.http import DownloadConfig, HttpFetcher, redact, register_secret

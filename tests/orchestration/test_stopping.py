@@ -19,11 +19,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tileserver import Fault, TileServer
+from fixtures.tileserver import Fault, TileServer
 
 from deepsolar.imagery.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STOP_LIMIT_S = 5.0
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 

@@ -17,7 +17,7 @@ from deepsolar.core.config import short_repr, validate_config
 from deepsolar.core.errors import ConfigError
 from deepsolar.jobs.download_tiles import DownloadTilesJob
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLEAN_ENV = {
     k: v
     for k, v in os.environ.items()
