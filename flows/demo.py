@@ -7,7 +7,7 @@
    data/models/MODEL_CARD.md) on the training scenes' tiles (``train-classifier``,
    configs/classifier-demo.yaml, about 2 minutes on 2 cores);
 4. train the greedy CAM branch on the training tiles (``train-segmenter``, DeepSolar's greedy
-   recipe, 4 epochs per stage), or with ``train_segmenter: false`` reuse the builtin branch (its
+   recipe, 3 epochs per stage), or with ``train_segmenter: false`` reuse the builtin branch (its
    tap, blocks.2, is frozen in step 3, so its features are unchanged; the fingerprint is checked);
 5. calibrate the CAM threshold on the *training* scenes' truth masks (the one whose total mask
    area matches theirs; DeepSolar's 0.37 was tuned on its own data);
