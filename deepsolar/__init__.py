@@ -15,9 +15,18 @@ __version__ = "0.1.0"
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
-    """A PEP 562 module ``__getattr__`` for ``package``: each name of ``exports`` (name ->
-    submodule) is imported from its submodule on first access and cached in the package, so the
-    package's light modules (pydantic configs) import without torch."""
+    """A PEP 562 module ``__getattr__`` that imports a package's exports on first use.
+
+    Each name of ``exports`` is imported from its submodule on first access and cached in the
+    package, so the package's light modules (pydantic configs) import without torch.
+
+    Args:
+        package: the package's module name (``__name__`` of its ``__init__``).
+        exports: exported name -> submodule (relative to ``package``) that defines it.
+
+    Returns:
+        The ``__getattr__`` to assign in the package's ``__init__``.
+    """
     namespace = sys.modules[package].__dict__
 
     def __getattr__(name: str) -> Any:

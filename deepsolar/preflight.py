@@ -1,5 +1,7 @@
-"""Checks the ``deepsolar`` CLI runs before it imports a flow module (Prefect, often torch) and
-long before any Prefect server starts: a bad input answers in one line within a second or two.
+"""Checks the ``deepsolar`` CLI runs before it imports a flow module (Prefect, often torch).
+
+They run long before any Prefect server starts: a bad input answers in one line within a second
+or two.
 
 Each check imports only what it validates with. Every ``--config`` must exist and parse as YAML;
 the commands whose models import no torch (download-tiles, train-classifier,
@@ -77,8 +79,13 @@ def _json_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def download_tiles(args: argparse.Namespace) -> None:
-    """The job validates, its region resolves, its source opens and covers it, and its tile
-    count is under max_tiles."""
+    """Check that the job validates, its region resolves and its source covers it.
+
+    Also that its tile count is under ``max_tiles``.
+
+    Args:
+        args: the parsed ``download-tiles`` command line.
+    """
     from deepsolar.core.config import validate_config
     from deepsolar.jobs.download_tiles import DownloadTilesJob, preflight
 
@@ -159,8 +166,14 @@ def _check_scale(scale: dict[str, Any] | None, where: str) -> None:
 
 
 def trainer_inputs(cfg: Any, where: str) -> None:
-    """The classifier checkpoint and the chip sources of a config that trains on a frozen
-    classifier (TrainSegmenterConfig, TrainMaskHeadConfig) exist."""
+    """Check that the classifier checkpoint and the chip sources of a trainer config exist.
+
+    For configs that train on a frozen classifier (TrainSegmenterConfig, TrainMaskHeadConfig).
+
+    Args:
+        cfg: the validated config.
+        where: where the config came from, for the error message.
+    """
     from deepsolar.core.runtime import check_input_paths
 
     check_input_paths({"classifier_checkpoint": cfg.classifier_checkpoint}, where)
@@ -168,8 +181,11 @@ def trainer_inputs(cfg: Any, where: str) -> None:
 
 
 def _trainer(model_name: str) -> Callable[[argparse.Namespace], None]:
-    """The check of a command training on a frozen classifier: its config (the model
-    ``model_name`` of segmentation.config) validates; checkpoint and chips exist."""
+    """The check of a command training on a frozen classifier.
+
+    Its config (the model ``model_name`` of segmentation.config) validates; checkpoint and chips
+    exist.
+    """
 
     def check(args: argparse.Namespace) -> None:
         from deepsolar.core.config import validate_config
@@ -218,8 +234,13 @@ def solarforest(args: argparse.Namespace) -> None:
 
 
 def evaluate_segmenter(args: argparse.Namespace) -> None:
-    """With --config: the config (command-line values over it) validates; its checkpoints exist.
-    (--source paths are checked by the CLI itself.)"""
+    """With --config, check that the config validates and its checkpoints exist.
+
+    Command-line values apply over the config; --source paths are checked by the CLI itself.
+
+    Args:
+        args: the parsed ``evaluate-segmenter`` command line.
+    """
     if not _arg(args, "config") or _arg(args, "source"):
         return
     from deepsolar.core.runtime import check_input_paths

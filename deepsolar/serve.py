@@ -1,6 +1,7 @@
-"""``deepsolar serve`` (``make serve``): a local Prefect server, the ``deepsolar`` process work
-pool, every deployment of ``prefect.yaml`` and a worker, in one terminal; one Ctrl-C or SIGTERM
-stops all of it within seconds.
+"""``deepsolar serve`` (``make serve``): a Prefect server, work pool, deployments and a worker.
+
+A local Prefect server, the ``deepsolar`` process work pool, every deployment of ``prefect.yaml``
+and a worker, in one terminal; one Ctrl-C or SIGTERM stops all of it within seconds.
 
 Prefect's own processes do not stop well when a terminal's Ctrl-C reaches all of them at once:
 the worker takes a SIGINT and a SIGTERM arriving together as several signals and kept running,
@@ -38,8 +39,17 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
-    """A ``preexec_fn`` after which the child gets ``sig`` when this process ends, however it
-    ends (kill -9 included); None where the kernel has no such call (not Linux)."""
+    """A ``preexec_fn`` after which the child gets ``sig`` when this process ends.
+
+    However this process ends (kill -9 included).
+
+    Args:
+        sig: the signal the child receives.
+
+    Returns:
+        The ``preexec_fn`` for ``subprocess.Popen``, or None where the kernel has no such call
+        (not Linux).
+    """
     if not sys.platform.startswith("linux"):
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the forked child
@@ -117,6 +127,14 @@ def _stop_server(server: subprocess.Popen[Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the server, pool, deployments and worker until Ctrl-C or SIGTERM.
+
+    Args:
+        argv: the command line (``--host``, ``--port``); None: ``sys.argv``.
+
+    Returns:
+        The exit code.
+    """
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=4200)
