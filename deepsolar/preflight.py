@@ -21,11 +21,6 @@ from typing import Any
 from deepsolar.core.config import apply_override, load_yaml
 from deepsolar.core.errors import ConfigError
 
-SET_HELP = (
-    "override one parameter of --config, dotted for nesting, value in YAML (e.g. "
-    "grid.zoom=20); repeatable"
-)
-
 
 def _arg(args: argparse.Namespace, name: str) -> Any:
     return getattr(args, name, None)

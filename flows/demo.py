@@ -25,7 +25,6 @@ steps 3-7 sees the evaluation scene's truth.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -51,6 +50,7 @@ from deepsolar.geo.tiling import (
     mercator_to_lonlat,
 )
 from deepsolar.imagery.sources import LocalRasterSourceConfig
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.demo import DemoJob
 from deepsolar.jobs.download_tiles import DownloadTilesJob
 from deepsolar.jobs.map_region import MapRegionJob
@@ -406,17 +406,7 @@ def _n_pos(res: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
-    ap.add_argument(
-        "--map-method",
-        choices=("mask_head", "greedy"),
-        default="mask_head",
-        help="segment the map's tiles with the mask head (default) or DeepSolar's greedy CAM",
-    )
-    args = ap.parse_args(argv)
+    args = build_parser("demo", description=__doc__).parse_args(argv)
     try:
         res = demo_flow(DemoJob(out_dir=args.out, map_method=args.map_method))
     except DeepSolarError as err:

@@ -7,17 +7,16 @@ Run it from a YAML config without a server (Prefect starts a temporary one)::
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.download_tiles import DownloadTilesJob, fetch, plan, preflight
-from deepsolar.preflight import SET_HELP, config_with_sets
+from deepsolar.preflight import config_with_sets
 
 
 @task(name="plan-tiles")
@@ -49,12 +48,7 @@ def download_tiles_flow(job: DownloadTilesJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", required=True, type=Path, help="YAML file with a DownloadTilesJob")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    args = ap.parse_args(argv)
+    args = build_parser("download-tiles", description=__doc__).parse_args(argv)
     try:
         data = config_with_sets(args.config, args.set)
         job = validate_config(DownloadTilesJob, data, where=str(args.config))

@@ -17,9 +17,7 @@ of ``--config``, else that of the checkpoint's own config. A PATH is a folder wi
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -29,6 +27,7 @@ from deepsolar.classifier.config import ChipSource
 from deepsolar.classifier.data import source_from_path
 from deepsolar.classifier.predict import format_report_table
 from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.evaluate_classifier import (  # noqa: F401 - resolve_sources re-exported
     EvaluateClassifierParams,
     evaluate_step,
@@ -57,30 +56,7 @@ def evaluate_classifier_flow(params: EvaluateClassifierParams) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--checkpoint", required=True, type=Path)
-    ap.add_argument(
-        "--source",
-        action="append",
-        metavar="PATH",
-        help="a labelled chip folder (images/ + masks/, or pos/ + neg/) or a manifest.csv; "
-        "repeatable; replaces --config",
-    )
-    ap.add_argument("--split", help="with a manifest source: keep rows of this split")
-    ap.add_argument("--config", type=Path, help="YAML whose data.test lists the sets")
-    ap.add_argument("--out", type=Path, default=Path("out/classifier-eval"))
-    ap.add_argument("--threshold", type=float)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--bootstrap-reps", type=int, default=1000, help="replicates (default 1000)")
-    ap.add_argument(
-        "--ground-m-per-px", type=float, help="metres per pixel of chips that do not say"
-    )
-    ap.add_argument(
-        "--whole-chips", action="store_true", help="resize whole chips instead of sub-tiling"
-    )
-    args = ap.parse_args(argv)
+    args = build_parser("evaluate-classifier", description=__doc__).parse_args(argv)
     try:
         sources = [source_from_path(s, split=args.split) for s in args.source or []]
         p = EvaluateClassifierParams(

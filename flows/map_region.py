@@ -10,7 +10,6 @@ docs/orchestration.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,12 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.map_region import MapRegionJob, segment_job
 from deepsolar.jobs.segment_tiles import ScaleOutConfig
 from deepsolar.maps.gpkg import outputs_summary
 from deepsolar.maps.mapping import MapOutputsConfig, write_region_maps
-from deepsolar.preflight import SET_HELP, config_with_sets, map_region_job
+from deepsolar.preflight import config_with_sets, map_region_job
 from flows.download_tiles import download_tiles_flow
 from flows.segment_tiles import segment_tiles_flow
 
@@ -68,27 +68,7 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--config",
-        required=True,
-        type=Path,
-        help="YAML file with a MapRegionJob, or {job: <MapRegionJob>, scale: <ScaleOutConfig>}",
-    )
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    ap.add_argument("--shard-size", type=int, help="tiles per segment shard (default 1024)")
-    ap.add_argument(
-        "--runner", choices=["threads", "processes", "dask"],
-        help="where the shards run (default: one thread; dask needs prefect-dask)",
-    )  # fmt: skip
-    ap.add_argument("--workers", type=int, help="threads / processes / new Dask workers")
-    ap.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://host:8786")
-    ap.add_argument(
-        "--results-dir", type=Path, help="shard cache (default <store>/.prefect-results)"
-    )
-    args = ap.parse_args(argv)
+    args = build_parser("map-region", description=__doc__).parse_args(argv)
     try:
         data = config_with_sets(args.config, args.set)
         scale_data: dict = {}

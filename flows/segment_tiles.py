@@ -19,7 +19,6 @@ CAM + mask for a sample of positive tiles::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.segment_tiles import (
     ScaleOutConfig,
     SegmentTilesJob,
@@ -39,7 +39,7 @@ from deepsolar.jobs.segment_tiles import (
     restore_records,
     shard_job,
 )
-from deepsolar.preflight import SET_HELP, config_with_sets, segment_tiles_job
+from deepsolar.preflight import config_with_sets, segment_tiles_job
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.shards import RESULTS_DIRNAME, TileShard, segment_shard
 
@@ -124,61 +124,7 @@ def segment_tiles_flow(job: SegmentTilesJob, scale: ScaleOutConfig | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--config",
-        type=Path,
-        help="YAML with a SegmentTilesJob, or {job: ..., scale: ...} (or use the flags)",
-    )
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    ap.add_argument("--manifest", type=Path, help="tile store manifest.gpkg or folder")
-    ap.add_argument("--classifier", type=Path, help="classifier checkpoint (best.pt)")
-    ap.add_argument("--segmenter", type=Path, help="segmenter checkpoint (segmenter.pt)")
-    ap.add_argument(
-        "--method", choices=["greedy", "plain", "mask_head"], default="greedy",
-        help="greedy / plain CAM, or mask_head (--segmenter: a train-mask-head checkpoint)",
-    )  # fmt: skip
-    ap.add_argument(
-        "--mask-threshold", type=float, default=0.5, help="mask_head probability threshold"
-    )
-    ap.add_argument("--stage", type=int, help="greedy stage (default: the last trained)")
-    ap.add_argument(
-        "--cam-threshold", type=float, default=0.37, help="CAM threshold (default 0.37)"
-    )
-    ap.add_argument(
-        "--cam-floor", type=float,
-        help="absolute floor on the raw map (--cam-floor-on); default none (DeepSolar)",
-    )  # fmt: skip
-    ap.add_argument(
-        "--cam-floor-on", choices=["margin", "positive"], default="margin",
-        help="margin: logit-margin map, 0 = the pixel votes solar (default); positive: raw CAM",
-    )  # fmt: skip
-    ap.add_argument(
-        "--cam-floor-scope", choices=["pixel", "tile"], default="pixel",
-        help="pixel: pixels above the floor (default); tile: the tile's whole mask or nothing",
-    )  # fmt: skip
-    ap.add_argument("--open-m", type=float, default=0.0, help="mask opening diameter (m)")
-    ap.add_argument("--close-m", type=float, default=0.0, help="mask closing diameter (m)")
-    ap.add_argument(
-        "--fill-holes-m2", type=float, default=0.0, help="fill mask holes up to this area (m²)"
-    )
-    ap.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    ap.add_argument("--num-threads", type=int, help="torch CPU threads per shard worker")
-    ap.add_argument("--overlays", type=int, default=0, help="PNG overlays for N positive tiles")
-    ap.add_argument("--shard-size", type=int, default=1024, help="tiles per shard task")
-    ap.add_argument(
-        "--runner", choices=["threads", "processes", "dask"], default="threads",
-        help="where shards run (dask needs prefect-dask)",
-    )  # fmt: skip
-    ap.add_argument("--workers", type=int, default=1, help="threads / processes / dask workers")
-    ap.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://host:8786")
-    ap.add_argument(
-        "--results-dir", type=Path, help="shard cache (default <store>/.prefect-results)"
-    )
-    args = ap.parse_args(argv)
+    args = build_parser("segment-tiles", description=__doc__).parse_args(argv)
     try:
         scale_data: dict[str, Any] = {}
         if args.config:

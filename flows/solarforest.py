@@ -16,7 +16,6 @@ Run from a YAML config (Prefect starts a temporary API when no server is configu
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from deepsolar import solarforest as sf
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.solarforest import (  # noqa: F401 - re-exported for callers and tests
     QUICK,
     SolarForestFlowParams,
@@ -148,25 +148,7 @@ def summary(m: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", required=True, type=Path, help="YAML with SolarForestFlowParams")
-    ap.add_argument("--mode", choices=["train", "evaluate", "predict"], help="overrides the config")
-    ap.add_argument("--output-dir", type=Path, help="overrides output_dir")
-    ap.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"evaluate with smaller settings ({', '.join(f'{k}={v}' for k, v in QUICK.items())})",
-    )
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one parameter, dotted for nesting, value in YAML (e.g. model.two_stage=true)",
-    )
-    args = ap.parse_args(argv)
+    args = build_parser("solarforest", description=__doc__).parse_args(argv)
     try:
         p = params_from_args(args)
         check_inputs(p)

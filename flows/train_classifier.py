@@ -14,7 +14,6 @@ Run (Prefect starts a temporary API when no server is configured)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from deepsolar.classifier.config import TrainClassifierConfig, deep_merge
 from deepsolar.core.config import apply_override
 from deepsolar.core.errors import DeepSolarError
 from deepsolar.core.runtime import check_input_paths
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.train_classifier import (
     TrainClassifierParams,
     fit_step,
@@ -34,7 +34,7 @@ from deepsolar.jobs.train_classifier import (
     test_step,
     write_summary,
 )
-from deepsolar.preflight import SET_HELP, check_chip_sources
+from deepsolar.preflight import check_chip_sources
 
 
 @task(name="train-classifier-fit", cache_policy=NO_CACHE)
@@ -75,23 +75,7 @@ def _fmt(v: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", required=True, type=Path, help="classifier YAML (configs/)")
-    ap.add_argument("--out", type=Path, default=Path("out/classifier"), help="output folder")
-    ap.add_argument("--resume", type=Path, help="continue from this last.pt")
-    ap.add_argument("--epochs", type=float, help="override train.epochs")
-    ap.add_argument(
-        "--override",
-        type=json.loads,
-        default={},
-        help='deprecated, use --set: JSON merged over the config, e.g. \'{"optim": {"name": '
-        '"adamw"}}\'',
-    )
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    ap.add_argument("--no-test", action="store_true", help="skip the held-out evaluation")
-    args = ap.parse_args(argv)
+    args = build_parser("train-classifier", description=__doc__).parse_args(argv)
     overrides: dict[str, Any] = dict(args.override)
     try:
         for item in args.set:

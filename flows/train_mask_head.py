@@ -11,7 +11,6 @@ out/mask_head.pt`` or ``evaluate-segmenter --mask-head out/mask_head.pt``::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,8 +21,9 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.train_mask_head import TrainMaskHeadJob, train_step
-from deepsolar.preflight import SET_HELP, config_with_sets, trainer_inputs
+from deepsolar.preflight import config_with_sets, trainer_inputs
 from deepsolar.segmentation.config import TrainMaskHeadConfig
 
 
@@ -47,13 +47,7 @@ def train_mask_head_flow(job: TrainMaskHeadJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", required=True, type=Path, help="mask-head YAML (configs/)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    ap.add_argument("--out", type=Path, default=Path("out/mask-head"), help="output folder")
-    args = ap.parse_args(argv)
+    args = build_parser("train-mask-head", description=__doc__).parse_args(argv)
     try:
         data = config_with_sets(args.config, args.set)
         cfg = validate_config(TrainMaskHeadConfig, data, where=str(args.config))

@@ -9,7 +9,6 @@ resumes: finished stages are skipped, a half-trained stage continues from its la
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,8 +19,9 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.cli_options import build_parser
 from deepsolar.jobs.train_segmenter import TrainSegmenterJob, train_stage
-from deepsolar.preflight import SET_HELP, config_with_sets, trainer_inputs
+from deepsolar.preflight import config_with_sets, trainer_inputs
 from deepsolar.segmentation.config import TrainSegmenterConfig
 
 
@@ -47,13 +47,7 @@ def train_segmenter_flow(job: TrainSegmenterJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", required=True, type=Path, help="segmenter YAML (configs/)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    ap.add_argument("--out", type=Path, default=Path("out/segmenter"), help="output folder")
-    args = ap.parse_args(argv)
+    args = build_parser("train-segmenter", description=__doc__).parse_args(argv)
     try:
         data = config_with_sets(args.config, args.set)
         cfg = validate_config(TrainSegmenterConfig, data, where=str(args.config))

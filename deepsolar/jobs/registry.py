@@ -1,5 +1,8 @@
 """Every job by command name: its parameter model, its Prefect-free run, its flow, its summary.
 
+Each entry also holds an example command line; the job's options are declared once, in
+:mod:`deepsolar.jobs.cli_options`.
+
 The entries name modules and functions as ``"module:attribute"`` strings, so reading the registry
 imports nothing heavy; :meth:`JobSpec.model_class` and :meth:`JobSpec.run_function` import them.
 """
@@ -36,6 +39,7 @@ class JobSpec:
             demo, whose run is its flow (it composes the other flows).
         flow: the module of the Prefect flow (with its command line ``main``).
         summary: one line saying what the job does.
+        example: a ``deepsolar`` command line running it (shown by ``--help``).
     """
 
     name: str
@@ -43,6 +47,7 @@ class JobSpec:
     run: str
     flow: str
     summary: str
+    example: str
 
     def model_class(self) -> type:
         """The parameter model class (imported on first use).
@@ -61,13 +66,16 @@ class JobSpec:
         return load_attr(self.run)
 
 
-def _spec(name: str, module: str, model: str, summary: str, run: str | None = None) -> JobSpec:
+def _spec(
+    name: str, module: str, model: str, summary: str, example: str, run: str | None = None
+) -> JobSpec:
     return JobSpec(
         name=name,
         model=f"deepsolar.jobs.{module}:{model}",
         run=run or f"deepsolar.jobs.{module}:run",
         flow=f"flows.{module}",
         summary=summary,
+        example=example,
     )
 
 
@@ -78,50 +86,62 @@ JOBS: dict[str, JobSpec] = {
             "demo", "demo", "DemoJob",
             "the whole pipeline offline on built-in SYNTHETIC scenes: scenes, tiles, classifier, "
             "segmenter, map, accuracy report",
+            "deepsolar demo --out out/demo",
             run="flows.demo:demo_flow",
         ),
         _spec(
             "download-tiles", "download_tiles", "DownloadTilesJob",
             "download the tiles of a region (state / county / tract / bbox / boundary file) from "
             "an imagery source into a tile store with a manifest; resumable",
+            "deepsolar download-tiles --config configs/download-tiles.example.yaml",
         ),
         _spec(
             "train-classifier", "train_classifier", "TrainClassifierParams",
             "train the Inception-v3 tile classifier (DeepSolar's cost-sensitive recipe), then test "
             "it on the held-out sources",
+            "deepsolar train-classifier --config configs/classifier-demo.yaml --out out/clf",
         ),
         _spec(
             "evaluate-classifier", "evaluate_classifier", "EvaluateClassifierParams",
             "precision / recall / F1 / ROC of a classifier checkpoint on held-out sets",
+            "deepsolar evaluate-classifier --checkpoint builtin --source my-chips/",
         ),
         _spec(
             "train-segmenter", "train_segmenter", "TrainSegmenterJob",
             "train the greedy layer-wise CAM branch on a frozen classifier (image-level labels "
             "only)",
+            "deepsolar train-segmenter --config configs/segmenter-real-chips.yaml",
         ),
         _spec(
             "train-mask-head", "train_mask_head", "TrainMaskHeadJob",
             "train a supervised mask head (a light decoder on the frozen classifier) on the chips' "
             "masks; an option beside DeepSolar's CAM",
+            "deepsolar train-mask-head --config configs/mask-head-reference.yaml",
         ),
         _spec(
             "evaluate-segmenter", "evaluate_segmenter", "EvaluateSegmenterJob",
             "CAM mask IoU and area errors on chips with truth masks, per set and overall, beside "
             "the whole-tile and mean-panel-fraction baselines, with bootstrap intervals",
+            "deepsolar evaluate-segmenter --classifier out/clf/best.pt --segmenter "
+            "out/seg/segmenter.pt --source my-chips/",
         ),
         _spec(
             "segment-tiles", "segment_tiles", "SegmentTilesJob",
             "classify + segment a tile store in cached shards: masks, areas, segmentation.parquet",
+            "deepsolar segment-tiles --manifest out/demo/store --classifier out/demo/classifier/"
+            "best.pt --segmenter out/demo/segmenter/segmenter.pt",
         ),
         _spec(
             "map-region", "map_region", "MapRegionJob",
             "tiles -> classify -> segment -> polygons -> systems -> tract/county/state aggregates "
             "-> styled GeoPackage, PNG maps and tables",
+            "deepsolar map-region --config my-region.yaml --runner processes --workers 2",
         ),
         _spec(
             "solarforest", "solarforest", "SolarForestFlowParams",
             "SolarForest: train, evaluate (cross-validated R²) or apply the tract-level "
             "deployment-density random forest",
+            "deepsolar solarforest --config configs/solarforest.yaml --mode evaluate",
         ),
     )
 }  # fmt: skip

@@ -243,15 +243,15 @@ def test_calibrated_floor_from_positive_training_chips(tiny_classifier, tiny_seg
 def test_deepsolar_cli_forwards_the_mask_options(command, tmp_path, capsys):
     import importlib
 
-    from deepsolar.cli import COMMANDS, build_parser, flow_argv
+    from deepsolar.cli import COMMANDS, build_parser, command_argv
 
     cmd = next(c for c in COMMANDS if c.name == command)
     extra = ["--cam-floor", "0", "--cam-floor-on", "positive", "--cam-floor-scope", "tile",
              "--open-m", "0.5", "--close-m", "0.25", "--fill-holes-m2", "1"]  # fmt: skip
     base = (["--manifest", str(tmp_path / "missing.gpkg")] if command == "segment-tiles"
             else ["--classifier", str(tmp_path / "missing.pt"), "--source", str(tmp_path)])  # fmt: skip
-    args = build_parser().parse_args([command, *base, *extra])
-    argv = flow_argv(cmd, args)
+    build_parser().parse_args([command, *base, *extra])  # the CLI accepts them
+    argv = command_argv([command, *base, *extra], command)  # what the CLI hands the flow
     assert all(x in argv for x in extra)
     # the flow's own parser accepts them: it fails on the missing input (1), not on usage (2)
     assert importlib.import_module(cmd.module).main(argv) == 1

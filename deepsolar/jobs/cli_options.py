@@ -1,0 +1,283 @@
+"""Every job's command-line options, declared once: the ``deepsolar`` CLI and each flow's ``main``.
+
+``OPTIONS[command]`` lists a command's options (flag, help, type, default, ...);
+:func:`build_parser` turns them into the flow's own parser (``python -m flows.<flow>``) and
+:func:`add_options` adds the same options to a ``deepsolar <command>`` subparser. The CLI adds
+them *as written* (``raw=True``: no type conversion, no defaults), checks the input paths and
+the config before Prefect or torch is imported, then hands the same arguments to the flow's
+``main``, whose parser converts them. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SET_HELP = (
+    "override one parameter of --config, dotted for nesting, value in YAML (e.g. "
+    "grid.zoom=20); repeatable"
+)
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One command-line option.
+
+    Attributes:
+        flag: the option, e.g. ``--config``.
+        help: one line saying what it does (shown by ``--help``).
+        kw: further ``add_argument`` keywords kept as written by the CLI too (``metavar``,
+            ``choices``, ``action``, ``required``).
+        type: converts the value (the flow's parser only).
+        default: the value when the option is not given (the flow's parser only).
+    """
+
+    flag: str
+    help: str
+    kw: dict[str, Any] = field(default_factory=dict)
+    type: Callable[[str], Any] | None = None
+    default: Any = None
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed namespace (``--dask-address`` -> ``dask_address``)."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def _with_defaults(opts: list[Opt], **defaults: Any) -> list[Opt]:
+    """A shared option group with command-specific defaults (by destination name)."""
+    return [dataclasses.replace(o, default=defaults.get(o.dest, o.default)) for o in opts]
+
+
+def _config(help: str, *, required: bool = True) -> Opt:
+    kw: dict[str, Any] = {"metavar": "YAML"}
+    if required:
+        kw["required"] = True
+    return Opt("--config", help, kw, type=Path)
+
+
+def _out(help: str, default: str) -> Opt:
+    return Opt("--out", help, {"metavar": "DIR"}, type=Path, default=Path(default))
+
+
+SET = Opt("--set", SET_HELP, {"action": "append", "metavar": "KEY=VALUE"}, default=[])
+DEVICE = "auto, cpu, cuda, cuda:1 or mps (default auto)"
+BOOTSTRAP = "bootstrap resamples for the 95%% intervals (default 1000)"
+SPLIT = Opt("--split", "with a manifest source: keep the rows of this split (e.g. valid)",
+            {"metavar": "NAME"})  # fmt: skip
+
+MASK_OPTS = [  # issue 11: masks that measure area (docs/segmentation.md); off = DeepSolar
+    Opt(
+        "--cam-floor",
+        "absolute floor on the raw CAM map: a tile may mark nothing (default "
+        "none; 0 on the margin map = the pixel votes solar)",
+        {"metavar": "F"},
+        type=float,
+    ),
+    Opt(
+        "--cam-floor-on",
+        "map the floor applies to: margin (default) or positive (raw CAM)",
+        {"choices": ["margin", "positive"]},
+    ),
+    Opt(
+        "--cam-floor-scope",
+        "pixel (default): pixels above the floor; tile: the tile's whole mask or nothing",
+        {"choices": ["pixel", "tile"]},
+    ),
+    Opt("--open-m", "mask opening disc diameter in metres (default 0: off)", {"metavar": "M"},
+        type=float),
+    Opt("--close-m", "mask closing disc diameter in metres (default 0: off)", {"metavar": "M"},
+        type=float),
+    Opt("--fill-holes-m2", "fill mask holes up to this area in m² (default 0: off)",
+        {"metavar": "A"}, type=float),
+]  # fmt: skip
+
+RUNNER_OPTS = [
+    Opt("--shard-size", "tiles per shard task, cut in bands of tile rows (default 1024)",
+        {"metavar": "N"}, type=int),
+    Opt("--runner", "where the shards run: threads or processes on this machine, or a Dask "
+        "cluster (needs prefect-dask; default: one thread)",
+        {"choices": ["threads", "processes", "dask"]}),
+    Opt("--workers", "threads / processes / Dask workers started for the run", {"metavar": "N"},
+        type=int),
+    Opt("--dask-address", "an existing Dask scheduler to run the shards on, e.g. "
+        "tcp://10.0.0.5:8786 (implies --runner dask)", {"metavar": "URL"}),
+    Opt("--results-dir", "where finished shards' results are kept, so a re-run skips them "
+        "(default <store>/.prefect-results; shared storage for a multi-machine cluster)",
+        {"metavar": "DIR"}, type=Path),
+]  # fmt: skip
+
+OPTIONS: dict[str, list[Opt]] = {
+    "demo": [
+        _out("output folder (default out/demo)", "out/demo"),
+        Opt("--map-method",
+            "segment the map's tiles with the mask head (default) or DeepSolar's greedy CAM",
+            {"choices": ["mask_head", "greedy"]}, default="mask_head"),
+    ],
+    "download-tiles": [
+        _config("YAML with a DownloadTilesJob (region, source, grid, out_dir)"),
+        SET,
+    ],
+    "train-classifier": [
+        _config("classifier YAML (see configs/classifier-*.yaml)"),
+        _out("output folder for checkpoints and metrics (default out/classifier)",
+             "out/classifier"),
+        Opt("--resume", "continue training from this last.pt", {"metavar": "CKPT"}, type=Path),
+        Opt("--epochs", "override train.epochs (may be fractional)", {"metavar": "N"},
+            type=float),
+        SET,
+        Opt("--override", "deprecated, use --set: JSON merged over the config, e.g. "
+            "'{\"optim\": {\"lr\": 0.0005}}'", {"metavar": "JSON"}, type=json.loads, default={}),
+        Opt("--no-test", "skip the held-out evaluation", {"action": "store_true"}),
+    ],
+    "evaluate-classifier": [
+        Opt("--checkpoint", "the classifier checkpoint (best.pt)",
+            {"required": True, "metavar": "CKPT"}, type=Path),
+        Opt("--source", "labelled chips: a folder with images/ (+ masks/, same names; "
+            "positive = any mask pixel), a folder with pos/ + neg/, or a manifest.csv; "
+            "repeatable; no config needed", {"action": "append", "metavar": "PATH"}),
+        SPLIT,
+        _config("YAML whose data.test lists the sets (default: the checkpoint's own test sets)",
+                required=False),
+        _out("output folder (default out/classifier-eval)", "out/classifier-eval"),
+        Opt("--threshold", "decision threshold on p(positive) (default: the checkpoint's)",
+            {"metavar": "P"}, type=float),
+        Opt("--device", DEVICE, {"metavar": "DEV"}, default="auto"),
+        Opt("--bootstrap-reps", BOOTSTRAP, {"metavar": "N"}, type=int, default=1000),
+        Opt("--ground-m-per-px", "metres per pixel of chips whose metadata does not say "
+            "(chips wider than a tile are cut into tile-sized sub-tiles)", {"metavar": "M"},
+            type=float),
+        Opt("--whole-chips", "resize whole chips into the network (DeepSolar's way) instead "
+            "of cutting them into tile-sized sub-tiles", {"action": "store_true"}),
+    ],
+    "train-segmenter": [
+        _config("segmenter YAML (see configs/segmenter-*.yaml)"),
+        SET,
+        _out("output folder (default out/segmenter)", "out/segmenter"),
+    ],
+    "train-mask-head": [
+        _config("mask-head YAML (see configs/mask-head-reference.yaml)"),
+        SET,
+        _out("output folder (default out/mask-head)", "out/mask-head"),
+    ],
+    "evaluate-segmenter": [
+        Opt("--classifier", "the classifier checkpoint (best.pt)", {"metavar": "CKPT"},
+            type=Path),
+        Opt("--segmenter", "the segmenter checkpoint (segmenter.pt); without it, plain CAM "
+            "only", {"metavar": "CKPT"}, type=Path),
+        Opt("--mask-head", "a train-mask-head checkpoint: its masks are reported beside the "
+            "CAM methods", {"metavar": "CKPT"}, type=Path),
+        Opt("--mask-threshold", "mask head probability threshold (default 0.5)",
+            {"metavar": "P"}, type=float),
+        Opt("--source", "chips with masks: a folder with images/ + masks/ (same file names) "
+            "or a manifest.csv with a mask column; repeatable; no config needed",
+            {"action": "append", "metavar": "PATH"}),
+        SPLIT,
+        Opt("--ground-m-per-px", "metres per pixel of the --source chips (chips wider than "
+            "a tile are cut into tile-sized sub-tiles)", {"metavar": "M"}, type=float),
+        Opt("--whole-chips", "resize whole chips instead of cutting them into sub-tiles",
+            {"action": "store_true"}),
+        _config("YAML with an EvaluateSegmentationConfig (see "
+                "configs/segmenter-eval-real-chips.yaml); the options above override it",
+                required=False),
+        _out("output folder (default out/segmenter-eval)", "out/segmenter-eval"),
+        Opt("--cam-threshold", "threshold on the min-max normalised CAM (default 0.37)",
+            {"metavar": "T"}, type=float),
+        Opt("--device", DEVICE, {"metavar": "DEV"}),
+        Opt("--bootstrap-reps", BOOTSTRAP, {"metavar": "N"}, type=int),
+        Opt("--overlays", "comparison PNGs per set (default 6)", {"metavar": "N"}, type=int),
+        *MASK_OPTS,
+    ],
+    "segment-tiles": [
+        _config("YAML with a SegmentTilesJob, or {job: ..., scale: ...} (or use the flags "
+                "below)", required=False),
+        SET,
+        Opt("--manifest", "the tile store's manifest.gpkg or folder", {"metavar": "PATH"},
+            type=Path),
+        Opt("--classifier", "classifier checkpoint (best.pt)", {"metavar": "CKPT"}, type=Path),
+        Opt("--segmenter", "segmenter checkpoint (segmenter.pt), for --method greedy; a "
+            "train-mask-head checkpoint for --method mask_head", {"metavar": "CKPT"}, type=Path),
+        Opt("--method", "greedy (DeepSolar's CAM), plain (classifier's last layer) or "
+            "mask_head (supervised decoder)", {"choices": ["greedy", "plain", "mask_head"]},
+            default="greedy"),
+        Opt("--mask-threshold", "mask_head probability threshold (default 0.5)",
+            {"metavar": "P"}, type=float, default=0.5),
+        Opt("--stage", "greedy stage to use (default: the last trained)", {"metavar": "K"},
+            type=int),
+        Opt("--cam-threshold", "threshold on the min-max normalised CAM (default 0.37)",
+            {"metavar": "T"}, type=float, default=0.37),
+        Opt("--batch-size", "tiles per forward pass (default 16)", {"metavar": "N"}, type=int,
+            default=16),
+        Opt("--device", DEVICE, {"metavar": "DEV"}, default="auto"),
+        Opt("--num-threads", "torch CPU threads per shard worker", {"metavar": "N"}, type=int),
+        Opt("--overlays", "PNG overlays of CAM + mask for N positive tiles (default 0)",
+            {"metavar": "N"}, type=int, default=0),
+        *_with_defaults(MASK_OPTS, cam_floor_on="margin", cam_floor_scope="pixel", open_m=0.0,
+                        close_m=0.0, fill_holes_m2=0.0),
+        *_with_defaults(RUNNER_OPTS, shard_size=1024, runner="threads", workers=1),
+    ],
+    "map-region": [
+        _config("YAML with a MapRegionJob, or {job: <MapRegionJob>, scale: <ScaleOutConfig>} "
+                "(the deployment's parameters)"),
+        SET,
+        *RUNNER_OPTS,
+    ],
+    "solarforest": [
+        _config("YAML with SolarForestFlowParams (see configs/solarforest.yaml)"),
+        Opt("--mode", "overrides the config's mode",
+            {"choices": ["train", "evaluate", "predict"]}),
+        Opt("--output-dir", "overrides output_dir", {"metavar": "DIR"}, type=Path),
+        Opt("--set", "override one parameter, dotted for nesting, value in YAML (e.g. "
+            "model.two_stage=true); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
+            default=[]),
+        Opt("--quick", "the same table with 30 trees, 200 bootstrap resamples and no "
+            "permutation importances (about a minute)", {"action": "store_true"}),
+    ],
+}  # fmt: skip
+
+
+def add_options(parser: argparse.ArgumentParser, opts: Iterable[Opt], *, raw: bool = False) -> None:
+    """Add options to a parser.
+
+    Args:
+        parser: the parser (a flow's own, or a ``deepsolar <command>`` subparser).
+        opts: the options, e.g. ``OPTIONS[command]``.
+        raw: keep every value as written (no type conversion, no defaults: unset options are
+            None), as the CLI's checks before the flow read them.
+    """
+    for opt in opts:
+        kw = dict(opt.kw)
+        if not raw:
+            if opt.type is not None:
+                kw["type"] = opt.type
+            if opt.default is not None:
+                kw["default"] = opt.default
+        parser.add_argument(opt.flag, help=opt.help, **kw)
+
+
+def build_parser(
+    command: str, prog: str | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
+    """The command line of a job's flow (``python -m flows.<flow>``), typed and with defaults.
+
+    Args:
+        command: the command name, a key of :data:`OPTIONS`.
+        prog: the program name in usage lines (default: argparse's, from ``sys.argv[0]``).
+        description: the text above the options (e.g. the flow module's docstring).
+
+    Returns:
+        The parser.
+
+    Raises:
+        KeyError: no command of that name.
+    """
+    ap = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_options(ap, OPTIONS[command])
+    return ap
