@@ -11,7 +11,8 @@ own, and this process, the only one the terminal's signal reaches, stops them in
 worker's flow runs get SIGTERM (Prefect records them as crashed) and the worker one SIGINT, then
 the server SIGTERM; whatever is still running after a short grace gets SIGKILL. On Linux the
 server and the worker also end when this process dies without stopping them (kill -9): the
-kernel sends them a signal then (``prctl(PR_SET_PDEATHSIG)``).
+kernel sends them a signal then (``prctl(PR_SET_PDEATHSIG)``: SIGTERM to the server, SIGKILL to
+the worker).
 """
 
 from __future__ import annotations
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         worker = subprocess.Popen(
             [*prefect, "worker", "start", "--pool", POOL, "--type", "process"],
             start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGINT),  # the one signal it stops on at once
+            # serve itself was killed (kill -9): nothing is orderly any more; a SIGINT'd worker
+            # took over 5 s to go on a loaded machine, so the kernel kills it outright
+            preexec_fn=die_with_parent(signal.SIGKILL),
             stdin=subprocess.DEVNULL,
         )
         return worker.wait()
