@@ -127,7 +127,7 @@ def check_inputs(cmd: Command, args: argparse.Namespace) -> None:
     for opt in cmd.opts:
         if opt.flag not in INPUT_FLAGS:
             continue
-        value = getattr(args, opt.flag.lstrip("-").replace("-", "_"), None)
+        value = getattr(args, opt.dest, None)
         for v in value if isinstance(value, list) else [value]:  # --source is repeatable
             if isinstance(v, str) and _looks_like_path(v) and not os.path.exists(v):
                 raise ConfigError(

@@ -222,7 +222,7 @@ def segment_tiles(args: argparse.Namespace) -> None:
 
 
 def solarforest(args: argparse.Namespace) -> None:
-    """The parameters (config + --set / --mode / --output-dir / --quick) validate; files exist."""
+    """The parameters (config + --set / --mode / --out / --quick) validate; files exist."""
     from deepsolar.solarforest.job import check_inputs, params_from_args
 
     check_inputs(params_from_args(args))

@@ -35,6 +35,7 @@ class Opt:
             ``choices``, ``action``, ``required``).
         type: converts the value (the flow's parser only).
         default: the value when the option is not given (the flow's parser only).
+        aliases: other spellings of the flag (old names kept working).
     """
 
     flag: str
@@ -42,11 +43,12 @@ class Opt:
     kw: dict[str, Any] = field(default_factory=dict)
     type: Callable[[str], Any] | None = None
     default: Any = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def dest(self) -> str:
         """The attribute of the parsed namespace (``--dask-address`` -> ``dask_address``)."""
-        return self.flag.lstrip("-").replace("-", "_")
+        return self.kw.get("dest") or self.flag.lstrip("-").replace("-", "_")
 
 
 def _with_defaults(opts: list[Opt], **defaults: Any) -> list[Opt]:
@@ -231,7 +233,8 @@ OPTIONS: dict[str, list[Opt]] = {
         _config("YAML with SolarForestFlowParams (see configs/solarforest.yaml)"),
         Opt("--mode", "overrides the config's mode",
             {"choices": ["train", "evaluate", "predict"]}),
-        Opt("--output-dir", "overrides output_dir", {"metavar": "DIR"}, type=Path),
+        Opt("--out", "output folder, overrides output_dir (--output-dir: its former name)",
+            {"metavar": "DIR", "dest": "output_dir"}, type=Path, aliases=("--output-dir",)),
         Opt("--set", "override one parameter, dotted for nesting, value in YAML (e.g. "
             "model.two_stage=true); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
             default=[]),
@@ -257,7 +260,7 @@ def add_options(parser: argparse.ArgumentParser, opts: Iterable[Opt], *, raw: bo
                 kw["type"] = opt.type
             if opt.default is not None:
                 kw["default"] = opt.default
-        parser.add_argument(opt.flag, help=opt.help, **kw)
+        parser.add_argument(opt.flag, *opt.aliases, help=opt.help, **kw)
 
 
 def build_parser(

@@ -123,7 +123,7 @@ QUICK = {
 def params_from_args(args: argparse.Namespace) -> SolarForestFlowParams:
     """The validated parameters of a ``solarforest`` command line.
 
-    ``--config`` with ``--set``, ``--mode``, ``--output-dir`` and ``--quick`` applied in that
+    ``--config`` with ``--set``, ``--mode``, ``--out`` and ``--quick`` applied in that
     order.
 
     Args:
