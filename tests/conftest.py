@@ -36,3 +36,12 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture()
+def server():
+    """A local tile server on 127.0.0.1 (tests/fixtures/tileserver.py), stopped after the test."""
+    from fixtures.tileserver import TileServer
+
+    with TileServer() as srv:
+        yield srv

@@ -11,15 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from fixtures.downloads import FAST
+from fixtures.downloads import block_tiles as _tiles
+from fixtures.downloads import tile_url as _url
 from fixtures.tileserver import (
     Fault,
     TileServer,
     corrupt_middle,
     encode,
     pattern_pixels,
-    tile_pixels,
-    tiles_around,
 )
+from fixtures.tileserver import tile_pixels as _expected
 
 from deepsolar.core.errors import DownloadError
 from deepsolar.core.http import (
@@ -29,29 +31,7 @@ from deepsolar.core.http import (
     decode_image,
     parse_retry_after,
 )
-from deepsolar.geo.tiling import Tile, TileGrid
-
-LON, LAT = -77.0365, 38.8977
-GRID = TileGrid(18, 256)  # one server request per grid tile: request counts are tile counts
-FAST = DownloadConfig(backoff_base_s=0.01, backoff_max_s=0.05, max_requests_per_s=None, timeout_s=5)
-
-
-@pytest.fixture()
-def server():
-    with TileServer() as srv:
-        yield srv
-
-
-def _tiles(n_x: int = 4, n_y: int = 3, grid: TileGrid = GRID):
-    return tiles_around(grid, LON, LAT, n_x, n_y)
-
-
-_expected = tile_pixels
-
-
-def _url(srv: TileServer, tile) -> str:
-    return f"{srv.url}/tiles/{tile.zoom}/{tile.x}/{tile.y}.{srv.image_format}"
-
+from deepsolar.geo.tiling import Tile
 
 # --------------------------------------------------------------------------------------------
 # Body check and Retry-After

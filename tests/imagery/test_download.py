@@ -18,37 +18,20 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
-from fixtures.tileserver import Fault, TileServer, tile_pixels, tiles_around
+from fixtures.downloads import FAST, GRID, LAT, LON
+from fixtures.downloads import block_tiles as _tiles
+from fixtures.downloads import tile_url as _url
+from fixtures.tileserver import Fault, TileServer
+from fixtures.tileserver import tile_pixels as _expected
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from deepsolar.core.errors import DownloadError, SourceError
-from deepsolar.core.http import DownloadConfig, HttpFetcher
+from deepsolar.core.http import HttpFetcher
 from deepsolar.geo.tiling import TileGrid
 from deepsolar.imagery.download import _OutDirLock, download_tiles
 from deepsolar.imagery.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
 from deepsolar.imagery.sources import LocalRasterSourceConfig, XYZSourceConfig
-
-LON, LAT = -77.0365, 38.8977
-GRID = TileGrid(18, 256)  # one server request per grid tile: request counts are tile counts
-FAST = DownloadConfig(backoff_base_s=0.01, backoff_max_s=0.05, max_requests_per_s=None, timeout_s=5)
-
-
-@pytest.fixture()
-def server():
-    with TileServer() as srv:
-        yield srv
-
-
-def _tiles(n_x: int = 4, n_y: int = 3, grid: TileGrid = GRID):
-    return tiles_around(grid, LON, LAT, n_x, n_y)
-
-
-_expected = tile_pixels
-
-
-def _url(srv: TileServer, tile) -> str:
-    return f"{srv.url}/tiles/{tile.zoom}/{tile.x}/{tile.y}.png"
 
 
 def _check_store(out: Path, tiles) -> None:

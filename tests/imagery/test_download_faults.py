@@ -7,42 +7,20 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.downloads import FAST
+from fixtures.downloads import block_tiles as _tiles
 from fixtures.tileserver import (
     Fault,
     TileServer,
-    tile_pixels,
-    tiles_around,
 )
 
 from deepsolar.core.errors import DownloadError
-from deepsolar.core.http import DownloadConfig
 from deepsolar.geo.tiling import TileGrid
 from deepsolar.imagery.download import download_tiles
 from deepsolar.imagery.manifest import read_manifest
 from deepsolar.imagery.sources import XYZSourceConfig
 
 pytestmark = pytest.mark.network
-
-LON, LAT = -77.0365, 38.8977
-GRID = TileGrid(18, 256)
-FAST = DownloadConfig(backoff_base_s=0.01, backoff_max_s=0.05, max_requests_per_s=None, timeout_s=5)
-
-
-@pytest.fixture()
-def server():
-    with TileServer() as srv:
-        yield srv
-
-
-def _tiles(n_x: int = 4, n_y: int = 3, grid: TileGrid = GRID):
-    return tiles_around(grid, LON, LAT, n_x, n_y)
-
-
-_expected = tile_pixels
-
-
-def _url(srv: TileServer, tile) -> str:
-    return f"{srv.url}/tiles/{tile.zoom}/{tile.x}/{tile.y}.{srv.image_format}"
 
 
 # --------------------------------------------------------------------------------------------
