@@ -41,6 +41,7 @@ from deepsolar.classifier.model import model_outputs, preprocess
 from deepsolar.classifier.subtiles import chip_level, expand_chips
 from deepsolar.core.device import resolve_device
 from deepsolar.core.errors import InputDataError
+from deepsolar.core.io import write_table_atomic
 from deepsolar.core.report_table import format_text, write_report
 
 ImageLike = str | Path | np.ndarray | Image.Image
@@ -371,9 +372,7 @@ def write_evaluation(
     out = Path(out_dir)
     metrics = write_metrics(labels, probs, out, threshold=threshold, name=name, extra=extra)
     table = pd.DataFrame({"path": [str(c.path) for c in chips], "label": labels, "prob": probs})
-    tmp = out / ".predictions.csv.tmp"
-    table.to_csv(tmp, index=False)
-    tmp.replace(out / "predictions.csv")
+    write_table_atomic(table, out / "predictions.csv", fmt="csv")
     return metrics
 
 

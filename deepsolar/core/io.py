@@ -15,9 +15,12 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from deepsolar.core.errors import InputDataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -77,6 +80,49 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+TableFormat = Literal["csv", "parquet"]
+_TABLE_SUFFIXES: dict[str, TableFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def write_table_atomic(
+    df: pd.DataFrame, path: str | Path, *, fmt: TableFormat | None = None, index: bool = False
+) -> Path:
+    """Write a table (a DataFrame or GeoDataFrame) as CSV or Parquet, atomically.
+
+    The table goes to a temporary ``.{name}.*.tmp.{fmt}`` file beside ``path`` that is renamed
+    over ``path`` once written (see :func:`atomic_output`).
+
+    Args:
+        df: the table.
+        path: the destination file; its folder is created.
+        fmt: ``csv`` or ``parquet``; None: chosen by ``path``'s suffix (``.csv``, ``.parquet``
+            or ``.pq``).
+        index: also write the frame's index (pandas' ``index`` argument of ``to_csv`` /
+            ``to_parquet``).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: if ``fmt`` is not ``csv`` or ``parquet``, or is None and the suffix names
+            neither.
+    """
+    dest = Path(path)
+    kind = fmt if fmt is not None else _TABLE_SUFFIXES.get(dest.suffix.lower())
+    if kind not in ("csv", "parquet"):
+        raise ValueError(
+            f"unknown table format {fmt!r}"
+            if fmt is not None
+            else f"cannot tell the table format of {dest.name!r} (use .csv or .parquet)"
+        )
+    with atomic_output(dest, suffix=f".tmp.{kind}") as tmp:
+        if kind == "csv":
+            df.to_csv(tmp, index=index)
+        else:
+            df.to_parquet(tmp, index=index)
+    return dest
 
 
 def atomic_write_bytes(

@@ -30,7 +30,13 @@ import geopandas as gpd
 import pandas as pd
 
 from deepsolar.core.errors import InputDataError, OutputError
-from deepsolar.core.io import atomic_output, iter_json_lines, last_per_key, reading_input
+from deepsolar.core.io import (
+    atomic_output,
+    iter_json_lines,
+    last_per_key,
+    reading_input,
+    write_table_atomic,
+)
 from deepsolar.geo.tiling import LONLAT, Tile
 
 log = logging.getLogger(__name__)
@@ -308,20 +314,18 @@ def write_manifest(
     # Nullable string columns go to GDAL as plain object strings.
     for col in ("tile_id", "source", "status", "checksum", "path", "error"):
         gdf[col] = gdf[col].astype(object).where(gdf[col].notna(), None)
-    suffix = ".parquet" if parquet else ".gpkg"
-    # GDAL creates the GeoPackage itself (create=False); the temp name matches
-    # remove_stale_temp_files' pattern (.manifest.*.tmp.*).
-    with atomic_output(out, suffix=".tmp" + suffix, create=parquet) as tmp:
-        if parquet:
-            gdf.to_parquet(tmp, index=False)
-        else:
-            pyogrio.write_dataframe(
-                gdf,
-                tmp,
-                layer=MANIFEST_LAYER,
-                driver="GPKG",
-                dataset_options={"VERSION": "1.2"},
-            )
+    # Temp names match remove_stale_temp_files' pattern (.manifest.*.tmp.*).
+    if parquet:
+        return write_table_atomic(gdf, out, fmt="parquet")
+    # GDAL creates the GeoPackage itself (create=False)
+    with atomic_output(out, suffix=".tmp.gpkg", create=False) as tmp:
+        pyogrio.write_dataframe(
+            gdf,
+            tmp,
+            layer=MANIFEST_LAYER,
+            driver="GPKG",
+            dataset_options={"VERSION": "1.2"},
+        )
     return out
 
 

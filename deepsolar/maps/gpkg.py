@@ -32,7 +32,7 @@ import pandas as pd
 import shapely
 
 from deepsolar.core.errors import InputDataError
-from deepsolar.core.io import atomic_output
+from deepsolar.core.io import atomic_output, write_table_atomic
 from deepsolar.maps.aggregate import DEFAULT_DENSITY_FIELD, pct_text
 
 BreakMethod = Literal["jenks", "quantile", "equal"]
@@ -1304,17 +1304,11 @@ def write_tables(
         df = df.replace([np.inf, -np.inf], np.nan)
         paths = []
         for fmt in formats:
-            target = d / f"{name}.{fmt}"
-            with atomic_output(target, suffix=f".tmp.{fmt}") as tmp:
-                if fmt == "csv":
-                    df.to_csv(tmp, index=False)
-                elif fmt == "parquet":
-                    df.to_parquet(tmp, index=False)
-                else:
-                    raise InputDataError(
-                        f"unknown table format {fmt!r}", where=str(d), fix="use 'csv' or 'parquet'"
-                    )
-            paths.append(target)
+            if fmt not in ("csv", "parquet"):
+                raise InputDataError(
+                    f"unknown table format {fmt!r}", where=str(d), fix="use 'csv' or 'parquet'"
+                )
+            paths.append(write_table_atomic(df, d / f"{name}.{fmt}", fmt=fmt))
         written[name] = paths
     return written
 

@@ -29,7 +29,13 @@ from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.core.checkpoints import resolve_checkpoint
 from deepsolar.core.device import resolve_device
 from deepsolar.core.errors import ConfigError, InputDataError
-from deepsolar.core.io import atomic_output, file_sha256, iter_json_lines, last_per_key
+from deepsolar.core.io import (
+    atomic_output,
+    file_sha256,
+    iter_json_lines,
+    last_per_key,
+    write_table_atomic,
+)
 from deepsolar.geo.tiling import Tile
 from deepsolar.imagery.manifest import read_manifest
 from deepsolar.segmentation.area import mask_area_m2_tile
@@ -373,21 +379,6 @@ def write_png_atomic(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-def write_parquet_atomic(df: pd.DataFrame, path: Path) -> Path:
-    """Write a table as Parquet (no index), atomically.
-
-    Args:
-        df: the table.
-        path: the destination file; its folder is created.
-
-    Returns:
-        ``path``.
-    """
-    with atomic_output(path) as tmp:
-        df.to_parquet(tmp, index=False)
-    return path
-
-
 def mask_relpath(tile_relpath: str) -> str:
     """``tiles/21-320/x/y.png`` -> ``masks/21-320/x/y.png`` (other layouts: ``masks/<path>``).
 
@@ -562,7 +553,7 @@ def segment_tile_store(job: SegmentTilesJob, *, progress: Any = None) -> Segment
     table["area_m2"] = table["area_m2"].astype(float)
     for col in ("tile_id", "mask_path", "error"):  # a stable string schema, nulls as nulls
         table[col] = table[col].astype("string")
-    table_path = write_parquet_atomic(table, store / TABLE_NAME)
+    table_path = write_table_atomic(table, store / TABLE_NAME, fmt="parquet")
     overlays = []
     if job.overlays:
         overlays = save_overlays_for_store(

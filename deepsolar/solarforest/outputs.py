@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepsolar.core.io import atomic_output, atomic_write_text
+from deepsolar.core.io import atomic_output, atomic_write_text, write_table_atomic
 
 
 def _json_default(o: Any) -> Any:
@@ -41,6 +41,8 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` as CSV without its index, atomically.
 
+    A CSV-only alias of :func:`deepsolar.core.io.write_table_atomic`.
+
     Args:
         df: the table.
         path: the destination file; its folder is created.
@@ -48,9 +50,7 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     Returns:
         ``path``.
     """
-    with atomic_output(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return Path(path)
+    return write_table_atomic(df, path, fmt="csv")
 
 
 def write_predictions_gpkg(

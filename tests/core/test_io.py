@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from deepsolar.core.errors import InputDataError
@@ -16,6 +17,7 @@ from deepsolar.core.io import (
     iter_json_lines,
     last_per_key,
     reading_input,
+    write_table_atomic,
 )
 
 
@@ -40,6 +42,45 @@ def test_atomic_output_for_writers_that_create_the_file(tmp_path: Path) -> None:
         Path(f"{tmp}-wal").write_bytes(b"side file")
     assert dest.read_bytes() == b"db"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layer.gpkg"]
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("t.csv", None), ("t.parquet", None), ("t.pq", None), ("table.txt", "csv"), ("t", "parquet")],
+)
+def test_write_table_atomic_round_trips_and_leaves_no_temp_file(
+    tmp_path: Path, name: str, fmt: str | None
+) -> None:
+    df = pd.DataFrame({"tile_id": ["a", "b"], "area_m2": [1.5, 0.0], "n": [3, 4]}, index=[7, 8])
+    dest = tmp_path / "sub" / name
+    assert write_table_atomic(df, dest, fmt=fmt) == dest  # type: ignore[arg-type]
+    csv = fmt == "csv" or dest.suffix == ".csv"
+    back = pd.read_csv(dest) if csv else pd.read_parquet(dest)
+    pd.testing.assert_frame_equal(back, df.reset_index(drop=True))  # no index written
+    assert [p.name for p in dest.parent.iterdir()] == [name]
+
+
+def test_write_table_atomic_keeps_the_old_file_on_error_and_refuses_unknown_formats(
+    tmp_path: Path,
+) -> None:
+    dest = tmp_path / "t.parquet"
+    write_table_atomic(pd.DataFrame({"a": [1]}), dest)
+
+    class HalfWritten(pd.DataFrame):
+        def to_parquet(self, path: Path, **kwargs: object) -> None:  # type: ignore[override]
+            Path(path).write_bytes(b"half")
+            raise RuntimeError("writer crashed")
+
+    with pytest.raises(RuntimeError):
+        write_table_atomic(HalfWritten({"a": [2]}), dest)
+    pd.testing.assert_frame_equal(pd.read_parquet(dest), pd.DataFrame({"a": [1]}))
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+    with pytest.raises(ValueError, match="format"):
+        write_table_atomic(pd.DataFrame({"a": [1]}), tmp_path / "t.xlsx")
+    with pytest.raises(ValueError, match="format"):
+        write_table_atomic(pd.DataFrame({"a": [1]}), dest, fmt="xlsx")  # type: ignore[arg-type]
+    written = write_table_atomic(pd.DataFrame({"a": [1]}), tmp_path / "i.csv", index=True)
+    assert written.read_text().splitlines()[0] == ",a"
 
 
 def test_file_sha256(tmp_path: Path) -> None:
