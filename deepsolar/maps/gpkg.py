@@ -23,6 +23,7 @@ import datetime as dt
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -777,6 +778,51 @@ def footprint_qml(columns: Sequence[str], aliases: Mapping[str, str] | None = No
     )
 
 
+@dataclass(frozen=True)
+class _SingleStyle:
+    """A single-symbol default style.
+
+    Attributes:
+        polygon_fill: Fill RGBA (0-255) of polygons, or None for outlines only.
+        symbol_fill: Fill RGBA (0-255) of line and point symbols.
+        outline: Outline RGBA (0-255).
+        outline_width_mm: Outline width in mm.
+        description: The style's one-line description.
+    """
+
+    polygon_fill: tuple[int, int, int, int] | None
+    symbol_fill: tuple[int, int, int, int]
+    outline: tuple[int, int, int, int]
+    outline_width_mm: float
+    description: str
+
+
+# Layer name -> its single-symbol default style; any other layer gets _FALLBACK_STYLE.
+_SINGLE_STYLES = {
+    "systems": _SingleStyle(
+        polygon_fill=None,
+        symbol_fill=(227, 26, 28, 200),
+        outline=(227, 26, 28, 255),
+        outline_width_mm=0.6,
+        description="systems outlined in red",
+    ),
+    "panels": _SingleStyle(
+        polygon_fill=(253, 141, 60, 190),
+        symbol_fill=(253, 141, 60, 190),
+        outline=(166, 54, 3, 255),
+        outline_width_mm=0.15,
+        description="panel pieces filled orange",
+    ),
+}
+_FALLBACK_STYLE = _SingleStyle(
+    polygon_fill=None,
+    symbol_fill=(120, 120, 120, 255),
+    outline=(120, 120, 120, 255),
+    outline_width_mm=0.2,
+    description="grey outlines",
+)
+
+
 def default_style(
     name: str,
     gdf: gpd.GeoDataFrame,
@@ -828,41 +874,16 @@ def default_style(
         return footprint_qml(cols, aliases), "scanned footprint outlined in blue"
     if name == "tiles" and "is_positive" in gdf.columns and kind == "fill":
         return tiles_qml(cols, aliases), "positive tiles orange, negative tiles grey outlines"
-    if name == "systems":
-        return (
-            single_qml(
-                cols,
-                kind=kind,
-                fill=None if kind == "fill" else (227, 26, 28, 200),
-                outline=(227, 26, 28, 255),
-                outline_width_mm=0.6,
-                aliases=aliases,
-            ),
-            "systems outlined in red",
-        )
-    if name == "panels":
-        return (
-            single_qml(
-                cols,
-                kind=kind,
-                fill=(253, 141, 60, 190),
-                outline=(166, 54, 3, 255),
-                outline_width_mm=0.15,
-                aliases=aliases,
-            ),
-            "panel pieces filled orange",
-        )
-    return (
-        single_qml(
-            cols,
-            kind=kind,
-            fill=None if kind == "fill" else (120, 120, 120, 255),
-            outline=(120, 120, 120, 255),
-            outline_width_mm=0.2,
-            aliases=aliases,
-        ),
-        "grey outlines",
+    style = _SINGLE_STYLES.get(name, _FALLBACK_STYLE)
+    qml = single_qml(
+        cols,
+        kind=kind,
+        fill=style.polygon_fill if kind == "fill" else style.symbol_fill,
+        outline=style.outline,
+        outline_width_mm=style.outline_width_mm,
+        aliases=aliases,
     )
+    return qml, style.description
 
 
 # --------------------------------------------------------------------------- writing
