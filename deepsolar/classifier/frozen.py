@@ -52,8 +52,8 @@ def _first_block(unfreeze_from: str, n_blocks: int) -> int:
     )
 
 
-class FrozenHead(nn.Module):
-    """conv_stem -> bn1 -> blocks[:k] of ``model`` (shared modules, eval mode).
+class _ModelPart(nn.Module):
+    """A part of ``model`` before or from block ``k`` (it shares ``model``'s modules).
 
     Args:
         model: an EfficientNet-style timm model (:func:`supports_cache`).
@@ -63,6 +63,10 @@ class FrozenHead(nn.Module):
     def __init__(self, model: nn.Module, first_trainable: int) -> None:
         super().__init__()
         self.model, self.k = model, first_trainable
+
+
+class FrozenHead(_ModelPart):
+    """conv_stem -> bn1 -> blocks[:k] of ``model`` (shared modules, eval mode)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen part's features of a batch.
@@ -80,17 +84,8 @@ class FrozenHead(nn.Module):
         return x
 
 
-class TrainableTail(nn.Module):
-    """blocks[k:] -> conv_head -> bn2 -> head of ``model`` (shared modules).
-
-    Args:
-        model: an EfficientNet-style timm model (:func:`supports_cache`).
-        first_trainable: ``k``, the index of the first trainable block.
-    """
-
-    def __init__(self, model: nn.Module, first_trainable: int) -> None:
-        super().__init__()
-        self.model, self.k = model, first_trainable
+class TrainableTail(_ModelPart):
+    """blocks[k:] -> conv_head -> bn2 -> head of ``model`` (shared modules)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from the frozen part's features.
