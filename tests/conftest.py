@@ -41,7 +41,7 @@ def prefect_harness():
 @pytest.fixture()
 def server():
     """A local tile server on 127.0.0.1 (tests/fixtures/tileserver.py), stopped after the test."""
-    from fixtures.tileserver import TileServer
+    from tests.fixtures.tileserver import TileServer
 
     with TileServer() as srv:
         yield srv

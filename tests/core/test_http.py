@@ -11,17 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from fixtures.downloads import FAST
-from fixtures.downloads import block_tiles as _tiles
-from fixtures.downloads import tile_url as _url
-from fixtures.tileserver import (
-    Fault,
-    TileServer,
-    corrupt_middle,
-    encode,
-    pattern_pixels,
-)
-from fixtures.tileserver import tile_pixels as _expected
 
 from deepsolar.core.errors import DownloadError
 from deepsolar.core.http import (
@@ -32,6 +21,17 @@ from deepsolar.core.http import (
     parse_retry_after,
 )
 from deepsolar.geo.tiling import Tile
+from tests.fixtures.downloads import FAST
+from tests.fixtures.downloads import block_tiles as _tiles
+from tests.fixtures.downloads import tile_url as _url
+from tests.fixtures.tileserver import (
+    Fault,
+    TileServer,
+    corrupt_middle,
+    encode,
+    pattern_pixels,
+)
+from tests.fixtures.tileserver import tile_pixels as _expected
 
 # --------------------------------------------------------------------------------------------
 # Body check and Retry-After

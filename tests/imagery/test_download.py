@@ -6,7 +6,6 @@ Tile images are the server's SYNTHETIC pattern; rasters are SYNTHETIC files writ
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -18,11 +17,6 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
-from fixtures.downloads import FAST, GRID, LAT, LON
-from fixtures.downloads import block_tiles as _tiles
-from fixtures.downloads import tile_url as _url
-from fixtures.tileserver import Fault, TileServer
-from fixtures.tileserver import tile_pixels as _expected
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
@@ -32,6 +26,11 @@ from deepsolar.geo.tiling import TileGrid
 from deepsolar.imagery.download import _OutDirLock, download_tiles
 from deepsolar.imagery.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
 from deepsolar.imagery.sources import LocalRasterSourceConfig, XYZSourceConfig
+from tests.fixtures.downloads import FAST, GRID, LAT, LON
+from tests.fixtures.downloads import block_tiles as _tiles
+from tests.fixtures.downloads import tile_url as _url
+from tests.fixtures.tileserver import Fault, TileServer
+from tests.fixtures.tileserver import tile_pixels as _expected
 
 
 def _check_store(out: Path, tiles) -> None:
@@ -205,10 +204,8 @@ def test_killed_process_resumes_without_loss_or_duplicates(
 ) -> None:
     server.add_fault(Fault("slow", delay_s=0.1, times=None))
     out = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_CHILD, server.xyz_template, str(out)],
-        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

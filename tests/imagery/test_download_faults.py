@@ -7,18 +7,18 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures.downloads import FAST
-from fixtures.downloads import block_tiles as _tiles
-from fixtures.tileserver import (
-    Fault,
-    TileServer,
-)
 
 from deepsolar.core.errors import DownloadError
 from deepsolar.geo.tiling import TileGrid
 from deepsolar.imagery.download import download_tiles
 from deepsolar.imagery.manifest import read_manifest
 from deepsolar.imagery.sources import XYZSourceConfig
+from tests.fixtures.downloads import FAST
+from tests.fixtures.downloads import block_tiles as _tiles
+from tests.fixtures.tileserver import (
+    Fault,
+    TileServer,
+)
 
 pytestmark = pytest.mark.network
 

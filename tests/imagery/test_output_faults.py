@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from fixtures.tileserver import TileServer
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
@@ -28,6 +27,7 @@ from deepsolar.imagery.download import download_tiles
 from deepsolar.imagery.manifest import MANIFEST_NAME, read_manifest
 from deepsolar.imagery.sources import LocalRasterSourceConfig, XYZSourceConfig
 from deepsolar.jobs.download_tiles import DownloadTilesJob, plan_tiles
+from tests.fixtures.tileserver import TileServer
 
 LON, LAT = -77.0365, 38.8977
 GRID = TileGrid(18, 256)

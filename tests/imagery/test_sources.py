@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
-from fixtures.tileserver import Fault, TileServer, pattern_pixels, tile_pixels
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
@@ -33,6 +32,7 @@ from deepsolar.imagery.sources import (
     build_source,
     parse_source_config,
 )
+from tests.fixtures.tileserver import Fault, TileServer, pattern_pixels, tile_pixels
 
 UTM18 = "EPSG:32618"
 LON, LAT = -77.0365, 38.8977  # Washington, DC

@@ -12,7 +12,6 @@ from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
 import pytest
-from fixtures.tileserver import TileServer
 
 from deepsolar.core.errors import DownloadError, InputDataError
 from deepsolar.core.http import DownloadConfig, HttpFetcher, redact, register_secret
@@ -27,6 +26,7 @@ from deepsolar.imagery.manifest import (
     write_manifest,
 )
 from deepsolar.imagery.sources import GoogleStaticSourceConfig, XYZSourceConfig
+from tests.fixtures.tileserver import TileServer
 
 LON, LAT = -77.0365, 38.8977
 GRID = TileGrid(18, 256)

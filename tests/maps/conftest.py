@@ -7,7 +7,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
-from maps_helpers import synthetic_run
+
+from tests.maps.maps_helpers import synthetic_run
 
 
 @pytest.fixture(scope="session")

@@ -306,7 +306,7 @@ def test_unit_layers_get_intervals_where_densities_are_reported():
 
 
 def test_synthetic_run_intervals_follow_the_density_rule(run_layers):
-    from maps_helpers import HALF_SCANNED_TRACT
+    from tests.maps.maps_helpers import HALF_SCANNED_TRACT
 
     tracts = run_layers["tracts"]
     dens = tracts["panel_area_m2_per_mi2_scanned"].notna()

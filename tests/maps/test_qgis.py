@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from maps_helpers import SYSTEM_PYTHON, skip_or_fail, system_python_has
 
 from deepsolar.maps.aggregate import DEFAULT_DENSITY_FIELD
+from tests.maps.maps_helpers import SYSTEM_PYTHON, skip_or_fail, system_python_has
 
 CHECK = Path(__file__).with_name("qgis_check.py")
 

@@ -8,7 +8,8 @@ import os
 import subprocess
 
 import pytest
-from maps_helpers import SYSTEM_PYTHON, skip_or_fail, system_python_has
+
+from tests.maps.maps_helpers import SYSTEM_PYTHON, skip_or_fail, system_python_has
 
 # Debian's python3-gdal ships it as a module and as an example script.
 SCRIPT_CANDIDATES = [

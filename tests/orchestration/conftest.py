@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures.classifiers import random_classifier_checkpoint
-from orch_helpers import INPUT_PX, build_store
+
+from tests.fixtures.classifiers import random_classifier_checkpoint
+from tests.orchestration.orch_helpers import INPUT_PX, build_store
 
 
 @pytest.fixture(scope="session")

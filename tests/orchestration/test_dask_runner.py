@@ -4,10 +4,10 @@ single-process run, and the task-runner config refuses contradictory settings.""
 from __future__ import annotations
 
 import pytest
-from orch_helpers import COLS, ROWS, assert_same_outputs, seg_job
 
 from deepsolar.core.errors import ConfigError
 from deepsolar.core.runners import TaskRunnerConfig
+from tests.orchestration.orch_helpers import COLS, ROWS, assert_same_outputs, seg_job
 
 
 def test_runner_config_builds_each_kind_and_refuses_contradictions() -> None:

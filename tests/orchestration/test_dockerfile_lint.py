@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orch_helpers import REPO
+from tests.orchestration.orch_helpers import REPO
 
 
 def _hadolint() -> str:

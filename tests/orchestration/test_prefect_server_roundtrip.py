@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
-from orch_helpers import (
+from rasterio.transform import from_origin
+
+from deepsolar.imagery.manifest import read_manifest
+from tests.orchestration.orch_helpers import (
     PREFECT,
     REPO,
     free_port,
@@ -23,9 +26,6 @@ from orch_helpers import (
     stop,
     wait_healthy,
 )
-from rasterio.transform import from_origin
-
-from deepsolar.imagery.manifest import read_manifest
 
 POOL = "deepsolar"
 FLOWS = {

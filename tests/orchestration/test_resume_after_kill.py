@@ -11,7 +11,8 @@ import time
 
 import pytest
 import yaml
-from orch_helpers import (
+
+from tests.orchestration.orch_helpers import (
     COLS,
     ROWS,
     assert_same_outputs,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fixtures.tileserver import Fault, TileServer
 
 from deepsolar.imagery.manifest import JOURNAL_NAME, MANIFEST_NAME, read_journal, read_manifest
+from tests.fixtures.tileserver import Fault, TileServer
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_LIMIT_S = 5.0

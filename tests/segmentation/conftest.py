@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures.classifiers import random_classifier_checkpoint
 from PIL import Image
 
 from deepsolar.geo.tiling import TileGrid
 from deepsolar.imagery.manifest import TileRecord, tile_relpath, write_manifest
+from tests.fixtures.classifiers import random_classifier_checkpoint
 
 INPUT_PX = 75
 

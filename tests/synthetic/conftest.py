@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from synthetic_helpers import SMALL
 
 from deepsolar.synthetic import SceneResult, generate_scene
+from tests.synthetic.synthetic_helpers import SMALL
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import rasterio
 from shapely.geometry import Point, box
 from sklearn.model_selection import cross_val_score
 from sklearn.tree import DecisionTreeClassifier
-from synthetic_helpers import albuquerque_tracts, footprint_lonlat
 
 from deepsolar.geo.tiling import (
     TileGrid,
@@ -25,6 +24,7 @@ from deepsolar.synthetic import (
     read_truth,
     scene_georeference,
 )
+from tests.synthetic.synthetic_helpers import albuquerque_tracts, footprint_lonlat
 
 # ---------------------------------------------------------------------------------- default scene
 

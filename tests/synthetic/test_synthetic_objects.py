@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import shapely
 from rasterio.features import rasterize
-from synthetic_helpers import footprint_lonlat
 
 from deepsolar.synthetic import (
     COMMERCIAL_AREA_RANGE_M2,
@@ -16,6 +15,7 @@ from deepsolar.synthetic import (
     SceneResult,
     read_truth,
 )
+from tests.synthetic.synthetic_helpers import footprint_lonlat
 
 # ---------------------------------------------------------------------------------- truth
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import rasterio
 from pyproj import Transformer
-from synthetic_helpers import SMALL, footprint_lonlat
 
 from deepsolar.core.errors import InputDataError
 from deepsolar.core.io import file_sha256
@@ -31,6 +30,7 @@ from deepsolar.synthetic import (
     generate_scene,
     read_truth,
 )
+from tests.synthetic.synthetic_helpers import SMALL, footprint_lonlat
 
 # ---------------------------------------------------------------------------------- determinism
 
