@@ -24,11 +24,11 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from deepsolar.core.errors import ConfigError, DeepSolarError
+from deepsolar.core.errors import DeepSolarError
 from deepsolar.core.runtime import StopOnSignals, stop_exit_code, stop_requested
 from deepsolar.jobs.cli_options import OPTIONS, Opt, add_options
+from deepsolar.jobs.command_line import run_command as run_job_command
 from deepsolar.jobs.registry import JOBS
-from deepsolar.preflight import check_command
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"'{cmd.name}/...': see docs/orchestration.md.",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        add_options(p, cmd.opts, raw=True)  # as written: the flow's main converts them
+        add_options(p, cmd.opts, raw=True)  # as written: run_command parses them typed
         p.set_defaults(_command=cmd)
     return ap
 
@@ -101,7 +101,7 @@ def command_argv(argv: Sequence[str], name: str) -> list[str]:
         name: the subcommand (its first occurrence: the top-level options take no values).
 
     Returns:
-        The arguments after ``name``, passed unchanged to the command's own ``main``.
+        The arguments after ``name``, parsed again (typed) by the job's command line.
     """
     argv = list(argv)
     return argv[argv.index(name) + 1 :]
@@ -110,31 +110,6 @@ def command_argv(argv: Sequence[str], name: str) -> list[str]:
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if isinstance(err, DeepSolarError) else f"{type(err).__name__}: {text}"
-
-
-# Options naming an input that must exist: checked before the flow module (Prefect, torch) is
-# imported and before any Prefect server starts, so a typo answers in well under a second.
-INPUT_FLAGS = ("--config", "--checkpoint", "--classifier", "--segmenter", "--resume", "--manifest",
-               "--mask-head", "--source")  # fmt: skip
-
-
-def _looks_like_path(value: str) -> bool:
-    """A file path, not a keyword a flow understands (e.g. ``--checkpoint builtin``)."""
-    return os.sep in value or "/" in value or bool(os.path.splitext(value)[1])
-
-
-def check_inputs(cmd: Command, args: argparse.Namespace) -> None:
-    for opt in cmd.opts:
-        if opt.flag not in INPUT_FLAGS:
-            continue
-        value = getattr(args, opt.dest, None)
-        for v in value if isinstance(value, list) else [value]:  # --source is repeatable
-            if isinstance(v, str) and _looks_like_path(v) and not os.path.exists(v):
-                raise ConfigError(
-                    f"{opt.flag.lstrip('-')} file not found ({opt.flag} {v[:200]!r})",
-                    where=os.getcwd(),
-                    fix=f"check the path given to {opt.flag} (relative paths start in this folder)",
-                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,10 +134,10 @@ def _interrupted(cmd: Command) -> int:
 
 def run_command(cmd: Command, args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
-        check_inputs(cmd, args)
-        check_command(cmd.name, args)  # configs validated, before Prefect (and torch) import
-        flow_main = importlib.import_module(cmd.module).main
-        rc = int(flow_main(list(argv)) or 0)
+        if cmd is SERVE:
+            rc = int(importlib.import_module(cmd.module).main(list(argv)) or 0)
+        else:  # parameters validated and inputs checked before Prefect (and torch) import
+            rc = run_job_command(cmd.name, argv, prog=f"deepsolar {cmd.name}")
         return _interrupted(cmd) if stop_requested() else rc
     except KeyboardInterrupt:
         return _interrupted(cmd)
@@ -171,7 +146,7 @@ def run_command(cmd: Command, args: argparse.Namespace, argv: Sequence[str]) -> 
             return _interrupted(cmd)
         print(f"deepsolar {cmd.name} failed: {_one_line(err)}", file=sys.stderr)
         return EXIT_FAILED
-    except SystemExit as exc:  # the flow's own parser refused a value (already printed)
+    except SystemExit as exc:  # the typed parser refused a value (already printed)
         if stop_requested():
             return _interrupted(cmd)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE

@@ -50,7 +50,7 @@ from deepsolar.geo.tiling import (
     mercator_to_lonlat,
 )
 from deepsolar.imagery.sources import LocalRasterSourceConfig
-from deepsolar.jobs.cli_options import build_parser
+from deepsolar.jobs.command_line import run_main
 from deepsolar.jobs.demo import DemoJob
 from deepsolar.jobs.download_tiles import DownloadTilesJob
 from deepsolar.jobs.map_region import MapRegionJob
@@ -313,107 +313,9 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
     return result
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-def print_report(res: dict[str, Any]) -> None:
-    acc = res["accuracy"]
-    t = acc["tiles"]
-    print(f"\nDemo finished in {res['elapsed_s']:.0f} s (SYNTHETIC scenes - not real imagery):")
-    print(f"  scene orthophoto : {res['scene_image']}")
-    print(f"  ground truth     : {res['scene_truth']}")
-    print(f"  tiles ({res['n_tiles']:>4})     : {res['tiles_dir']}")
-    print(f"  tile manifest    : {res['tile_manifest']}")
-    print(f"  classifier       : {res['classifier_checkpoint']}")
-    print(f"  segmenter        : {res['segmenter_checkpoint']}  (greedy CAM branch)")
-    print(f"  mask head        : {res['mask_head_checkpoint']}")
-    cal = res.get("cam_threshold_calibration")
-    if cal:
-        print(f"  CAM threshold    : {cal['threshold']:g} (fit on the training scenes' masks)")
-    gpkg = Path(res["geopackage"])
-    out = gpkg.parent.parent
-    print(f"  GeoPackage       : {gpkg}  (open in QGIS; labelled SYNTHETIC in its metadata)")
-    maps = res.get("maps") or {}
-    for i, (layer, png) in enumerate(maps.items()):
-        print(f"  {'maps (PNG)' if i == 0 else '':<17}: {png}  ({layer})")
-    tables = gpkg.parent / "tables"
-    if tables.is_dir():
-        names = sorted({p.stem for p in tables.iterdir() if p.suffix in (".csv", ".parquet")})
-        print(f"  tables (csv/pq)  : {tables}  ({', '.join(names)})")
-    if res.get("overlays"):
-        print(f"  CAM overlays     : {Path(res['overlays'][0]).parent}")
-    print(f"  all figures      : {out / 'demo-summary.json'}")
-    print(
-        "\nWhere the figures come from: tile precision/recall compare the 'tiles' layer of the"
-        " GeoPackage\nwith the ground truth above; systems and areas compare its 'systems' layer,"
-        " per tract of its\n'tracts' layer, with the truth clipped to the scanned tiles; the CAM"
-        f" comparison is in {res['cam_report']}."
-    )
-    how = {"mask_head": "the mask head", "greedy": "DeepSolar's greedy CAM"}[res["map_method"]]
-    print(
-        "\nAccuracy on the held-out SYNTHETIC scene (DeepSolar reports P 93% / R 89-91%);"
-        f" map masks by {how}:"
-    )
-    print(
-        f"  tiles   : precision {_pct(t['precision'])} {_ci(t, 'precision')}, recall"
-        f" {_pct(t['recall'])} {_ci(t, 'recall')}, F1 {_pct(t['f1'])} {_ci(t, 'f1')}"
-        f"  ({t['n_true_positive_tiles']} positive of {t['n_tiles']} tiles; 95% bootstrap)"
-    )
-    print(
-        f"  systems : {acc['systems_detected']} detected vs {acc['systems_true']} true"
-        f" ({_pct(acc['system_count_rel_error'])})"
-    )
-    print(
-        f"  area    : {acc['area_detected_m2']:.0f} m² detected vs {acc['area_true_m2']:.0f} m² true"
-        f" (total error {_pct(acc['area_total_rel_error'])})"
-    )
-    for row in acc["per_tract"]:
-        print(
-            f"    tract {row['GEOID']}: {row['detected_area_m2']:.0f} vs {row['true_area_m2']:.0f} m²"
-            f" ({_pct(row['area_rel_error'])})"
-        )
-    print(
-        f"\nMasks on the {_n_pos(res)} truth-positive tiles (mask whatever the classifier says;"
-        f" CAM threshold {res['cam']['threshold']:g}, floor {res['cam']['floor']}; mask head"
-        f" threshold {res['cam']['mask_threshold']:g});"
-    )
-    print(
-        "DeepSolar: per-image area error 27.3% / 18.8%, regional 3.0% / 2.1%; full report:"
-        f" {res['cam_report']}"
-    )
-    for r in res["cam_table"]:
-        iou = "n/a" if r["mean_iou"] is None else f"{_pct(r['mean_iou'])}"
-        ci = (
-            ""
-            if r["mean_iou"] is None
-            else f" [{_pct(r['mean_iou_lo'])}, {_pct(r['mean_iou_hi'])}]"
-        )
-        print(
-            f"  {r['predictor']:>13}: IoU {iou}{ci}, median area error"
-            f" {_pct(r['median_area_error'])}, regional {_pct(r['regional_area_error_pos'])}"
-        )
-    print(f"\nWall time: {res['elapsed_s']:.0f} s (see README for what is bit-identical).")
-
-
-def _ci(scores: dict[str, Any], name: str) -> str:
-    lo, hi = scores.get(f"{name}_lo"), scores.get(f"{name}_hi")
-    return "" if lo is None or hi is None else f"[{_pct(lo)}, {_pct(hi)}]"
-
-
-def _n_pos(res: dict[str, Any]) -> int:
-    return res["cam_table"][0]["n_positive"] if res["cam_table"] else 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("demo", description=__doc__).parse_args(argv)
-    try:
-        res = demo_flow(DemoJob(out_dir=args.out, map_method=args.map_method))
-    except DeepSolarError as err:
-        print(f"demo failed: {err}", file=sys.stderr)
-        return 1
-    print_report(res)
-    return 0
+    """``python -m flows.demo``: the same command line as ``deepsolar demo``."""
+    return run_main("demo", argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from deepsolar.core.config import validate_config
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs.cli_options import build_parser
-from deepsolar.jobs.download_tiles import DownloadTilesJob, fetch, plan, preflight
-from deepsolar.preflight import config_with_sets
+from deepsolar.jobs.command_line import run_main
+from deepsolar.jobs.download_tiles import DownloadTilesJob, fetch, plan
 
 
 @task(name="plan-tiles")
@@ -48,17 +46,8 @@ def download_tiles_flow(job: DownloadTilesJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("download-tiles", description=__doc__).parse_args(argv)
-    try:
-        data = config_with_sets(args.config, args.set)
-        job = validate_config(DownloadTilesJob, data, where=str(args.config))
-        preflight(job)
-        summary = download_tiles_flow(job)
-    except DeepSolarError as err:
-        print(f"download-tiles failed: {err}", file=sys.stderr)
-        return 1
-    print(f"tiles: {summary['out_dir']}\nmanifest: {summary['manifest_path']}")
-    return 0
+    """``python -m flows.download_tiles``: the same command line as ``deepsolar download-tiles``."""
+    return run_main("download-tiles", argv, description=__doc__)
 
 
 if __name__ == "__main__":

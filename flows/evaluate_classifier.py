@@ -24,16 +24,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deepsolar.classifier.config import ChipSource
-from deepsolar.classifier.data import source_from_path
-from deepsolar.classifier.predict import format_report_table
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs.cli_options import build_parser
-from deepsolar.jobs.evaluate_classifier import (  # noqa: F401 - resolve_sources re-exported
-    EvaluateClassifierParams,
-    evaluate_step,
-    prepare,
-    resolve_sources,
-)
+from deepsolar.jobs.command_line import run_main
+from deepsolar.jobs.evaluate_classifier import EvaluateClassifierParams, evaluate_step, prepare
 
 
 @task(name="evaluate-checkpoint", cache_policy=NO_CACHE)
@@ -56,33 +48,8 @@ def evaluate_classifier_flow(params: EvaluateClassifierParams) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("evaluate-classifier", description=__doc__).parse_args(argv)
-    try:
-        sources = [source_from_path(s, split=args.split) for s in args.source or []]
-        p = EvaluateClassifierParams(
-            checkpoint=args.checkpoint,
-            sources=sources,
-            bootstrap_reps=args.bootstrap_reps,
-            ground_m_per_px=args.ground_m_per_px,
-            subtiles=not args.whole_chips,
-            config_path=args.config,
-            out_dir=args.out,
-            threshold=args.threshold,
-            device=args.device,
-        )
-        res = evaluate_classifier_flow(p)
-    except DeepSolarError as err:
-        print(f"evaluate-classifier failed: {err}", file=sys.stderr)
-        return 1
-    print(f"threshold {res['threshold']}, input {res['input_size_px']} px")
-    print(format_report_table(res))
-    print(
-        f"[lo, hi]: 95% bootstrap intervals ({p.bootstrap_reps} resamples of the chips); "
-        "all-positive = the trivial classifier that calls every chip solar; ROC-AUC n/a when "
-        "a class has fewer than 5 chips"
-    )
-    print(f"written to {args.out} (report.md, report.csv, report.json, summary.json)")
-    return 0
+    """``python -m flows.evaluate_classifier``: the same command line as ``deepsolar evaluate-classifier``."""
+    return run_main("evaluate-classifier", argv, description=__doc__)
 
 
 if __name__ == "__main__":

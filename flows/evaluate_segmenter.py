@@ -22,11 +22,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deepsolar.core.config import validate_config
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs.cli_options import build_parser
+from deepsolar.jobs.command_line import run_main
 from deepsolar.jobs.evaluate_segmenter import EvaluateSegmenterJob, evaluate_step
-from deepsolar.segmentation.config import evaluation_config_from_args as build_config
-from deepsolar.segmentation.evaluate import format_table
 
 
 @task(name="evaluate-masks", cache_policy=NO_CACHE)
@@ -48,21 +45,8 @@ def evaluate_segmenter_flow(job: EvaluateSegmenterJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("evaluate-segmenter", description=__doc__).parse_args(argv)
-    try:
-        cfg = build_config(args)
-        report = evaluate_segmenter_flow(EvaluateSegmenterJob(evaluation=cfg, out_dir=args.out))
-    except DeepSolarError as err:
-        print(f"evaluate-segmenter failed: {err}", file=sys.stderr)
-        return 1
-    print(format_table(report))
-    print(
-        f"[lo, hi]: 95% bootstrap intervals ({cfg.bootstrap_reps} resamples of the positive "
-        "chips); whole-tile = every pixel panel; mean-fraction = the chips' mean panel fraction "
-        "(in-sample); notes in table.md"
-    )
-    print(f"written to {args.out} (table.md/.csv/.json, report.md, per_tile.csv, overlays/)")
-    return 0
+    """``python -m flows.evaluate_segmenter``: the same command line as ``deepsolar evaluate-segmenter``."""
+    return run_main("evaluate-segmenter", argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deepsolar.core.config import validate_config
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs.cli_options import build_parser
+from deepsolar.jobs.command_line import run_main
 from deepsolar.jobs.map_region import MapRegionJob, segment_job
 from deepsolar.jobs.segment_tiles import ScaleOutConfig
-from deepsolar.maps.gpkg import outputs_summary
 from deepsolar.maps.mapping import MapOutputsConfig, write_region_maps
-from deepsolar.preflight import config_with_sets, map_region_job
 from flows.download_tiles import download_tiles_flow
 from flows.segment_tiles import segment_tiles_flow
 
@@ -68,38 +65,8 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("map-region", description=__doc__).parse_args(argv)
-    try:
-        data = config_with_sets(args.config, args.set)
-        scale_data: dict = {}
-        if "job" in data:  # the deployment's parameter layout
-            scale_data = dict(data.get("scale") or {})
-            data = data["job"]
-        job = validate_config(MapRegionJob, data, where=str(args.config))
-        if args.shard_size is not None:
-            scale_data["shard_size_tiles"] = args.shard_size
-        if args.results_dir is not None:
-            scale_data["results_dir"] = args.results_dir
-        if args.runner or args.dask_address:
-            runner: dict = {"kind": "dask" if args.dask_address else args.runner}
-            if args.dask_address:
-                runner["address"] = args.dask_address
-            elif args.workers:
-                runner["n_workers" if args.runner == "dask" else "max_workers"] = args.workers
-            scale_data["task_runner"] = runner
-        scale = validate_config(ScaleOutConfig, scale_data, where=f"{args.config}: scale")
-        map_region_job(job, str(args.config))  # before Prefect's temporary server
-        res = map_region_flow(job, scale)
-    except DeepSolarError as err:
-        print(f"map-region failed: {err}", file=sys.stderr)
-        return 1
-    maps = res["maps"]
-    print(
-        f"map-region: {maps['counts']['systems']} systems, "
-        f"{maps['total_panel_area_m2']:.0f} m² of panels"
-    )
-    print("\n".join(outputs_summary(maps["paths"], indent="  ")))
-    return 0
+    """``python -m flows.map_region``: the same command line as ``deepsolar map-region``."""
+    return run_main("map-region", argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ CAM + mask for a sample of positive tiles::
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from tqdm.auto import tqdm
 
 from deepsolar.core.config import validate_config
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs.cli_options import build_parser
+from deepsolar.jobs.command_line import run_main
 from deepsolar.jobs.segment_tiles import (
     ScaleOutConfig,
     SegmentTilesJob,
@@ -39,8 +37,6 @@ from deepsolar.jobs.segment_tiles import (
     restore_records,
     shard_job,
 )
-from deepsolar.preflight import config_with_sets, segment_tiles_job
-from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.shards import RESULTS_DIRNAME, TileShard, segment_shard
 
 
@@ -124,66 +120,8 @@ def segment_tiles_flow(job: SegmentTilesJob, scale: ScaleOutConfig | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("segment-tiles", description=__doc__).parse_args(argv)
-    try:
-        scale_data: dict[str, Any] = {}
-        if args.config:
-            data = config_with_sets(args.config, args.set)
-            if "job" in data:
-                scale_data = data.get("scale") or {}
-                data = data["job"]
-            job = validate_config(SegmentTilesJob, data, where=str(args.config))
-        else:
-            job = validate_config(
-                SegmentTilesJob,
-                {
-                    "manifest": args.manifest,
-                    "classifier_checkpoint": args.classifier,
-                    "segmenter_checkpoint": args.segmenter,
-                    "cam": CamConfig(
-                        method=args.method,
-                        stage=args.stage,
-                        threshold=args.cam_threshold,
-                        floor=args.cam_floor,
-                        floor_on=args.cam_floor_on,
-                        mask_threshold=args.mask_threshold,
-                        clean={
-                            "open_m": args.open_m,
-                            "close_m": args.close_m,
-                            "fill_holes_m2": args.fill_holes_m2,
-                        },
-                    ),  # fmt: skip
-                    "batch_size": args.batch_size,
-                    "device": args.device,
-                    "num_threads": args.num_threads,
-                    "overlays": args.overlays,
-                },
-                where="command line",
-            )
-        if not scale_data:
-            kind = "dask" if args.dask_address else args.runner
-            runner: dict[str, Any] = {"kind": kind}
-            if kind == "dask":
-                if args.dask_address:
-                    runner["address"] = args.dask_address
-                else:
-                    runner["n_workers"] = args.workers
-            else:
-                runner["max_workers"] = args.workers
-            scale_data = {
-                "shard_size_tiles": args.shard_size,
-                "task_runner": runner,
-                "results_dir": args.results_dir,
-            }
-        scale = validate_config(ScaleOutConfig, scale_data, where="scale")
-        # before Prefect's temporary server starts: one line at once
-        segment_tiles_job(job, str(args.config or "command line"))
-        summary = segment_tiles_flow(job, scale)
-    except DeepSolarError as err:
-        print(f"segment-tiles failed: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=2))
-    return 0
+    """``python -m flows.segment_tiles``: the same command line as ``deepsolar segment-tiles``."""
+    return run_main("segment-tiles", argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -25,15 +25,11 @@ from prefect.cache_policies import NO_CACHE
 
 from deepsolar import solarforest as sf
 from deepsolar.core.config import validate_config
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs.cli_options import build_parser
-from deepsolar.jobs.solarforest import (  # noqa: F401 - re-exported for callers and tests
-    QUICK,
+from deepsolar.jobs.command_line import run_main
+from deepsolar.jobs.solarforest import (
     SolarForestFlowParams,
-    apply_override,
     check_inputs,
     features_path,
-    params_from_args,
     predict,
     save,
 )
@@ -123,50 +119,9 @@ def solarforest(params: SolarForestFlowParams) -> dict[str, Any]:
     return {"mode": p.mode, **paths, **diag, "metrics": metrics}
 
 
-def summary(m: dict[str, Any]) -> str:
-    """One line per evaluated target: tracts, counties, features, share of zero tracts."""
-    c = m["config"]
-    lines = [
-        f"SolarForest out-of-sample skill ({c['n_estimators']} trees, max_features "
-        f"{c['max_features']}, {c['cv_folds']} folds, seed {c['random_state']}); primary model: "
-        f"{m['target']} / {m['primary_transform']}"
-    ]
-    for target, e in m["targets"].items():
-        lines.append(
-            f"  {target} [{e['unit']}]: {e['n_tracts']} tracts ({e['n_dropped_missing_target']} "
-            f"without a value left out"
-            + (
-                f", {e['n_dropped_min_households']} with < {c['min_households']} households"
-                if c["min_households"]
-                else ""
-            )
-            + f") in {e['n_counties']} counties, {e['n_features']} features, "
-            f"{100 * e['zero_fraction']:.0f}% zero tracts; the 10 most extreme tracts hold "
-            f"{100 * e['top10_variance_share']:.0f}% of its variance"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("solarforest", description=__doc__).parse_args(argv)
-    try:
-        p = params_from_args(args)
-        check_inputs(p)
-        result = solarforest(p)
-    except DeepSolarError as err:
-        print(f"solarforest failed: {err}", file=sys.stderr)
-        return 1
-    if result["mode"] == "evaluate":
-        m = result["metrics"]
-        print(summary(m))
-        print(sf.r2_table(m))
-        cls = sf.classifier_table(m)
-        if cls:
-            print("\nTwo-stage SolarForest, zero/non-zero stage:\n" + cls)
-    for k, v in result.items():
-        if k not in ("metrics", "mode") and isinstance(v, str):
-            print(f"{k}: {v}")
-    return 0
+    """``python -m flows.solarforest``: the same command line as ``deepsolar solarforest``."""
+    return run_main("solarforest", argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Run (Prefect starts a temporary API when no server is configured)::
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deepsolar.classifier.config import TrainClassifierConfig, deep_merge
-from deepsolar.core.config import apply_override
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.core.runtime import check_input_paths
-from deepsolar.jobs.cli_options import build_parser
+from deepsolar.classifier.config import TrainClassifierConfig
+from deepsolar.jobs.command_line import run_main
 from deepsolar.jobs.train_classifier import (
     TrainClassifierParams,
     fit_step,
@@ -34,7 +30,6 @@ from deepsolar.jobs.train_classifier import (
     test_step,
     write_summary,
 )
-from deepsolar.preflight import check_chip_sources
 
 
 @task(name="train-classifier-fit", cache_policy=NO_CACHE)
@@ -75,43 +70,8 @@ def _fmt(v: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("train-classifier", description=__doc__).parse_args(argv)
-    overrides: dict[str, Any] = dict(args.override)
-    try:
-        for item in args.set:
-            apply_override(overrides, item)
-    except DeepSolarError as err:
-        print(f"train-classifier failed: {err}", file=sys.stderr)
-        return 1
-    if args.epochs is not None:
-        overrides = deep_merge(overrides, {"train": {"epochs": args.epochs}})
-    try:
-        params = TrainClassifierParams(
-            config_path=args.config,
-            overrides=overrides,
-            out_dir=args.out,
-            resume=args.resume,
-            evaluate_test=not args.no_test,
-        )
-        cfg = params.resolve()  # fail before Prefect starts
-        check_chip_sources([*cfg.data.train, *cfg.data.val, *cfg.data.test], str(args.config))
-        check_input_paths({"resume": args.resume}, "--resume")
-        res = train_classifier_flow(params)
-    except DeepSolarError as err:
-        print(f"train-classifier failed: {err}", file=sys.stderr)
-        return 1
-    print(f"\nbest checkpoint: {res['best_checkpoint']} (epoch {res['best_epoch']})")
-    print(f"validation: {json.dumps(res['val_metrics'])}")
-    if res.get("held_out_metrics"):
-        print(f"held-out split: {json.dumps(res['held_out_metrics'])}")
-    if "test" in res:
-        print(f"{'held-out set':<28} {'n':>5} {'pos':>5} {'prec':>6} {'recall':>6} {'F1':>6}")
-        for name, m in res["test"]["sources"].items():
-            print(
-                f"{name:<28} {m['n']:>5} {m['n_positive']:>5} {_fmt(m['precision']):>6} "
-                f"{_fmt(m['recall']):>6} {_fmt(m['f1']):>6}"
-            )
-    return 0
+    """``python -m flows.train_classifier``: the same command line as ``deepsolar train-classifier``."""
+    return run_main("train-classifier", argv, description=__doc__)
 
 
 if __name__ == "__main__":

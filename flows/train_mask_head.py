@@ -11,7 +11,6 @@ out/mask_head.pt`` or ``evaluate-segmenter --mask-head out/mask_head.pt``::
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deepsolar.core.config import validate_config
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs.cli_options import build_parser
+from deepsolar.jobs.command_line import run_main
 from deepsolar.jobs.train_mask_head import TrainMaskHeadJob, train_step
-from deepsolar.preflight import config_with_sets, trainer_inputs
 from deepsolar.segmentation.config import TrainMaskHeadConfig
 
 
@@ -47,17 +44,8 @@ def train_mask_head_flow(job: TrainMaskHeadJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("train-mask-head", description=__doc__).parse_args(argv)
-    try:
-        data = config_with_sets(args.config, args.set)
-        cfg = validate_config(TrainMaskHeadConfig, data, where=str(args.config))
-        trainer_inputs(cfg, str(args.config))  # before Prefect's temporary server
-        summary = train_mask_head_flow(TrainMaskHeadJob(config=cfg, out_dir=args.out))
-    except DeepSolarError as err:
-        print(f"train-mask-head failed: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=2))
-    return 0
+    """``python -m flows.train_mask_head``: the same command line as ``deepsolar train-mask-head``."""
+    return run_main("train-mask-head", argv, description=__doc__)
 
 
 if __name__ == "__main__":

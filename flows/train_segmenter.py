@@ -9,7 +9,6 @@ resumes: finished stages are skipped, a half-trained stage continues from its la
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deepsolar.core.config import validate_config
-from deepsolar.core.errors import DeepSolarError
-from deepsolar.jobs.cli_options import build_parser
+from deepsolar.jobs.command_line import run_main
 from deepsolar.jobs.train_segmenter import TrainSegmenterJob, train_stage
-from deepsolar.preflight import config_with_sets, trainer_inputs
 from deepsolar.segmentation.config import TrainSegmenterConfig
 
 
@@ -47,17 +44,8 @@ def train_segmenter_flow(job: TrainSegmenterJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser("train-segmenter", description=__doc__).parse_args(argv)
-    try:
-        data = config_with_sets(args.config, args.set)
-        cfg = validate_config(TrainSegmenterConfig, data, where=str(args.config))
-        trainer_inputs(cfg, str(args.config))  # before Prefect's temporary server
-        summary = train_segmenter_flow(TrainSegmenterJob(config=cfg, out_dir=args.out))
-    except DeepSolarError as err:
-        print(f"train-segmenter failed: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=2))
-    return 0
+    """``python -m flows.train_segmenter``: the same command line as ``deepsolar train-segmenter``."""
+    return run_main("train-segmenter", argv, description=__doc__)
 
 
 if __name__ == "__main__":

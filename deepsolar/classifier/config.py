@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from deepsolar.classifier.backbones import INCEPTION_BLOCKS, check_arch, get_spec, is_timm_arch
 from deepsolar.core.config import StrictModel, load_yaml, validate_config
+from deepsolar.core.errors import ConfigError
 from deepsolar.core.paths import DataPath
 
 # Inception-v3 blocks in forward order (torchvision names); ``unfreeze_from`` takes one of these.
@@ -363,6 +364,25 @@ class TrainClassifierConfig(StrictModel):
                 "random weights (model.weights: none); use finetune: full or load weights"
             )
         return self
+
+
+def check_chip_sources(sources: list[Any], where: str) -> None:
+    """Check that every chip source's ``path`` (a folder or a manifest CSV) exists.
+
+    Args:
+        sources: the chip sources (any with a ``path``).
+        where: the config they come from, for the error message.
+
+    Raises:
+        ConfigError: naming the first source whose path does not exist.
+    """
+    for src in sources:
+        if not Path(src.path).exists():
+            raise ConfigError(
+                f"data source not found ({str(src.path)[:200]!r})",
+                where=where,
+                fix=f"check the source's path (relative paths start in {Path.cwd()})",
+            )
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ into :class:`~deepsolar.core.errors.ConfigError` naming the file and the field.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -157,15 +158,47 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"bad --set '{item}'", where="command line", fix="write --set key=value")
-    *parents, leaf = key.strip().split(".")
+    set_dotted(data, key.strip(), yaml.safe_load(raw), where=f"--set {item}")
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any, *, where: str = "command line") -> None:
+    """Set ``data["a"]["b"] = value`` for ``key="a.b"``, creating missing sections, in place.
+
+    Args:
+        data: the nested parameter mapping.
+        key: the dotted key.
+        value: the value to set.
+        where: what set it (for the error message), e.g. ``--set a.b=1``.
+
+    Raises:
+        ConfigError: a dotted part names a value that is not a section.
+    """
+    *parents, leaf = key.split(".")
     node = data
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(
-                f"'{part}' is not a section", where=f"--set {item}", fix="check the key"
-            )
-    node[leaf] = yaml.safe_load(raw)
+            raise ConfigError(f"'{part}' is not a section", where=where, fix="check the key")
+    node[leaf] = value
+
+
+def config_with_sets(config: str | Path, sets: Iterable[str] | None) -> dict[str, Any]:
+    """A ``--config`` file's mapping with the command line's ``--set key=value`` applied.
+
+    Args:
+        config: the YAML file.
+        sets: the ``--set`` items (dotted keys, YAML values), applied in order.
+
+    Returns:
+        The mapping (as read, then overridden).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or a ``--set`` item is malformed.
+    """
+    data = load_yaml(config)
+    for item in sets or []:
+        apply_override(data, item)
+    return data
 
 
 def load_config(model: type[M], path: str | Path) -> M:

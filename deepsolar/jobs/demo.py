@@ -6,13 +6,15 @@ the other flows (``flows.demo``), so it has no Prefect-free ``run`` here.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from deepsolar.core.config import StrictModel
 from deepsolar.geo.tiling import TileGridConfig
+from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.maps.merge import MergeConfig
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.synthetic import SyntheticSceneConfig
@@ -81,3 +83,148 @@ class DemoJob(StrictModel):
         1.0, gt=0, description="truth: a tile is positive from this PV area"
     )
     overlays: int = Field(8, ge=0, description="PNG overlays of CAM + mask for this many tiles")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _outputs(res: dict[str, Any]) -> list[str]:
+    """The files the demo wrote, one per line."""
+    lines: list[str] = []
+    lines.append(
+        f"\nDemo finished in {res['elapsed_s']:.0f} s (SYNTHETIC scenes - not real imagery):"
+    )
+    lines.append(f"  scene orthophoto : {res['scene_image']}")
+    lines.append(f"  ground truth     : {res['scene_truth']}")
+    lines.append(f"  tiles ({res['n_tiles']:>4})     : {res['tiles_dir']}")
+    lines.append(f"  tile manifest    : {res['tile_manifest']}")
+    lines.append(f"  classifier       : {res['classifier_checkpoint']}")
+    lines.append(f"  segmenter        : {res['segmenter_checkpoint']}  (greedy CAM branch)")
+    lines.append(f"  mask head        : {res['mask_head_checkpoint']}")
+    cal = res.get("cam_threshold_calibration")
+    if cal:
+        lines.append(
+            f"  CAM threshold    : {cal['threshold']:g} (fit on the training scenes' masks)"
+        )
+    gpkg = Path(res["geopackage"])
+    out = gpkg.parent.parent
+    lines.append(f"  GeoPackage       : {gpkg}  (open in QGIS; labelled SYNTHETIC in its metadata)")
+    maps = res.get("maps") or {}
+    for i, (layer, png) in enumerate(maps.items()):
+        lines.append(f"  {'maps (PNG)' if i == 0 else '':<17}: {png}  ({layer})")
+    tables = gpkg.parent / "tables"
+    if tables.is_dir():
+        names = sorted({p.stem for p in tables.iterdir() if p.suffix in (".csv", ".parquet")})
+        lines.append(f"  tables (csv/pq)  : {tables}  ({', '.join(names)})")
+    if res.get("overlays"):
+        lines.append(f"  CAM overlays     : {Path(res['overlays'][0]).parent}")
+    lines.append(f"  all figures      : {out / 'demo-summary.json'}")
+    return lines
+
+
+def _accuracy(res: dict[str, Any]) -> list[str]:
+    """Where the figures come from, then the accuracy against the truth."""
+    lines: list[str] = []
+    acc = res["accuracy"]
+    t = acc["tiles"]
+    lines.append(
+        "\nWhere the figures come from: tile precision/recall compare the 'tiles' layer of the"
+        " GeoPackage\nwith the ground truth above; systems and areas compare its 'systems' layer,"
+        " per tract of its\n'tracts' layer, with the truth clipped to the scanned tiles; the CAM"
+        f" comparison is in {res['cam_report']}."
+    )
+    how = {"mask_head": "the mask head", "greedy": "DeepSolar's greedy CAM"}[res["map_method"]]
+    lines.append(
+        "\nAccuracy on the held-out SYNTHETIC scene (DeepSolar reports P 93% / R 89-91%);"
+        f" map masks by {how}:"
+    )
+    lines.append(
+        f"  tiles   : precision {_pct(t['precision'])} {_ci(t, 'precision')}, recall"
+        f" {_pct(t['recall'])} {_ci(t, 'recall')}, F1 {_pct(t['f1'])} {_ci(t, 'f1')}"
+        f"  ({t['n_true_positive_tiles']} positive of {t['n_tiles']} tiles; 95% bootstrap)"
+    )
+    lines.append(
+        f"  systems : {acc['systems_detected']} detected vs {acc['systems_true']} true"
+        f" ({_pct(acc['system_count_rel_error'])})"
+    )
+    lines.append(
+        f"  area    : {acc['area_detected_m2']:.0f} m² detected vs {acc['area_true_m2']:.0f} m² true"
+        f" (total error {_pct(acc['area_total_rel_error'])})"
+    )
+    for row in acc["per_tract"]:
+        lines.append(
+            f"    tract {row['GEOID']}: {row['detected_area_m2']:.0f} vs {row['true_area_m2']:.0f} m²"
+            f" ({_pct(row['area_rel_error'])})"
+        )
+    lines.append(
+        f"\nMasks on the {_n_pos(res)} truth-positive tiles (mask whatever the classifier says;"
+        f" CAM threshold {res['cam']['threshold']:g}, floor {res['cam']['floor']}; mask head"
+        f" threshold {res['cam']['mask_threshold']:g});"
+    )
+    lines.append(
+        "DeepSolar: per-image area error 27.3% / 18.8%, regional 3.0% / 2.1%; full report:"
+        f" {res['cam_report']}"
+    )
+    for r in res["cam_table"]:
+        iou = "n/a" if r["mean_iou"] is None else f"{_pct(r['mean_iou'])}"
+        ci = (
+            ""
+            if r["mean_iou"] is None
+            else f" [{_pct(r['mean_iou_lo'])}, {_pct(r['mean_iou_hi'])}]"
+        )
+        lines.append(
+            f"  {r['predictor']:>13}: IoU {iou}{ci}, median area error"
+            f" {_pct(r['median_area_error'])}, regional {_pct(r['regional_area_error_pos'])}"
+        )
+    lines.append(f"\nWall time: {res['elapsed_s']:.0f} s (see README for what is bit-identical).")
+    return lines
+
+
+def _ci(scores: dict[str, Any], name: str) -> str:
+    lo, hi = scores.get(f"{name}_lo"), scores.get(f"{name}_hi")
+    return "" if lo is None or hi is None else f"[{_pct(lo)}, {_pct(hi)}]"
+
+
+def _n_pos(res: dict[str, Any]) -> int:
+    return res["cam_table"][0]["n_positive"] if res["cam_table"] else 0
+
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"job": DemoJob}
+
+
+def parameters_from_args(args: Any) -> dict[str, Any]:
+    """The flow's parameters from ``demo [--out DIR] [--map-method M]``.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        ``{"job": mapping}`` (the model's defaults for what is not given).
+    """
+    parameters: dict[str, Any] = {"job": {}}
+    bind_flags(parameters, args, "demo")
+    return parameters
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """Nothing to check: the demo reads only files the project ships.
+
+    Args:
+        params: the validated parameters.
+        where: where they came from.
+    """
+
+
+def format_result(res: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``demo`` prints: every file written, then the accuracy against the truth.
+
+    Args:
+        res: the flow's result (``demo-summary.json``).
+        params: the parameters it ran with.
+
+    Returns:
+        The report.
+    """
+    return "\n".join([*_outputs(res), *_accuracy(res)])

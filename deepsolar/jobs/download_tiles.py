@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.config import StrictModel, config_with_sets, validate_config
 from deepsolar.core.errors import RegionError
 from deepsolar.core.http import DownloadConfig
 from deepsolar.geo.region import Region, RegionConfig, resolve_region
@@ -80,10 +80,7 @@ def preflight(job: DownloadTilesJob) -> int:
     Returns:
         The number of tiles the region needs.
     """
-    region = resolve_region(job.region)
-    with job.source.build() as source:
-        check_coverage(region, source)
-    return plan_tiles(region, job.grid.build(), job.max_tiles)
+    return plan(job)[1]
 
 
 def plan(job: DownloadTilesJob) -> tuple[Region, int]:
@@ -124,6 +121,45 @@ def fetch(
         tiles, job.source.build(), job.out_dir, job.download, progress=progress
     )
     return summary_dict(summary)
+
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"job": DownloadTilesJob}
+
+
+def parameters_from_args(args: Any) -> dict[str, Any]:
+    """The flow's parameters from ``download-tiles --config FILE [--set k=v ...]``.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        ``{"job": mapping}``: the file with the ``--set`` items applied.
+    """
+    return {"job": config_with_sets(args.config, args.set)}
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """Run :func:`preflight` on the job, before the flow starts.
+
+    Args:
+        params: the validated parameters.
+        where: where they came from (the config file), for error messages.
+    """
+    preflight(params["job"])
+
+
+def format_result(summary: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``download-tiles`` prints when it finishes.
+
+    Args:
+        summary: the flow's result.
+        params: the parameters it ran with.
+
+    Returns:
+        The tile folder and the manifest, one per line.
+    """
+    return f"tiles: {summary['out_dir']}\nmanifest: {summary['manifest_path']}"
 
 
 def run(job: DownloadTilesJob | dict[str, Any]) -> dict[str, Any]:

@@ -11,9 +11,11 @@ from typing import Any
 
 from pydantic import Field
 
-from deepsolar.classifier.config import ChipSource, load_train_config
-from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.classifier.config import ChipSource, check_chip_sources, load_train_config
+from deepsolar.core.config import StrictModel, apply_override, validate_config
 from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.core.runtime import check_input_paths
+from deepsolar.jobs.cli_options import bind_flags
 
 
 class EvaluateClassifierParams(StrictModel):
@@ -119,6 +121,70 @@ def evaluate_step(p: EvaluateClassifierParams, sources: list[ChipSource]) -> dic
         subtiles=p.subtiles,
         ground_m_per_px=p.ground_m_per_px,
     )
+
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"params": EvaluateClassifierParams}
+
+
+def parameters_from_args(args: Any) -> dict[str, Any]:
+    """The flow's parameters from ``evaluate-classifier --checkpoint CKPT [options]``.
+
+    ``--set`` items first, then the ``--source`` sets (``--split`` keeps one split of a
+    manifest), then every bound option.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        ``{"params": mapping}``.
+    """
+    data: dict[str, Any] = {}
+    for item in args.set or []:
+        apply_override(data, item)
+    if args.source:
+        from deepsolar.classifier.data import source_from_path  # torch: only with --source
+
+        data["sources"] = [source_from_path(s, split=args.split) for s in args.source]
+    parameters = {"params": data}
+    bind_flags(parameters, args, "evaluate-classifier")
+    return parameters
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """The checkpoint exists; a config's held-out sets validate and exist.
+
+    Args:
+        params: the validated parameters.
+        where: where they came from (the config file), for error messages.
+    """
+    p = params["params"]
+    if p.config_path is not None:
+        check_chip_sources(load_train_config(p.config_path).data.test, str(p.config_path))
+    check_input_paths({"checkpoint": p.checkpoint}, where)  # no torch: 'builtin' is skipped
+
+
+def format_result(res: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``evaluate-classifier`` prints: the per-set table beside the all-positive baseline.
+
+    Args:
+        res: the flow's result.
+        params: the parameters it ran with.
+
+    Returns:
+        The lines to print.
+    """
+    from deepsolar.classifier.predict import format_report_table
+
+    p = params["params"]
+    return "\n".join([
+        f"threshold {res['threshold']}, input {res['input_size_px']} px",
+        format_report_table(res),
+        f"[lo, hi]: 95% bootstrap intervals ({p.bootstrap_reps} resamples of the chips); "
+        "all-positive = the trivial classifier that calls every chip solar; ROC-AUC n/a when "
+        "a class has fewer than 5 chips",
+        f"written to {p.out_dir} (report.md, report.csv, report.json, summary.json)",
+    ])  # fmt: skip
 
 
 def run(params: EvaluateClassifierParams | dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.config import StrictModel, apply_override, config_with_sets, validate_config
+from deepsolar.core.errors import ConfigError
+from deepsolar.core.runtime import check_input_paths
+from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.segmentation.config import EvaluateSegmentationConfig
 
 
@@ -32,6 +35,97 @@ def evaluate_step(job: EvaluateSegmenterJob) -> dict[str, Any]:
     from deepsolar.segmentation.evaluate import evaluate_segmentation
 
     return evaluate_segmentation(job.evaluation, job.out_dir)
+
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"job": EvaluateSegmenterJob}
+
+
+def _source_sets(args: Any) -> list[dict[str, Any]]:
+    """``--source`` folders / manifests as chip sets (``--split``, ``--ground-m-per-px``)."""
+    from deepsolar.classifier.data import source_from_path  # torch: only with --source
+
+    extra = {"ground_m_per_px": args.ground_m_per_px} if args.ground_m_per_px else {}
+    return [
+        {**source_from_path(s, split=args.split).model_dump(exclude_none=True), **extra}
+        for s in args.source
+    ]
+
+
+def parameters_from_args(args: Any) -> dict[str, Any]:
+    """The flow's parameters from ``evaluate-segmenter [--config FILE] [options]``.
+
+    The config file (if any) with ``--set`` applied, then the ``--source`` sets, then every
+    bound option (``--classifier``, ``--cam-threshold``, ...).
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        ``{"job": {"evaluation": ..., "out_dir": ...}}``.
+
+    Raises:
+        ConfigError: no classifier checkpoint or no set is given.
+    """
+    evaluation: dict[str, Any] = config_with_sets(args.config, args.set) if args.config else {}
+    if not args.config:
+        for item in args.set or []:
+            apply_override(evaluation, item)
+    if args.source:
+        evaluation["sets"] = _source_sets(args)
+    parameters = {"job": {"evaluation": evaluation}}
+    bind_flags(parameters, args, "evaluate-segmenter")
+    if "classifier_checkpoint" not in evaluation:
+        raise ConfigError(
+            "no classifier checkpoint", where="evaluate-segmenter",
+            fix="pass --classifier best.pt (or a --config with classifier_checkpoint)",
+        )  # fmt: skip
+    if not evaluation.get("sets"):
+        raise ConfigError(
+            "no sets to evaluate on", where="evaluate-segmenter",
+            fix="pass --source PATH (a folder with images/ + masks/, or a manifest.csv)",
+        )  # fmt: skip
+    return parameters
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """The checkpoints exist (the chip sets are checked as they are read).
+
+    Args:
+        params: the validated parameters.
+        where: where they came from (the config file), for error messages.
+    """
+    cfg = params["job"].evaluation
+    check_input_paths(
+        {
+            "classifier_checkpoint": cfg.classifier_checkpoint,
+            "segmenter_checkpoint": cfg.segmenter_checkpoint,
+            "mask_head_checkpoint": cfg.mask_head_checkpoint,
+        },
+        where,
+    )
+
+
+def format_result(report: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``evaluate-segmenter`` prints: the IoU / area table beside the baselines.
+
+    Args:
+        report: the flow's result.
+        params: the parameters it ran with.
+
+    Returns:
+        The lines to print.
+    """
+    from deepsolar.segmentation.evaluate import format_table
+
+    job = params["job"]
+    return "\n".join([
+        format_table(report),
+        f"[lo, hi]: 95% bootstrap intervals ({job.evaluation.bootstrap_reps} resamples of the "
+        "positive chips); whole-tile = every pixel panel; mean-fraction = the chips' mean panel "
+        "fraction (in-sample); notes in table.md",
+        f"written to {job.out_dir} (table.md/.csv/.json, report.md, per_tile.csv, overlays/)",
+    ])  # fmt: skip
 
 
 def run(job: EvaluateSegmenterJob | dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.download_tiles import DownloadTilesJob
 from deepsolar.maps.mapping import MapOutputsConfig
 from deepsolar.segmentation.config import (
@@ -109,6 +110,66 @@ def write_maps(job: MapRegionJob) -> dict[str, Any]:
         },
         job.classifier_checkpoint,  # its validation counts: the 95% intervals' detector part
     )
+
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"job": MapRegionJob, "scale": ScaleOutConfig}
+
+
+def parameters_from_args(args: Any) -> dict[str, Any]:
+    """The flow's parameters from ``map-region --config FILE [--set k=v] [runner options]``.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        ``{"job": mapping, "scale": mapping}`` (the file: a job, or ``{job, scale}``).
+    """
+    from deepsolar.jobs.segment_tiles import parameters_from_args as segment_parameters
+
+    return segment_parameters(args, "map-region")
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """The job's input paths exist; a download part passes download-tiles' preflight.
+
+    Args:
+        params: the validated parameters.
+        where: where they came from (the config file), for error messages.
+    """
+    from deepsolar.jobs.download_tiles import preflight
+
+    job = params["job"]
+    check_input_paths(
+        {
+            "store_dir": job.store_dir,
+            "classifier_checkpoint": job.classifier_checkpoint,
+            "segmenter_checkpoint": job.segmenter_checkpoint,
+        },
+        where,
+    )
+    if job.tiles is not None:
+        preflight(job.tiles)
+
+
+def format_result(res: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``map-region`` prints: systems, panel area and every file written.
+
+    Args:
+        res: the flow's result.
+        params: the parameters it ran with.
+
+    Returns:
+        The lines to print.
+    """
+    from deepsolar.maps.gpkg import outputs_summary
+
+    maps = res["maps"]
+    head = (
+        f"map-region: {maps['counts']['systems']} systems, "
+        f"{maps['total_panel_area_m2']:.0f} m² of panels"
+    )
+    return "\n".join([head, *outputs_summary(maps["paths"], indent="  ")])
 
 
 def run(

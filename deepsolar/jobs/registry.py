@@ -38,6 +38,9 @@ class JobSpec:
         run: the function doing the job, ``"module:function"``; Prefect-free except for the
             demo, whose run is its flow (it composes the other flows).
         flow: the module of the Prefect flow (with its command line ``main``).
+        flow_function: the flow in that module, called with the job's parameters.
+        module: the job module (``PARAMETERS``, ``parameters_from_args``, ``check``,
+            ``format_result``: see :mod:`deepsolar.jobs.command_line`).
         summary: one line saying what the job does.
         example: a ``deepsolar`` command line running it (shown by ``--help``).
     """
@@ -48,6 +51,8 @@ class JobSpec:
     flow: str
     summary: str
     example: str
+    flow_function: str
+    module: str
 
     def model_class(self) -> type:
         """The parameter model class (imported on first use).
@@ -67,7 +72,13 @@ class JobSpec:
 
 
 def _spec(
-    name: str, module: str, model: str, summary: str, example: str, run: str | None = None
+    name: str,
+    module: str,
+    model: str,
+    summary: str,
+    example: str,
+    run: str | None = None,
+    flow_function: str | None = None,
 ) -> JobSpec:
     return JobSpec(
         name=name,
@@ -76,6 +87,8 @@ def _spec(
         flow=f"flows.{module}",
         summary=summary,
         example=example,
+        flow_function=flow_function or f"{module}_flow",
+        module=f"deepsolar.jobs.{module}",
     )
 
 
@@ -142,6 +155,7 @@ JOBS: dict[str, JobSpec] = {
             "SolarForest: train, evaluate (cross-validated R²) or apply the tract-level "
             "deployment-density random forest",
             "deepsolar solarforest --config configs/solarforest.yaml --mode evaluate",
+            flow_function="solarforest",
         ),
     )
 }  # fmt: skip

@@ -9,11 +9,14 @@ runs the shards one after another in this process. Torch is imported only inside
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepsolar.core.config import validate_config
+from deepsolar.core.config import apply_override, config_with_sets, validate_config
+from deepsolar.core.runtime import check_input_paths
+from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.segmentation.config import ScaleOutConfig, SegmentTilesJob
 
 __all__ = ["ScaleOutConfig", "SegmentPlan", "SegmentTilesJob", "finish", "plan", "run"]
@@ -104,6 +107,102 @@ def finish(job: SegmentTilesJob) -> dict[str, Any]:
     from deepsolar.segmentation.pipeline import segment_tile_store
 
     return segment_tile_store(job).as_dict()
+
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"job": SegmentTilesJob, "scale": ScaleOutConfig}
+
+
+def job_and_scale(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A config's job mapping and its scale mapping.
+
+    A file holds either the job alone or the deployment's ``{job: ..., scale: ...}`` layout.
+
+    Args:
+        data: the config file's mapping.
+
+    Returns:
+        The job's mapping and the scale mapping (``{}`` when the file has none).
+    """
+    if "job" in data:
+        return dict(data["job"] or {}), dict(data.get("scale") or {})
+    return data, {}
+
+
+def set_task_runner(scale: dict[str, Any], args: Any) -> None:
+    """Apply ``--runner`` / ``--workers`` / ``--dask-address`` to a scale mapping, in place.
+
+    ``--dask-address`` implies the Dask runner; ``--workers`` sizes the runner given (or the
+    config's, else threads). Nothing given: the config's runner, else one thread.
+
+    Args:
+        scale: the ``ScaleOutConfig`` mapping.
+        args: the parsed command line.
+    """
+    if not (args.runner or args.dask_address or args.workers):
+        return
+    current = scale.get("task_runner") or {}
+    kind = "dask" if args.dask_address else args.runner or current.get("kind") or "threads"
+    runner: dict[str, Any] = {"kind": kind}
+    if args.dask_address:
+        runner["address"] = args.dask_address
+    elif args.workers:
+        runner["n_workers" if kind == "dask" else "max_workers"] = args.workers
+    scale["task_runner"] = runner
+
+
+def parameters_from_args(args: Any, command: str = "segment-tiles") -> dict[str, Any]:
+    """The flow's parameters: config file (if any), ``--set``, then the bound flags and runner.
+
+    Args:
+        args: the parsed command line.
+        command: the command whose bound options apply (``map-region`` shares this).
+
+    Returns:
+        ``{"job": mapping, "scale": mapping}``.
+    """
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        data = config_with_sets(args.config, args.set)
+    else:
+        for item in args.set or []:
+            apply_override(data, item)
+    job, scale = job_and_scale(data)
+    parameters = {"job": job, "scale": scale}
+    bind_flags(parameters, args, command)
+    set_task_runner(parameters["scale"], args)
+    return parameters
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """The store's manifest and the checkpoints exist.
+
+    Args:
+        params: the validated parameters.
+        where: where they came from (the config file), for error messages.
+    """
+    job = params["job"]
+    check_input_paths(
+        {
+            "manifest": job.manifest,
+            "classifier_checkpoint": job.classifier_checkpoint,
+            "segmenter_checkpoint": job.segmenter_checkpoint,
+        },
+        where,
+    )
+
+
+def format_result(summary: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``segment-tiles`` prints: the summary as JSON.
+
+    Args:
+        summary: the flow's result.
+        params: the parameters it ran with.
+
+    Returns:
+        The summary, indented JSON.
+    """
+    return json.dumps(summary, indent=2)
 
 
 def run(

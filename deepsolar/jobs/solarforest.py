@@ -10,19 +10,110 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deepsolar.core.config import validate_config
-from deepsolar.solarforest.job import (
-    QUICK,
-    SolarForestFlowParams,
-    apply_override,
-    check_inputs,
-    params_from_args,
-)
+from deepsolar.core.config import apply_override, config_with_sets, validate_config
+from deepsolar.jobs.cli_options import bind_flags
+from deepsolar.solarforest.job import SolarForestFlowParams, check_inputs
 
 __all__ = [
-    "QUICK", "SolarForestFlowParams", "apply_override", "check_inputs", "features_path",
-    "params_from_args", "predict", "run", "save",
+    "PARAMETERS", "QUICK", "SolarForestFlowParams", "check", "check_inputs", "features_path",
+    "format_result", "parameters_from_args", "predict", "run", "save",
 ]  # fmt: skip
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"params": SolarForestFlowParams}
+
+#: ``--quick``: the same table with fewer trees and resamples (for a first look).
+QUICK = {
+    "model.n_estimators": 30,
+    "evaluation.bootstrap_samples": 200,
+    "permutation_importance": "false",
+}
+
+
+def parameters_from_args(args: Any) -> dict[str, Any]:
+    """The flow's parameters: ``--config`` with ``--set``, ``--mode``, ``--out``, ``--quick``.
+
+    Applied in that order.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        ``{"params": mapping}``.
+    """
+    parameters = {"params": config_with_sets(args.config, args.set)}
+    bind_flags(parameters, args, "solarforest")
+    if args.quick:
+        for item, value in QUICK.items():
+            apply_override(parameters["params"], f"{item}={value}")
+    return parameters
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """The input files exist, the model path is a ``.skops``, predict has a model.
+
+    Args:
+        params: the validated parameters.
+        where: where they came from (the config file), for error messages.
+    """
+    check_inputs(params["params"])
+
+
+def evaluation_summary(m: dict[str, Any]) -> str:
+    """One line per evaluated target: tracts, counties, features, share of zero tracts.
+
+    Args:
+        m: the evaluation metrics (``metrics.json``).
+
+    Returns:
+        The lines, joined.
+    """
+    c = m["config"]
+    lines = [
+        f"SolarForest out-of-sample skill ({c['n_estimators']} trees, max_features "
+        f"{c['max_features']}, {c['cv_folds']} folds, seed {c['random_state']}); primary model: "
+        f"{m['target']} / {m['primary_transform']}"
+    ]
+    for target, e in m["targets"].items():
+        households = (
+            f", {e['n_dropped_min_households']} with < {c['min_households']} households"
+            if c["min_households"]
+            else ""
+        )
+        lines.append(
+            f"  {target} [{e['unit']}]: {e['n_tracts']} tracts ({e['n_dropped_missing_target']} "
+            f"without a value left out{households}) in {e['n_counties']} counties, "
+            f"{e['n_features']} features, {100 * e['zero_fraction']:.0f}% zero tracts; the 10 "
+            f"most extreme tracts hold {100 * e['top10_variance_share']:.0f}% of its variance"
+        )
+    return "\n".join(lines)
+
+
+def format_result(result: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``solarforest`` prints: the R² table (evaluate mode) and the written paths.
+
+    Args:
+        result: the flow's result.
+        params: the parameters it ran with.
+
+    Returns:
+        The lines to print.
+    """
+    from deepsolar import solarforest as sf
+
+    lines: list[str] = []
+    if result["mode"] == "evaluate":
+        m = result["metrics"]
+        lines += [evaluation_summary(m), sf.r2_table(m)]
+        cls = sf.classifier_table(m)
+        if cls:
+            lines.append("\nTwo-stage SolarForest, zero/non-zero stage:\n" + cls)
+    lines += [
+        f"{k}: {v}"
+        for k, v in result.items()
+        if k not in ("metrics", "mode") and isinstance(v, str)
+    ]
+    return "\n".join(lines)
 
 
 def features_path(p: SolarForestFlowParams) -> Path:

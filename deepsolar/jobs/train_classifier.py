@@ -7,14 +7,20 @@ process (no Prefect). Torch is imported only inside the steps (:func:`fit_step`,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from deepsolar.classifier.config import TrainClassifierConfig, load_train_config
-from deepsolar.core.config import StrictModel, validate_config
-from deepsolar.core.errors import InputDataError
+from deepsolar.classifier.config import (
+    TrainClassifierConfig,
+    check_chip_sources,
+    load_train_config,
+)
+from deepsolar.core.config import StrictModel, apply_override, validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.jobs.cli_options import bind_flags
 
 
 class TrainClassifierParams(StrictModel):
@@ -110,6 +116,88 @@ def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     from deepsolar.classifier.metrics import write_json
 
     write_json(out_dir / "summary.json", summary)
+
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"params": TrainClassifierParams}
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``--override``'s JSON object (deprecated; ``--set`` replaces it)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"--override is not valid JSON ({err.msg})",
+            where=f"--override {text[:200]!r}",
+            fix='give a JSON object, e.g. \'{"optim": {"lr": 0.0005}}\'',
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError("--override must be a JSON object", fix="wrap it in {...}")
+    return value
+
+
+def parameters_from_args(args: Any) -> dict[str, Any]:
+    """The flow's parameters from ``train-classifier --config FILE [options]``.
+
+    ``--override`` (deprecated JSON), then ``--set``, become the config's overrides; the bound
+    options (``--out``, ``--resume``, ``--epochs``, ``--no-test``) apply over them.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        ``{"params": mapping}``.
+    """
+    overrides = _json_object(args.override) if args.override else {}
+    for item in args.set or []:
+        apply_override(overrides, item)
+    parameters: dict[str, Any] = {"params": {"overrides": overrides}}
+    bind_flags(parameters, args, "train-classifier")
+    return parameters
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """The training config validates, its chip sources and the resume checkpoint exist.
+
+    Args:
+        params: the validated parameters.
+        where: where they came from (the config file), for error messages.
+    """
+    p, cfg = prepare(params["params"])
+    check_chip_sources([*cfg.data.train, *cfg.data.val, *cfg.data.test], where)
+
+
+def _fmt(x: Any) -> str:
+    return "  n/a" if x is None else f"{x:.3f}"
+
+
+def format_result(res: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``train-classifier`` prints: the best checkpoint, its metrics, the held-out sets.
+
+    Args:
+        res: the flow's result.
+        params: the parameters it ran with.
+
+    Returns:
+        The lines to print.
+    """
+    lines = [
+        f"\nbest checkpoint: {res['best_checkpoint']} (epoch {res['best_epoch']})",
+        f"validation: {json.dumps(res['val_metrics'])}",
+    ]
+    if res.get("held_out_metrics"):
+        lines.append(f"held-out split: {json.dumps(res['held_out_metrics'])}")
+    if "test" in res:
+        lines.append(
+            f"{'held-out set':<28} {'n':>5} {'pos':>5} {'prec':>6} {'recall':>6} {'F1':>6}"
+        )
+        lines += [
+            f"{name:<28} {m['n']:>5} {m['n_positive']:>5} {_fmt(m['precision']):>6} "
+            f"{_fmt(m['recall']):>6} {_fmt(m['f1']):>6}"
+            for name, m in res["test"]["sources"].items()
+        ]
+    return "\n".join(lines)
 
 
 def run(params: TrainClassifierParams | dict[str, Any]) -> dict[str, Any]:

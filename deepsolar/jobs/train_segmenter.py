@@ -7,10 +7,14 @@ stage. Torch is imported only inside the steps.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.classifier.config import check_chip_sources
+from deepsolar.core.config import StrictModel, config_with_sets, validate_config
+from deepsolar.core.runtime import check_input_paths
+from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.segmentation.config import TrainSegmenterConfig
 
 
@@ -36,6 +40,64 @@ def train_stage(cfg: TrainSegmenterConfig, out_dir: Path, stage: int) -> tuple[d
 
     res = fit_segmenter(cfg, out_dir, upto_stage=stage)
     return res.summary(), [h for h in res.history if h["stage"] == stage]
+
+
+#: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
+PARAMETERS = {"job": TrainSegmenterJob}
+
+
+def parameters_from_args(args: Any) -> dict[str, Any]:
+    """The flow's parameters from ``train-segmenter --config FILE [--set k=v ...] [--out DIR]``.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        ``{"job": {"config": <the file with --set applied>, "out_dir": ...}}``.
+    """
+    parameters = {"job": {"config": config_with_sets(args.config, args.set)}}
+    bind_flags(parameters, args, "train-segmenter")
+    return parameters
+
+
+def check_trainer_inputs(cfg: Any, where: str) -> None:
+    """The classifier checkpoint and the chip sources of a trainer config exist.
+
+    For the configs that train on a frozen classifier (``TrainSegmenterConfig``,
+    ``TrainMaskHeadConfig``).
+
+    Args:
+        cfg: the validated config.
+        where: where the config came from, for the error message.
+
+    Raises:
+        ConfigError: a checkpoint or a chip source is missing.
+    """
+    check_input_paths({"classifier_checkpoint": cfg.classifier_checkpoint}, where)
+    check_chip_sources(cfg.data.train, where)
+
+
+def check(params: dict[str, Any], where: str) -> None:
+    """The config's classifier checkpoint and chip sources exist.
+
+    Args:
+        params: the validated parameters.
+        where: where they came from (the config file), for error messages.
+    """
+    check_trainer_inputs(params["job"].config, where)
+
+
+def format_result(summary: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ``train-segmenter`` prints: the summary as JSON.
+
+    Args:
+        summary: the flow's result.
+        params: the parameters it ran with.
+
+    Returns:
+        The summary, indented JSON.
+    """
+    return json.dumps(summary, indent=2)
 
 
 def run(job: TrainSegmenterJob | dict[str, Any]) -> dict[str, Any]:

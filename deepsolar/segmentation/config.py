@@ -6,9 +6,8 @@ training (for reports), ``segment-tiles`` and the evaluation.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -18,8 +17,7 @@ from deepsolar.classifier.config import (
     ManifestSource,
     SubtileConfig,
 )
-from deepsolar.core.config import StrictModel, load_yaml, validate_config
-from deepsolar.core.errors import ConfigError
+from deepsolar.core.config import StrictModel
 from deepsolar.core.paths import DataPath
 from deepsolar.core.runners import TaskRunnerConfig
 
@@ -405,67 +403,3 @@ class EvaluateSegmentationConfig(StrictModel):
         description="cut chips wider than a tile into tile-sized cells as the classifier was "
         "trained to (its data.subtiles); false: resize whole chips (DeepSolar's way)",
     )
-
-
-def evaluation_config_from_args(args: argparse.Namespace) -> EvaluateSegmentationConfig:
-    """``evaluate-segmenter``'s config: the YAML of ``--config`` (if any), command line over it.
-
-    ``--source`` folders/manifests become chip sets.
-
-    Args:
-        args: the parsed command line of ``evaluate-segmenter``.
-
-    Returns:
-        The validated config.
-
-    Raises:
-        ConfigError: the YAML cannot be read, no classifier checkpoint or no set is given, or a
-            field is invalid.
-    """
-    data: dict[str, Any] = load_yaml(args.config) if args.config else {}
-    if args.source:
-        from deepsolar.classifier.data import source_from_path  # torch: only with --source
-
-        extra = {"ground_m_per_px": args.ground_m_per_px} if args.ground_m_per_px else {}
-        data["sets"] = [
-            {**source_from_path(s, split=args.split).model_dump(exclude_none=True), **extra}
-            for s in args.source
-        ]
-    if args.whole_chips:
-        data["subtiles"] = False
-    clean = {
-        k: v
-        for k, v in (
-            ("open_m", args.open_m), ("close_m", args.close_m),
-            ("fill_holes_m2", args.fill_holes_m2),
-        )
-        if v is not None
-    }  # fmt: skip
-    if clean:
-        data["clean"] = {**(data.get("clean") or {}), **clean}
-    for key, value in (
-        ("cam_floor", args.cam_floor),
-        ("cam_floor_on", args.cam_floor_on),
-        ("cam_floor_scope", args.cam_floor_scope),
-        ("classifier_checkpoint", args.classifier),
-        ("segmenter_checkpoint", args.segmenter),
-        ("mask_head_checkpoint", args.mask_head),
-        ("mask_threshold", args.mask_threshold),
-        ("cam_threshold", args.cam_threshold),
-        ("device", args.device),
-        ("bootstrap_reps", args.bootstrap_reps),
-        ("overlays", args.overlays),
-    ):
-        if value is not None:
-            data[key] = value
-    if "classifier_checkpoint" not in data:
-        raise ConfigError(
-            "no classifier checkpoint", where="evaluate-segmenter",
-            fix="pass --classifier best.pt (or a --config with classifier_checkpoint)",
-        )  # fmt: skip
-    if not data.get("sets"):
-        raise ConfigError(
-            "no sets to evaluate on", where="evaluate-segmenter",
-            fix="pass --source PATH (a folder with images/ + masks/, or a manifest.csv)",
-        )  # fmt: skip
-    return validate_config(EvaluateSegmentationConfig, data, where=str(args.config or "options"))

@@ -7,18 +7,12 @@ Prefect server) starts.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from deepsolar.core.config import (  # apply_override: re-exported
-    StrictModel,
-    apply_override,
-    load_yaml,
-    validate_config,
-)
+from deepsolar.core.config import StrictModel
 from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.solarforest.config import EvaluationConfig, SolarForestConfig
 from deepsolar.solarforest.schema import DEEPSOLAR_TRACT_URL
@@ -110,36 +104,3 @@ def check_inputs(p: SolarForestFlowParams) -> None:
             where=str(p.resolved_model_path),
             fix="run the flow with mode: train first, or set model_path",
         )
-
-
-#: ``--quick``: the same table with fewer trees and resamples (for a first look).
-QUICK = {
-    "model.n_estimators": 30,
-    "evaluation.bootstrap_samples": 200,
-    "permutation_importance": "false",
-}
-
-
-def params_from_args(args: argparse.Namespace) -> SolarForestFlowParams:
-    """The validated parameters of a ``solarforest`` command line.
-
-    ``--config`` with ``--set``, ``--mode``, ``--out`` and ``--quick`` applied in that
-    order.
-
-    Args:
-        args: the parsed command line (``config`` and the optional overrides).
-
-    Returns:
-        The validated parameters.
-    """
-    data = load_yaml(args.config)
-    for item in getattr(args, "set", None) or []:
-        apply_override(data, item)
-    if getattr(args, "mode", None):
-        data["mode"] = args.mode
-    if getattr(args, "output_dir", None):
-        data["output_dir"] = str(args.output_dir)
-    if getattr(args, "quick", False):
-        for item, value in QUICK.items():
-            apply_override(data, f"{item}={value}")
-    return validate_config(SolarForestFlowParams, data, where=str(args.config))

@@ -11,9 +11,9 @@ import sys
 
 import pandas as pd
 import pytest
-from orch_helpers import REPO
 
 from deepsolar.cli import COMMANDS, EXIT_FAILED, EXIT_USAGE, build_parser, main
+from tests.orchestration.orch_helpers import REPO
 
 FLOWS = {
     "demo", "download-tiles", "train-classifier", "evaluate-classifier", "train-segmenter",

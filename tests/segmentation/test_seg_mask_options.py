@@ -199,22 +199,19 @@ def test_cleaning_needs_the_pixel_size(tiny_classifier, tiny_segmenter):
 
 
 def test_evaluate_segmenter_options_from_the_command_line(tmp_path):
-    import argparse
+    from deepsolar.jobs.cli_options import build_parser
+    from deepsolar.jobs.command_line import flow_parameters
 
-    from flows.evaluate_segmenter import build_config
-
-    args = argparse.Namespace(
-        config=None, source=[str(tmp_path)], split=None, ground_m_per_px=0.1, whole_chips=False,
-        classifier=tmp_path / "c.pt", segmenter=None, cam_threshold=None, device=None,
-        bootstrap_reps=None, overlays=None, cam_floor=0.0, cam_floor_on="margin", open_m=0.5,
-        close_m=None, fill_holes_m2=1.0, cam_floor_scope="tile", mask_head=None,
-        mask_threshold=None,
-    )  # fmt: skip
+    args = build_parser("evaluate-segmenter").parse_args([
+        "--source", str(tmp_path), "--ground-m-per-px", "0.1", "--classifier", "builtin",
+        "--cam-floor", "0.0", "--cam-floor-on", "margin", "--open-m", "0.5",
+        "--fill-holes-m2", "1.0", "--cam-floor-scope", "tile",
+    ])  # fmt: skip
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "a.png")
-    cfg = build_config(args)
+    cfg = flow_parameters("evaluate-segmenter", args)["job"].evaluation
     assert cfg.cam_floor == 0.0 and cfg.cam_floor_on == "margin" and cfg.cam_floor_scope == "tile"
     assert cfg.clean == MaskCleanConfig(open_m=0.5, fill_holes_m2=1.0)
 

@@ -160,7 +160,8 @@ def test_example_config_is_valid() -> None:
 
 
 def test_quick_overrides_are_valid_parameters() -> None:
-    from flows.solarforest import QUICK, apply_override
+    from deepsolar.core.config import apply_override
+    from deepsolar.jobs.solarforest import QUICK
 
     data = {"features_path": "x.csv"}
     for k, v in QUICK.items():
@@ -170,7 +171,7 @@ def test_quick_overrides_are_valid_parameters() -> None:
 
 
 def test_cli_overrides() -> None:
-    from flows.solarforest import apply_override
+    from deepsolar.core.config import apply_override
 
     data = {"model": {"n_estimators": 300}}
     apply_override(data, "model.two_stage=true")
