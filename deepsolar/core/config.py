@@ -49,14 +49,18 @@ def short_repr(value: Any, limit: int = ECHO_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def format_validation_error(err: ValidationError) -> str:
+def format_validation_error(
+    err: ValidationError, *, unknown_key_note: str | None = None, limit: int | None = 10
+) -> str:
     """One line per problem: ``field.path: message (got value)``.
 
-    Values of unknown keys are never echoed (they may be secrets); at most ten problems are
-    listed.
+    Values of unknown keys are never echoed (they may be secrets).
 
     Args:
         err: The pydantic validation error.
+        unknown_key_note: Said of an unknown key instead of pydantic's message (e.g. where such
+            keys belong); None: pydantic's message.
+        limit: At most this many problems are listed (None: all).
 
     Returns:
         The problems joined by ``"; "``.
@@ -64,13 +68,15 @@ def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        unknown = e["type"] == "extra_forbidden"
         got = e.get("input")
         # never echo the value of an unknown key: it may be a secret pasted in the wrong place
-        echo = got is not None and not isinstance(got, dict) and e["type"] != "extra_forbidden"
+        echo = got is not None and not isinstance(got, dict) and not unknown
         got_s = f" (got {short_repr(got)})" if echo else ""
-        lines.append(f"{loc[:ECHO_LIMIT]}: {str(e['msg'])[:ECHO_LIMIT]}{got_s}")
-        if len(lines) == 10:  # a config with thousands of bad entries: the first ten say enough
-            lines.append(f"... and {len(err.errors()) - 10} more")
+        msg = unknown_key_note if unknown and unknown_key_note else str(e["msg"])[:ECHO_LIMIT]
+        lines.append(f"{loc[:ECHO_LIMIT]}: {msg}{got_s}")
+        if limit is not None and len(lines) == limit:  # thousands of bad entries: ten say enough
+            lines.append(f"... and {len(err.errors()) - limit} more")
             break
     return "; ".join(lines)
 

@@ -12,14 +12,16 @@ Each job module (``deepsolar.jobs.<module>``) provides:
 
 - ``PARAMETERS``: the flow's parameters, name -> pydantic model (a deployment's parameters);
 - ``parameters_from_args(args) -> dict``: the parameters as a mapping, before validation;
-- ``check(params)``: input checks run before the flow (the flow runs them again);
-- ``format_result(result, params) -> str``: what the command prints when the flow returns.
+- ``check(params, where)`` (optional): input checks run before the flow (it runs them again);
+- ``format_result(result, params) -> str`` (optional): what the command prints when the flow
+  returns; without it, the result as indented JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -140,11 +142,15 @@ def run_command(
     args = build_parser(command, prog, description).parse_args(argv)
     params = flow_parameters(command, args)
     module = job_module(command)
-    module.check(params, where_of(args))  # before the flow module (Prefect, torch) is imported
+    if hasattr(module, "check"):
+        module.check(params, where_of(args))  # before the flow module (Prefect, torch) imports
     spec = JOBS[command]
     flow = load_attr(f"{spec.flow}:{spec.flow_function}")
     result = flow(**params)
-    print(module.format_result(result, params))
+    if hasattr(module, "format_result"):
+        print(module.format_result(result, params))
+    else:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -208,15 +208,6 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
     return parameters
 
 
-def check(params: dict[str, Any], where: str) -> None:
-    """Nothing to check: the demo reads only files the project ships.
-
-    Args:
-        params: the validated parameters.
-        where: where they came from.
-    """
-
-
 def format_result(res: dict[str, Any], params: dict[str, Any]) -> str:
     """What ``demo`` prints: every file written, then the accuracy against the truth.
 

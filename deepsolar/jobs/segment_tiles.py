@@ -9,7 +9,6 @@ runs the shards one after another in this process. Torch is imported only inside
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,19 +189,6 @@ def check(params: dict[str, Any], where: str) -> None:
         },
         where,
     )
-
-
-def format_result(summary: dict[str, Any], params: dict[str, Any]) -> str:
-    """What ``segment-tiles`` prints: the summary as JSON.
-
-    Args:
-        summary: the flow's result.
-        params: the parameters it ran with.
-
-    Returns:
-        The summary, indented JSON.
-    """
-    return json.dumps(summary, indent=2)
 
 
 def run(

@@ -6,13 +6,12 @@ Prefect). Torch is imported only inside the steps.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from deepsolar.core.config import StrictModel, config_with_sets, validate_config
-from deepsolar.jobs.cli_options import bind_flags
-from deepsolar.jobs.train_segmenter import check_trainer_inputs
+from deepsolar.core.config import StrictModel, validate_config
+from deepsolar.jobs.train_segmenter import check as check_trainer_job
+from deepsolar.jobs.train_segmenter import trainer_parameters
 from deepsolar.segmentation.config import TrainMaskHeadConfig
 
 
@@ -50,34 +49,13 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
         args: the parsed command line.
 
     Returns:
-        ``{"job": {"config": <the file with --set applied>, "out_dir": ...}}``.
+        See :func:`deepsolar.jobs.train_segmenter.trainer_parameters`.
     """
-    parameters = {"job": {"config": config_with_sets(args.config, args.set)}}
-    bind_flags(parameters, args, "train-mask-head")
-    return parameters
+    return trainer_parameters(args, "train-mask-head")
 
 
-def check(params: dict[str, Any], where: str) -> None:
-    """The config's classifier checkpoint and chip sources exist.
-
-    Args:
-        params: the validated parameters.
-        where: where they came from (the config file), for error messages.
-    """
-    check_trainer_inputs(params["job"].config, where)
-
-
-def format_result(summary: dict[str, Any], params: dict[str, Any]) -> str:
-    """What ``train-mask-head`` prints: the summary as JSON.
-
-    Args:
-        summary: the flow's result.
-        params: the parameters it ran with.
-
-    Returns:
-        The summary, indented JSON.
-    """
-    return json.dumps(summary, indent=2)
+#: The config's classifier checkpoint and chip sources exist (as for ``train-segmenter``).
+check = check_trainer_job
 
 
 def run(job: TrainMaskHeadJob | dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ stage. Torch is imported only inside the steps.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,24 @@ def train_stage(cfg: TrainSegmenterConfig, out_dir: Path, stage: int) -> tuple[d
 PARAMETERS = {"job": TrainSegmenterJob}
 
 
+def trainer_parameters(args: Any, command: str) -> dict[str, Any]:
+    """A trainer's parameters from ``<command> --config FILE [--set k=v ...] [--out DIR]``.
+
+    The two commands that train on a frozen classifier (``train-segmenter``,
+    ``train-mask-head``) share this command line.
+
+    Args:
+        args: the parsed command line.
+        command: the command (its bound options apply).
+
+    Returns:
+        ``{"job": {"config": <the file with --set applied>, "out_dir": ...}}``.
+    """
+    parameters = {"job": {"config": config_with_sets(args.config, args.set)}}
+    bind_flags(parameters, args, command)
+    return parameters
+
+
 def parameters_from_args(args: Any) -> dict[str, Any]:
     """The flow's parameters from ``train-segmenter --config FILE [--set k=v ...] [--out DIR]``.
 
@@ -53,11 +70,9 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
         args: the parsed command line.
 
     Returns:
-        ``{"job": {"config": <the file with --set applied>, "out_dir": ...}}``.
+        See :func:`trainer_parameters`.
     """
-    parameters = {"job": {"config": config_with_sets(args.config, args.set)}}
-    bind_flags(parameters, args, "train-segmenter")
-    return parameters
+    return trainer_parameters(args, "train-segmenter")
 
 
 def check_trainer_inputs(cfg: Any, where: str) -> None:
@@ -78,26 +93,13 @@ def check_trainer_inputs(cfg: Any, where: str) -> None:
 
 
 def check(params: dict[str, Any], where: str) -> None:
-    """The config's classifier checkpoint and chip sources exist.
+    """The config's classifier checkpoint and chip sources exist (both trainers' check).
 
     Args:
         params: the validated parameters.
         where: where they came from (the config file), for error messages.
     """
     check_trainer_inputs(params["job"].config, where)
-
-
-def format_result(summary: dict[str, Any], params: dict[str, Any]) -> str:
-    """What ``train-segmenter`` prints: the summary as JSON.
-
-    Args:
-        summary: the flow's result.
-        params: the parameters it ran with.
-
-    Returns:
-        The summary, indented JSON.
-    """
-    return json.dumps(summary, indent=2)
 
 
 def run(job: TrainSegmenterJob | dict[str, Any]) -> dict[str, Any]:

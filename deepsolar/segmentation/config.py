@@ -371,7 +371,7 @@ AnySet = ChipMaskSet | SceneMaskSet | ImagesSource | ManifestSource
 
 
 class EvaluateSegmentationConfig(StrictModel):
-    """What ``python -m deepsolar.segmentation.evaluate --config`` reads."""
+    """What ``deepsolar evaluate-segmenter --config`` reads (the job's ``evaluation``)."""
 
     classifier_checkpoint: DataPath
     segmenter_checkpoint: DataPath | None = Field(None, description="None: plain CAM only")

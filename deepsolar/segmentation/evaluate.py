@@ -28,16 +28,14 @@ Any labelled chip folder works as a set (``images/`` + ``masks/``, see
 
 Run::
 
-    python -m deepsolar.segmentation.evaluate --config configs/segmenter-eval.yaml --out out/seg-eval
+    deepsolar evaluate-segmenter --config configs/segmenter-eval-real-chips.yaml --out out/seg-eval
     deepsolar evaluate-segmenter --classifier best.pt --segmenter segmenter.pt --source my-chips/
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +50,8 @@ from deepsolar.classifier.config import ImagesSource, ManifestSource, SubtileCon
 from deepsolar.classifier.data import load_source, read_chip, read_mask, truth_tile_mask
 from deepsolar.classifier.subtiles import Window, cells_per_side, grid_windows
 from deepsolar.core.bootstrap import mean_ci
-from deepsolar.core.config import load_yaml, validate_config
-from deepsolar.core.errors import ConfigError, DeepSolarError, InputDataError
+from deepsolar.core.config import validate_config
+from deepsolar.core.errors import ConfigError, InputDataError
 from deepsolar.core.io import reading_input
 from deepsolar.core.report_table import Column, ci_cells, format_text, write_report
 from deepsolar.geo.tiling import Tile
@@ -932,35 +930,3 @@ def format_table(report: dict[str, Any]) -> str:
         The table as plain text.
     """
     return format_text(report["table"], TABLE_COLUMNS)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deepsolar.segmentation.evaluate --config FILE --out DIR``.
-
-    Args:
-        argv: command-line arguments (None: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0, or 1 after printing a DeepSolarError.
-    """
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        cfg = validate_config(
-            EvaluateSegmentationConfig, load_yaml(args.config), where=str(args.config)
-        )
-        report = evaluate_segmentation(cfg, args.out)
-    except DeepSolarError as err:
-        print(f"evaluate-segmentation failed: {err}", file=sys.stderr)
-        return 1
-    print(format_report(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from deepsolar.core.config import short_repr
+from deepsolar.core.config import format_validation_error
 from deepsolar.core.errors import ConfigError
 from deepsolar.imagery.sources.base import ImagerySource
 from deepsolar.imagery.sources.google_static import (
@@ -52,22 +52,8 @@ SourceConfig = Annotated[
 _SOURCE_ADAPTER: TypeAdapter[Any] = TypeAdapter(SourceConfig)
 
 
-def _describe(err: ValidationError) -> str:
-    """Like config.format_validation_error, but never echoes the value of an unknown key.
-
-    A key pasted into a config (``api_key: ...``) must not end up in an error message or a log.
-    """
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown option (keys belong in environment variables)")
-        else:
-            got = e.get("input")
-            echo = got is not None and not isinstance(got, dict)
-            got_s = f" (got {short_repr(got)})" if echo else ""
-            lines.append(f"{loc[:200]}: {str(e['msg'])[:200]}{got_s}")
-    return "; ".join(lines)
+#: Said of an unknown key in a source config: a key pasted there must not be echoed or logged.
+UNKNOWN_KEY_NOTE = "unknown option (keys belong in environment variables)"
 
 
 def parse_source_config(data: Any, *, where: str = "source") -> SourceConfig:
@@ -90,7 +76,8 @@ def parse_source_config(data: Any, *, where: str = "source") -> SourceConfig:
         return _SOURCE_ADAPTER.validate_python(data)
     except ValidationError as err:
         raise ConfigError(
-            f"invalid imagery source: {_describe(err)}",
+            "invalid imagery source: "
+            + format_validation_error(err, unknown_key_note=UNKNOWN_KEY_NOTE, limit=None),
             where=where,
             fix="set kind to local, xyz or google_static and correct the listed fields "
             "(see docs/imagery-sources.md)",
