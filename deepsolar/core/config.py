@@ -188,11 +188,11 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, *, where: str = "comm
     node[leaf] = value
 
 
-def config_with_sets(config: str | Path, sets: Iterable[str] | None) -> dict[str, Any]:
+def config_with_sets(config: str | Path | None, sets: Iterable[str] | None) -> dict[str, Any]:
     """A ``--config`` file's mapping with the command line's ``--set key=value`` applied.
 
     Args:
-        config: the YAML file.
+        config: the YAML file (None: start from an empty mapping).
         sets: the ``--set`` items (dotted keys, YAML values), applied in order.
 
     Returns:
@@ -201,7 +201,7 @@ def config_with_sets(config: str | Path, sets: Iterable[str] | None) -> dict[str
     Raises:
         ConfigError: the file cannot be read or parsed, or a ``--set`` item is malformed.
     """
-    data = load_yaml(config)
+    data = load_yaml(config) if config else {}
     for item in sets or []:
         apply_override(data, item)
     return data

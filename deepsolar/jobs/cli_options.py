@@ -123,6 +123,11 @@ RUNNER_OPTS = [
 
 OPTIONS: dict[str, list[Opt]] = {
     "demo": [
+        _config("YAML with DemoJob fields (scenes, grid, epochs, ...; default: the built-in "
+                "demo)", required=False),
+        Opt("--set", "override one demo parameter, dotted for nesting, value in YAML (e.g. "
+            "train_segmenter=false); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
+            default=[]),
         _out("output folder (default out/demo)", "job"),
         Opt("--map-method",
             "segment the map's tiles with the mask head (default) or DeepSolar's greedy CAM",

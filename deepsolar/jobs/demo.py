@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from deepsolar.core.config import StrictModel
+from deepsolar.core.config import StrictModel, config_with_sets
 from deepsolar.geo.tiling import TileGridConfig
 from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.maps.merge import MergeConfig
@@ -195,7 +195,7 @@ PARAMETERS = {"job": DemoJob}
 
 
 def parameters_from_args(args: Any) -> dict[str, Any]:
-    """The flow's parameters from ``demo [--out DIR] [--map-method M]``.
+    """The flow's parameters from ``demo [--config FILE] [--set k=v ...] [--out DIR] [...]``.
 
     Args:
         args: the parsed command line.
@@ -203,7 +203,7 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
     Returns:
         ``{"job": mapping}`` (the model's defaults for what is not given).
     """
-    parameters: dict[str, Any] = {"job": {}}
+    parameters = {"job": config_with_sets(args.config, args.set)}
     bind_flags(parameters, args, "demo")
     return parameters
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deepsolar.core.config import StrictModel, apply_override, config_with_sets, validate_config
+from deepsolar.core.config import StrictModel, config_with_sets, validate_config
 from deepsolar.core.errors import ConfigError
 from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.cli_options import bind_flags
@@ -67,10 +67,7 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
     Raises:
         ConfigError: no classifier checkpoint or no set is given.
     """
-    evaluation: dict[str, Any] = config_with_sets(args.config, args.set) if args.config else {}
-    if not args.config:
-        for item in args.set or []:
-            apply_override(evaluation, item)
+    evaluation = config_with_sets(args.config, args.set)
     if args.source:
         evaluation["sets"] = _source_sets(args)
     parameters = {"job": {"evaluation": evaluation}}

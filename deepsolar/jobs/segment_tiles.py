@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepsolar.core.config import apply_override, config_with_sets, validate_config
+from deepsolar.core.config import config_with_sets, validate_config
 from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.segmentation.config import ScaleOutConfig, SegmentTilesJob
@@ -160,13 +160,7 @@ def parameters_from_args(args: Any, command: str = "segment-tiles") -> dict[str,
     Returns:
         ``{"job": mapping, "scale": mapping}``.
     """
-    data: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        data = config_with_sets(args.config, args.set)
-    else:
-        for item in args.set or []:
-            apply_override(data, item)
-    job, scale = job_and_scale(data)
+    job, scale = job_and_scale(config_with_sets(args.config, args.set))
     parameters = {"job": job, "scale": scale}
     bind_flags(parameters, args, command)
     set_task_runner(parameters["scale"], args)

@@ -161,3 +161,17 @@ def test_the_flow_main_refuses_in_one_line_without_importing_the_flow(argv, mess
     assert out.stdout.split() == ["False", "False", "1"], out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{argv[0]} failed:") and message in lines[0]
+
+
+def test_demo_takes_a_config_and_set(tmp_path):
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(yaml.safe_dump({"grid": {"zoom": 20}, "map_method": "greedy"}))
+    args = build_parser("demo").parse_args(
+        ["--config", str(cfg), "--set", "train_segmenter=false", "--out", str(tmp_path / "o")]
+    )
+    job = flow_parameters("demo", args)["job"]
+    assert (job.grid.zoom, job.map_method, job.train_segmenter) == (20, "greedy", False)
+    assert job.out_dir == tmp_path / "o"
+    assert flow_parameters("demo", build_parser("demo").parse_args([]))["job"].out_dir == Path(
+        "out/demo"
+    )
