@@ -70,6 +70,15 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``deepsolar`` parser: ``--debug`` and one subcommand per entry of :data:`COMMANDS`.
+
+    The subcommands' options are added raw (every value as written, unset ones None): the job's
+    own command line parses them again, typed, in :func:`run_command`. Each subparser records its
+    :class:`Command` as ``_command``.
+
+    Returns:
+        The parser; its ``--help`` shows this module's docstring.
+    """
     ap = argparse.ArgumentParser(
         prog="deepsolar",
         description=__doc__,
@@ -108,11 +117,27 @@ def command_argv(argv: Sequence[str], name: str) -> list[str]:
 
 
 def _one_line(err: BaseException) -> str:
+    """An error as one line: its message, prefixed by its type unless it is a DeepSolarError."""
     text = " ".join(str(err).split()) or type(err).__name__
     return text if isinstance(err, DeepSolarError) else f"{type(err).__name__}: {text}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``deepsolar`` console script: parse, then run the subcommand.
+
+    The run is wrapped in :class:`~deepsolar.core.runtime.StopOnSignals`, so one Ctrl-C or
+    SIGTERM stops it within seconds and no process it started outlives it.
+
+    Args:
+        argv: the command line without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code: 0 success, 1 refused or failed, 2 bad command line, 3 unexpected
+        error, 130 / 143 interrupted by SIGINT / SIGTERM.
+
+    Raises:
+        SystemExit: argparse refused the top-level command line or printed ``--help``.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     cmd: Command = args._command
@@ -122,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupted(cmd: Command) -> int:
+    """Print the one-line interrupt message; return 128 + the stop signal (130 when unknown)."""
     code = stop_exit_code() or EXIT_INTERRUPTED
     how = {EXIT_INTERRUPTED: "Ctrl-C (SIGINT)", EXIT_TERMINATED: "SIGTERM"}.get(code, "a signal")
     print(
@@ -133,6 +159,26 @@ def _interrupted(cmd: Command) -> int:
 
 
 def run_command(cmd: Command, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run one subcommand and turn its outcome into an exit code, with at most one line on stderr.
+
+    ``serve`` calls ``deepsolar.serve.main``; every job goes through
+    :func:`deepsolar.jobs.command_line.run_command`, which validates the parameters and checks the
+    inputs before Prefect (and torch) are imported, then runs the flow and prints its result.
+
+    Args:
+        cmd: the subcommand.
+        args: the parsed ``deepsolar`` command line (for ``--debug``).
+        argv: the subcommand's own arguments (:func:`command_argv`).
+
+    Returns:
+        0 on success, ``EXIT_FAILED`` (1) when the job was refused or failed, the parser's code
+        (``EXIT_USAGE``, 2) for a bad value, ``EXIT_UNEXPECTED`` (3) for any other error, and
+        128 + the signal (130 / 143) when a stop signal arrived.
+
+    Raises:
+        Exception: an unexpected error, re-raised with its traceback under ``--debug`` or when
+            ``DEEPSOLAR_DEBUG`` is set.
+    """
     try:
         if cmd is SERVE:
             rc = int(importlib.import_module(cmd.module).main(list(argv)) or 0)

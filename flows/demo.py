@@ -83,6 +83,17 @@ def inner_tile_bbox(bounds_3857: tuple[float, ...], grid: TileGrid) -> tuple[flo
     """Lon/lat bbox of the tiles lying wholly inside a raster's EPSG:3857 bounds.
 
     The demo asks only for tiles the scene covers completely, so no tile is part blank.
+
+    Args:
+        bounds_3857: the raster's (left, bottom, right, top) in EPSG:3857 metres.
+        grid: the tile grid (its tile span in metres).
+
+    Returns:
+        (west, south, east, north) in degrees, shrunk by a millionth of a tile so that tiles
+        touching the edge are not included.
+
+    Raises:
+        DeepSolarError: no whole tile lies inside the bounds.
     """
     left, bottom, right, top = bounds_3857
     span = grid.tile_span_m
@@ -100,11 +111,44 @@ def inner_tile_bbox(bounds_3857: tuple[float, ...], grid: TileGrid) -> tuple[flo
 
 @task(name="generate-synthetic-scene", cache_policy=NO_CACHE)
 def scene_task(cfg: SyntheticSceneConfig, out_dir: Path) -> Any:
+    """Task ``generate-synthetic-scene``: a SYNTHETIC orthophoto and its truth (demo step 1).
+
+    Runs :func:`deepsolar.synthetic.generate_scene`.
+
+    Args:
+        cfg: the scene config (seed, centre, size in pixels, ...).
+        out_dir: the scene's folder; created if missing.
+
+    Returns:
+        The scene's ``SceneResult``: image and truth paths, CRS and bounds, ground metres per
+        pixel, counts of arrays and look-alikes.
+
+    Raises:
+        ConfigError: the config is invalid or ``out_dir`` cannot be created.
+    """
     return generate_scene(cfg, out_dir)
 
 
 @task(name="score-against-truth", cache_policy=NO_CACHE)
 def score_task(gpkg: Path, truth_path: Path, min_pv_area_m2: float, merge: Any) -> dict[str, Any]:
+    """Task ``score-against-truth``: the map's accuracy on the held-out scene (demo step 8).
+
+    Compares the GeoPackage's ``tiles`` layer with the truth panels
+    (:func:`deepsolar.maps.accuracy.tile_scores`) and its ``systems`` layer, per tract of its
+    ``tracts`` layer, with the truth clipped to the scanned tiles
+    (:func:`deepsolar.maps.accuracy.region_scores`).
+
+    Args:
+        gpkg: the map-region GeoPackage.
+        truth_path: the scene's truth GeoPackage (layer ``panels``).
+        min_pv_area_m2: a tile is truly positive from this much truth panel area, in m².
+        merge: the merge settings (``MergeConfig``) that group the truth panels into systems.
+
+    Returns:
+        ``synthetic`` (True), ``tiles`` (precision / recall / F1 with 95% bootstrap intervals
+        and the confusion counts), system counts and their relative error, total detected / true
+        areas in m² and their relative error, and ``per_tract`` rows.
+    """
     tiles = gpd.read_file(gpkg, layer="tiles")
     systems = gpd.read_file(gpkg, layer="systems")
     tracts = gpd.read_file(gpkg, layer="tracts")
@@ -118,6 +162,7 @@ def score_task(gpkg: Path, truth_path: Path, min_pv_area_m2: float, merge: Any) 
 
 
 def _tiles_for_scene(scene: Any, job: DemoJob, store: Path, name: str) -> dict[str, Any]:
+    """Run ``download-tiles`` on a scene's whole tiles (local-raster source) into ``store``."""
     bbox = inner_tile_bbox(
         transform_bounds(scene.crs, WEB_MERCATOR, *scene.bounds), job.grid.build()
     )
@@ -135,7 +180,27 @@ def _tiles_for_scene(scene: Any, job: DemoJob, store: Path, name: str) -> dict[s
 def cam_eval_task(
     clf: Path, seg: Path, head: Path, manifest: Path, truth: Path, cam: CamConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Plain CAM vs greedy stage 1 vs stage 2 (DeepSolar's claim) vs the mask head, held out."""
+    """Plain CAM vs greedy stage 1 vs stage 2 (DeepSolar's claim) vs the mask head, held out.
+
+    Task ``compare-cam-methods``: runs :func:`deepsolar.segmentation.evaluate.evaluate_segmentation`
+    on the evaluation scene's tiles and truth masks, with 4 overlays.
+
+    Args:
+        clf: the classifier checkpoint.
+        seg: the greedy CAM branch checkpoint.
+        head: the mask head checkpoint.
+        manifest: the evaluation store's ``manifest.gpkg``.
+        truth: the evaluation scene's truth GeoPackage (layer ``panels``).
+        cam: the CAM settings (threshold, floor, mask-head threshold).
+        out_dir: the output folder; created if missing.
+
+    Returns:
+        The report: per-set scores per method under ``sets`` and the baseline table's rows
+        under ``table``.
+
+    Raises:
+        InputDataError: a checkpoint or a sample cannot be read.
+    """
     cfg = EvaluateSegmentationConfig(
         classifier_checkpoint=clf,
         segmenter_checkpoint=seg,
@@ -159,7 +224,25 @@ def cam_eval_task(
 def calibrate_task(
     clf: Path, seg: Path, cam: CamConfig, sets: list[SceneMaskSet], out_dir: Path
 ) -> dict[str, Any]:
-    """The CAM threshold whose masks on the training scenes add up to their true panel area."""
+    """The CAM threshold whose masks on the training scenes add up to their true panel area.
+
+    Task ``calibrate-cam-threshold`` (demo step 5): runs
+    :func:`deepsolar.segmentation.calibrate.fit_cam_threshold` with the ``area`` objective and
+    writes the sweep to ``cam-threshold-sweep.csv``.
+
+    Args:
+        clf: the classifier checkpoint.
+        seg: the greedy CAM branch checkpoint.
+        cam: the CAM settings (all but the threshold are kept).
+        sets: the training scenes' tiles with their truth masks.
+        out_dir: the output folder; created if missing.
+
+    Returns:
+        ``threshold`` (normalised CAM, 0-1) and the ``sweep`` as one record per threshold tried.
+
+    Raises:
+        InputDataError: a sample cannot be read, or the samples hold no PV pixel.
+    """
     torch.set_num_threads(DEMO_THREADS)
     segmenter = Segmenter.from_checkpoints(clf, seg, cam, "cpu")
     threshold, sweep = fit_cam_threshold(segmenter, sets, objective="area")
@@ -169,6 +252,7 @@ def calibrate_task(
 
 
 def _scene_source(name: str, store: Path, scene: Any, job: DemoJob) -> SceneSource:
+    """A training scene's tile store as a labelled set (labels from its truth panels)."""
     return SceneSource(
         name=name,
         path=store / "manifest.gpkg",
@@ -179,6 +263,7 @@ def _scene_source(name: str, store: Path, scene: Any, job: DemoJob) -> SceneSour
 
 
 def _segmenter(job: DemoJob, clf: Path, sources: list[SceneSource], out: Path) -> Path:
+    """Run ``train-segmenter`` on the training tiles (demo step 4), or take the builtin branch."""
     if not job.train_segmenter:
         return resolve_checkpoint(BUILTIN, "segmenter")
     seg = train_segmenter_flow(
@@ -202,6 +287,7 @@ def _segmenter(job: DemoJob, clf: Path, sources: list[SceneSource], out: Path) -
 
 
 def _mask_head(clf: Path, sources: list[SceneSource], out: Path, epochs: int) -> Path:
+    """Run ``train-mask-head`` on the training scenes' truth masks (demo step 6)."""
     head = train_mask_head_flow(
         TrainMaskHeadJob(
             config=TrainMaskHeadConfig(
@@ -222,6 +308,27 @@ def _mask_head(clf: Path, sources: list[SceneSource], out: Path, epochs: int) ->
 
 @flow(name="demo", validate_parameters=True)
 def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
+    """The offline demo: the whole pipeline on SYNTHETIC scenes, scored against their truth.
+
+    Runs steps 1-8 of this module's docstring: scenes, ``download-tiles``, ``train-classifier``,
+    ``train-segmenter``, CAM threshold calibration, ``train-mask-head``, ``map-region`` on the
+    evaluation scene, then the CAM comparison and the scores. Torch uses ``DEMO_THREADS`` (2)
+    threads throughout, so any machine computes the same figures. Writes
+    ``demo-summary.json`` into ``job.out_dir``.
+
+    Args:
+        job: the demo's settings (or a mapping of them); None: the documented defaults
+            (``out/demo``).
+
+    Returns:
+        The demo summary: ``elapsed_s`` (seconds), the paths of every output (scene, tiles,
+        checkpoints, GeoPackage, maps, overlays, CAM report), ``n_tiles``, the CAM settings and
+        calibration, ``accuracy`` (tile, system and area scores) and the CAM comparison.
+
+    Raises:
+        ConfigError: a setting is invalid (naming the field).
+        DeepSolarError: a step failed (e.g. a scene smaller than one tile).
+    """
     job = validate_config(DemoJob, job if job is not None else {})
     out = Path(job.out_dir).resolve()
     t0 = time.monotonic()
@@ -314,7 +421,14 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.demo``: the same command line as ``deepsolar demo``."""
+    """``python -m flows.demo``: the same command line as ``deepsolar demo``.
+
+    Args:
+        argv: the command line without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 1 when the job was refused or failed (one line on stderr).
+    """
     return run_main("demo", argv, description=__doc__)
 
 

@@ -34,12 +34,47 @@ def maps_task(
     provenance: dict[str, str] | None = None,
     classifier_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
+    """Task ``write-region-maps``: the last step of map-region (as ``map_region.write_maps``).
+
+    Builds the panel polygons, systems and tract / county / state aggregates of a segmented
+    store with :func:`deepsolar.maps.mapping.write_region_maps`.
+
+    Args:
+        store: the segmented tile store's folder.
+        out_dir: the output folder.
+        outputs: what to build and write.
+        provenance: recorded with the outputs (e.g. the checkpoints used).
+        classifier_checkpoint: its validation counts give the detector part of the 95%
+            intervals.
+
+    Returns:
+        ``paths`` of the files written, ``counts`` of features per layer and
+        ``total_panel_area_m2`` (m²).
+    """
     return write_region_maps(store, out_dir, outputs, provenance, classifier_checkpoint)
 
 
 @flow(name="map-region", validate_parameters=True)
 def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> dict[str, Any]:
-    """Map the solar panels of a region into a styled GeoPackage, PNG maps and tables."""
+    """Map the solar panels of a region into a styled GeoPackage, PNG maps and tables.
+
+    Runs the ``download-tiles`` flow first when ``job.tiles`` is set, then the ``segment-tiles``
+    flow on the store (:func:`deepsolar.jobs.map_region.segment_job`), then the
+    ``write-region-maps`` task.
+
+    Args:
+        job: the job (or its parameters as a mapping): tiles to download or an existing store,
+            checkpoints, CAM settings, map outputs and the output folder.
+        scale: how the segmentation is sharded (``shard_size_tiles``, tiles) and where the
+            shards run; None: one thread, 1024 tiles per shard.
+
+    Returns:
+        ``{"download": ..., "segmentation": ..., "maps": ...}``: the download summary (None
+        without ``job.tiles``), the segmentation summary and the maps' summary.
+
+    Raises:
+        ConfigError: a parameter is invalid (naming the field).
+    """
     job = validate_config(MapRegionJob, job)
     scale = validate_config(ScaleOutConfig, scale if scale is not None else {}, where="scale")
     log = get_run_logger()
@@ -65,7 +100,14 @@ def map_region_flow(job: MapRegionJob, scale: ScaleOutConfig | None = None) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.map_region``: the same command line as ``deepsolar map-region``."""
+    """``python -m flows.map_region``: the same command line as ``deepsolar map-region``.
+
+    Args:
+        argv: the command line without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 1 when the job was refused or failed (one line on stderr).
+    """
     return run_main("map-region", argv, description=__doc__)
 
 

@@ -1,4 +1,4 @@
-"""Flow ``segment-tiles``: a tile store + classifier + segmenter -> masks, areas, a table.
+r"""Flow ``segment-tiles``: a tile store + classifier + segmenter -> masks, areas, a table.
 
 For every tile with status 'ok' in the store's ``manifest.gpkg`` (layer ``tiles``): the positive
 probability; for tiles the classifier calls positive, a CAM mask (PNG 0/255) in
@@ -13,7 +13,7 @@ persisted under ``scale.results_dir``, so a re-run skips finished shards without
 inside a shard, finished batches are in the store's journal and skipped. Optional PNG overlays of
 CAM + mask for a sample of positive tiles::
 
-    python -m flows.segment_tiles --manifest out/demo/store/manifest.gpkg \\
+    python -m flows.segment_tiles --manifest out/demo/store/manifest.gpkg \
         --classifier out/classifier/best.pt --segmenter out/segmenter/segmenter.pt --overlays 8
 """
 
@@ -44,6 +44,22 @@ from deepsolar.segmentation.shards import RESULTS_DIRNAME, TileShard, segment_sh
 # CAM settings) and the task's source - not the flow run id - so any later run skips it.
 @task(name="segment-shard", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def segment_shard_task(job: SegmentTilesJob, shard: TileShard, key: str) -> list[dict[str, Any]]:
+    """Task ``segment-shard``: runs :func:`deepsolar.segmentation.shards.segment_shard`.
+
+    Classifies and segments one shard, journalling each finished batch in the store.
+
+    Args:
+        job: the job as a shard sees it (:func:`deepsolar.jobs.segment_tiles.shard_job`).
+        shard: the shard's tiles.
+        key: the run key (both checkpoints' bytes and the CAM settings).
+
+    Returns:
+        One record per tile of the shard (probability, positive, mask path, area in m², error).
+
+    Raises:
+        InputDataError: a checkpoint cannot be read.
+        ConfigError: the device is unavailable or the checkpoints do not fit together.
+    """
     return segment_shard(job, shard, key)
 
 
@@ -54,6 +70,17 @@ def run_shards(
 
     The runner is entered here rather than set on a subflow, so the shard list never travels as a
     flow-run parameter (a state has millions of tiles).
+
+    Args:
+        job: the validated job.
+        shards: the store's tiles cut into shards (:func:`deepsolar.jobs.segment_tiles.plan`).
+        key: the run key.
+        scale: the task runner, and where shard results are persisted (``results_dir``).
+        store: the tile store's folder (results default to ``<store>/.prefect-results``).
+
+    Returns:
+        ``records``: every shard's records in shard order; ``n_cached``: the number of shards
+        served from the cache.
     """
     results_dir = (scale.results_dir or store / RESULTS_DIRNAME).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +108,15 @@ def run_shards(
 
 @task(name="segment-tile-store", cache_policy=NO_CACHE)
 def segment_task(job: SegmentTilesJob) -> dict[str, Any]:
+    """Task ``segment-tile-store``: runs :func:`deepsolar.jobs.segment_tiles.finish`.
+
+    Args:
+        job: the validated job.
+
+    Returns:
+        The segmentation summary (``n_tiles``, ``n_positive``, ``n_errors``,
+        ``total_area_m2`` in m², ``table_path``, ...).
+    """
     # every tile is in the journal by now: this rebuilds the table (atomically) and the overlays
     return finish(job)
 
@@ -90,6 +126,26 @@ def segment_task(job: SegmentTilesJob) -> dict[str, Any]:
 # a bad dict is a ConfigError naming the field.
 @flow(name="segment-tiles", validate_parameters=False)
 def segment_tiles_flow(job: SegmentTilesJob, scale: ScaleOutConfig | None = None) -> dict[str, Any]:
+    """Classify every 'ok' tile of a store and segment the positive ones, in cached shards.
+
+    Plans the run (:func:`deepsolar.jobs.segment_tiles.plan`), submits one ``segment-shard``
+    task per shard to the configured runner, restores the records of cached shards into the
+    journal, then writes the table and overlays (``segment-tile-store`` task).
+
+    Args:
+        job: the job (or its parameters as a mapping): the store's manifest, checkpoints, CAM
+            settings, batch size (tiles), device and overlays.
+        scale: shard size (``shard_size_tiles``, tiles), task runner and results folder; None:
+            one thread, 1024 tiles per shard.
+
+    Returns:
+        The segmentation summary, with ``n_done_before``, ``n_shards``, ``n_shards_cached`` and
+        ``task_runner``.
+
+    Raises:
+        ConfigError: a parameter is invalid (naming the field).
+        InputDataError: the store or a checkpoint cannot be read.
+    """
     job = validate_config(SegmentTilesJob, job)
     scale = validate_config(ScaleOutConfig, scale if scale is not None else {}, where="scale")
     log = get_run_logger()
@@ -120,7 +176,14 @@ def segment_tiles_flow(job: SegmentTilesJob, scale: ScaleOutConfig | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.segment_tiles``: the same command line as ``deepsolar segment-tiles``."""
+    """``python -m flows.segment_tiles``: the same command line as ``deepsolar segment-tiles``.
+
+    Args:
+        argv: the command line without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 1 when the job was refused or failed (one line on stderr).
+    """
     return run_main("segment-tiles", argv, description=__doc__)
 
 

@@ -26,6 +26,18 @@ from deepsolar.segmentation.config import TrainMaskHeadConfig
 
 @task(name="train-mask-head", cache_policy=NO_CACHE)
 def train_task(cfg: TrainMaskHeadConfig, out_dir: Path) -> dict[str, Any]:
+    """Task ``train-mask-head``: runs :func:`deepsolar.jobs.train_mask_head.train_step`.
+
+    Trains (or resumes from ``last.pt``) the decoder and logs the last epoch's loss and
+    validation IoU.
+
+    Args:
+        cfg: the training config.
+        out_dir: the output folder (``last.pt``, ``mask_head.pt``).
+
+    Returns:
+        The training summary (``final_checkpoint``, ...).
+    """
     summary, res = train_step(cfg, out_dir)
     if res.history:
         last = res.history[-1]
@@ -38,13 +50,31 @@ def train_task(cfg: TrainMaskHeadConfig, out_dir: Path) -> dict[str, Any]:
 
 @flow(name="train-mask-head", validate_parameters=False)
 def train_mask_head_flow(job: TrainMaskHeadJob) -> dict[str, Any]:
-    """Train (or resume) the decoder; returns the summary (``final_checkpoint``)."""
+    """Train (or resume) the decoder; returns the summary (``final_checkpoint``).
+
+    Args:
+        job: the job (or its parameters as a mapping): the training config and the output
+            folder.
+
+    Returns:
+        The training summary (``final_checkpoint``: the epoch with the best validation IoU).
+
+    Raises:
+        ConfigError: a parameter is invalid (naming the field).
+    """
     job = validate_config(TrainMaskHeadJob, job)
     return train_task(job.config, job.out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.train_mask_head``: the same command line as ``deepsolar train-mask-head``."""
+    """``python -m flows.train_mask_head``: the same command line as ``deepsolar train-mask-head``.
+
+    Args:
+        argv: the command line without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 1 when the job was refused or failed (one line on stderr).
+    """
     return run_main("train-mask-head", argv, description=__doc__)
 
 
