@@ -22,10 +22,9 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 
-from tests.classifier.conftest import write_chips
+from tests.fixtures.chips import synthetic_images_folder, write_chips
 from tests.fixtures.classifiers import random_classifier_checkpoint
 from tests.orchestration.orch_helpers import COLS, ROWS, build_store, seg_job
-from tests.segmentation.test_eval_with_baselines import synthetic_images_folder
 
 REPO = Path(__file__).resolve().parents[2]
 INPUT_PX = 75  # the random classifier's input size (as tests/segmentation's tiny_classifier)

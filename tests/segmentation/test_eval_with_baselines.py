@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from deepsolar.classifier.config import FolderSource, ImagesSource
 from deepsolar.classifier.predict import evaluate_checkpoint, format_report_table
@@ -22,23 +20,7 @@ from deepsolar.segmentation.evaluate import (
     evaluate_segmentation,
     format_table,
 )
-
-
-def synthetic_images_folder(root, n_pos=3, n_neg=2, size=80, seed=0):
-    """SYNTHETIC chips in images/ + masks/: positives carry a dark 'panel' and its mask."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n_pos + n_neg):
-        a = rng.integers(90, 170, (size, size, 3), dtype=np.uint8)
-        m = np.zeros((size, size), np.uint8)
-        if i < n_pos:
-            r0, c0 = 10 + 5 * i, 12
-            m[r0 : r0 + 20, c0 : c0 + 30] = 255
-            a[m > 0] = 25
-        Image.fromarray(a).save(root / "images" / f"synthetic_{i}.png")
-        Image.fromarray(m).save(root / "masks" / f"synthetic_{i}.png")
-    return root
+from tests.fixtures.chips import synthetic_images_folder
 
 
 def test_classifier_report_per_source_overall_and_baseline(tiny_classifier, tiny_chips, tmp_path):
