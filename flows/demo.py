@@ -34,7 +34,7 @@ from typing import Any
 
 import geopandas as gpd
 import torch
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from rasterio.warp import transform_bounds
 
@@ -51,7 +51,7 @@ from deepsolar.geo.tiling import (
 )
 from deepsolar.imagery.sources import LocalRasterSourceConfig
 from deepsolar.jobs.command_line import run_main
-from deepsolar.jobs.demo import DemoJob
+from deepsolar.jobs.demo import DemoJob, fresh_if_stale
 from deepsolar.jobs.download_tiles import DownloadTilesJob
 from deepsolar.jobs.map_region import MapRegionJob
 from deepsolar.jobs.train_classifier import TrainClassifierParams
@@ -353,7 +353,8 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
         )
     )
     clf = Path(clf_run["best_checkpoint"])
-    seg = _segmenter(job, clf, sources, out)
+    warn = get_run_logger().warning
+    seg = fresh_if_stale(lambda: _segmenter(job, clf, sources, out), out / "segmenter", warn)
     cam = job.cam
     calib = None
     if job.calibrate_cam_threshold:
@@ -365,7 +366,9 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
         ]
         calib = calibrate_task(clf, seg, cam, calib_sets, out / "calibration")
         cam = cam.model_copy(update={"threshold": calib["threshold"]})
-    head = _mask_head(clf, sources, out, job.mask_head_epochs)
+    head = fresh_if_stale(
+        lambda: _mask_head(clf, sources, out, job.mask_head_epochs), out / "mask-head", warn
+    )
     map_cam = (
         cam.model_copy(update={"method": "mask_head"}) if job.map_method == "mask_head" else cam
     )

@@ -31,6 +31,10 @@ class ConfigError(DeepSolarError):
     """A configuration file or flow parameter is invalid."""
 
 
+class StaleCheckpointError(ConfigError):
+    """An output folder's checkpoint was made by another config or model: resuming would mix them."""
+
+
 class RegionError(DeepSolarError):
     """A region (state, county, tract, boundary file, bbox) cannot be resolved or is empty."""
 

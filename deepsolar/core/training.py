@@ -21,7 +21,7 @@ import torch
 from deepsolar.core.checkpoints import save_checkpoint
 from deepsolar.core.config import changed_fields
 from deepsolar.core.device import CLASSIFIER_SEED_STAGE, epoch_seed, resolve_device, seed_everything
-from deepsolar.core.errors import ConfigError
+from deepsolar.core.errors import StaleCheckpointError
 
 
 def start_run(
@@ -66,10 +66,13 @@ def check_resume_config(
         where: the checkpoint's path, for the error.
         fix: what to do instead, for the error.
         what: how the error names the checkpoint.
+
+    Raises:
+        StaleCheckpointError: a key outside ``free`` changed (a ConfigError naming the keys).
     """
     diff = changed_fields(saved, current, free)
     if diff:
-        raise ConfigError(
+        raise StaleCheckpointError(
             f"the config differs from the {what}'s in {', '.join(diff)}", where=where, fix=fix
         )
 

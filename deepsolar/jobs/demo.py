@@ -7,12 +7,15 @@ the other flows (``flows.demo``), so it has no Prefect-free ``run`` here.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
 from deepsolar.core.config import StrictModel, config_with_sets
+from deepsolar.core.errors import StaleCheckpointError
 from deepsolar.geo.tiling import TileGridConfig
 from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.maps.merge import MergeConfig
@@ -20,6 +23,7 @@ from deepsolar.segmentation.config import CamConfig
 from deepsolar.synthetic import SyntheticSceneConfig
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def _train_scenes_default() -> list[SyntheticSceneConfig]:
@@ -188,6 +192,33 @@ def _ci(scores: dict[str, Any], name: str) -> str:
 
 def _n_pos(res: dict[str, Any]) -> int:
     return res["cam_table"][0]["n_positive"] if res["cam_table"] else 0
+
+
+def fresh_if_stale(step: Callable[[], T], folder: Path, warn: Callable[[str], Any]) -> T:
+    """Run a demo training step; if its folder holds another config's checkpoints, start afresh.
+
+    The demo resumes from its own folder. Checkpoints written by an older version or another
+    demo config cannot be resumed (:class:`StaleCheckpointError`): the folder is moved aside
+    (``<folder>.stale-<UTC time>``, nothing is deleted) and the step runs again from scratch.
+
+    Args:
+        step: the training step (it trains into ``folder``).
+        folder: the step's output folder.
+        warn: says what was moved where (e.g. the flow logger's ``warning``).
+
+    Returns:
+        What ``step`` returns.
+    """
+    try:
+        return step()
+    except StaleCheckpointError as err:
+        aside = folder.with_name(
+            f"{folder.name}.stale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        )
+        folder.rename(aside)
+        warn(f"{folder} holds checkpoints of another config or model ({err.what}); moved "
+             f"to {aside}, training afresh")  # fmt: skip
+        return step()
 
 
 #: The flow's parameters (:mod:`deepsolar.jobs.command_line`).

@@ -56,7 +56,7 @@ from deepsolar.classifier.subtiles import expand_chips
 from deepsolar.core.checkpoints import CheckpointKind, load_checkpoint_of
 from deepsolar.core.config import validate_config
 from deepsolar.core.device import MASK_HEAD_SEED_STAGE
-from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.core.errors import ConfigError, InputDataError, StaleCheckpointError
 from deepsolar.core.training import BestEpoch, EpochTask, check_resume_config, run_epochs, start_run
 from deepsolar.segmentation.branch import backbone_fingerprint, freeze_backbone, taps_features
 from deepsolar.segmentation.cam import upsample
@@ -547,7 +547,7 @@ def _saved_run(
     check_resume_config(saved["config"], cfg.model_dump(mode="json"), _RESUME_FREE,
                         where=str(last_path), fix=_RESUME_FIX)  # fmt: skip
     if saved["backbone_fingerprint"] != fingerprint:
-        raise ConfigError(
+        raise StaleCheckpointError(
             "the checkpoint was trained on a different classifier backbone",
             where=str(last_path),
             fix="use the same classifier_checkpoint or a new output folder",

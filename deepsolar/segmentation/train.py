@@ -27,7 +27,7 @@ from deepsolar.classifier.predict import LoadedClassifier, load_classifier
 from deepsolar.classifier.subtiles import expand_chips
 from deepsolar.core.checkpoints import CheckpointKind, load_checkpoint_of, save_checkpoint
 from deepsolar.core.config import validate_config
-from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.core.errors import ConfigError, InputDataError, StaleCheckpointError
 from deepsolar.core.training import (
     BestEpoch,
     EpochTask,
@@ -315,7 +315,7 @@ def _stage_start(
         check_resume_config(saved["config"], cfg.model_dump(mode="json"), _RESUME_FREE,
                             where=str(path), fix=_RESUME_FIX, what="stage checkpoint")  # fmt: skip
         if saved["backbone_fingerprint"] != fingerprint:
-            raise ConfigError(
+            raise StaleCheckpointError(
                 "the stage checkpoint was trained on a different classifier backbone",
                 where=str(path),
                 fix="use the same classifier_checkpoint or a new output folder",
