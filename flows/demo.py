@@ -29,6 +29,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ from deepsolar.segmentation.evaluate import (
     SceneMaskSet,
     evaluate_segmentation,
 )
+from deepsolar.segmentation.maskhead import stale_run
 from deepsolar.segmentation.pipeline import Segmenter
+from deepsolar.segmentation.train import stale_stages
 from deepsolar.synthetic import SyntheticSceneConfig, generate_scene, read_truth
 from flows.download_tiles import download_tiles_flow
 from flows.map_region import map_region_flow
@@ -262,47 +265,55 @@ def _scene_source(name: str, store: Path, scene: Any, job: DemoJob) -> SceneSour
     )
 
 
-def _segmenter(job: DemoJob, clf: Path, sources: list[SceneSource], out: Path) -> Path:
+def _segmenter(
+    job: DemoJob, clf: Path, sources: list[SceneSource], out: Path, warn: Callable[[str], Any]
+) -> Path:
     """Run ``train-segmenter`` on the training tiles (demo step 4), or take the builtin branch."""
     if not job.train_segmenter:
         return resolve_checkpoint(BUILTIN, "segmenter")
-    seg = train_segmenter_flow(
-        TrainSegmenterJob(
-            config=TrainSegmenterConfig(
-                classifier_checkpoint=clf,
-                branch={"tap": "blocks.2"},
-                data={"train": sources},
-                optim={"epochs_per_stage": job.segmenter_epochs_per_stage},
-                train={
-                    "seed": 0,
-                    "num_threads": DEMO_THREADS,
-                    "cache_features": True,
-                    "progress": False,
-                },
-            ),
-            out_dir=out / "segmenter",
-        )
+    seg_job = TrainSegmenterJob(
+        config=TrainSegmenterConfig(
+            classifier_checkpoint=clf,
+            branch={"tap": "blocks.2"},
+            data={"train": sources},
+            optim={"epochs_per_stage": job.segmenter_epochs_per_stage},
+            train={
+                "seed": 0,
+                "num_threads": DEMO_THREADS,
+                "cache_features": True,
+                "progress": False,
+            },
+        ),
+        out_dir=out / "segmenter",
     )
+    seg = fresh_if_stale(
+        lambda: train_segmenter_flow(seg_job), seg_job.out_dir, warn,
+        lambda: stale_stages(seg_job.config, seg_job.out_dir),
+    )  # fmt: skip
     return Path(seg["final_checkpoint"])
 
 
-def _mask_head(clf: Path, sources: list[SceneSource], out: Path, epochs: int) -> Path:
+def _mask_head(
+    clf: Path, sources: list[SceneSource], out: Path, epochs: int, warn: Callable[[str], Any]
+) -> Path:
     """Run ``train-mask-head`` on the training scenes' truth masks (demo step 6)."""
-    head = train_mask_head_flow(
-        TrainMaskHeadJob(
-            config=TrainMaskHeadConfig(
-                classifier_checkpoint=clf,
-                data={
-                    "train": [s.model_copy(update={"masks": True}) for s in sources],
-                    "rot90": True,
-                    "val_fraction": 0.1,
-                },
-                optim={"epochs": epochs},
-                train={"seed": 0, "num_threads": DEMO_THREADS, "progress": False},
-            ),
-            out_dir=out / "mask-head",
-        )
+    head_job = TrainMaskHeadJob(
+        config=TrainMaskHeadConfig(
+            classifier_checkpoint=clf,
+            data={
+                "train": [s.model_copy(update={"masks": True}) for s in sources],
+                "rot90": True,
+                "val_fraction": 0.1,
+            },
+            optim={"epochs": epochs},
+            train={"seed": 0, "num_threads": DEMO_THREADS, "progress": False},
+        ),
+        out_dir=out / "mask-head",
     )
+    head = fresh_if_stale(
+        lambda: train_mask_head_flow(head_job), head_job.out_dir, warn,
+        lambda: stale_run(head_job.config, head_job.out_dir),
+    )  # fmt: skip
     return Path(head["final_checkpoint"])
 
 
@@ -354,7 +365,7 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
     )
     clf = Path(clf_run["best_checkpoint"])
     warn = get_run_logger().warning
-    seg = fresh_if_stale(lambda: _segmenter(job, clf, sources, out), out / "segmenter", warn)
+    seg = _segmenter(job, clf, sources, out, warn)
     cam = job.cam
     calib = None
     if job.calibrate_cam_threshold:
@@ -366,9 +377,7 @@ def demo_flow(job: DemoJob | None = None) -> dict[str, Any]:
         ]
         calib = calibrate_task(clf, seg, cam, calib_sets, out / "calibration")
         cam = cam.model_copy(update={"threshold": calib["threshold"]})
-    head = fresh_if_stale(
-        lambda: _mask_head(clf, sources, out, job.mask_head_epochs), out / "mask-head", warn
-    )
+    head = _mask_head(clf, sources, out, job.mask_head_epochs, warn)
     map_cam = (
         cam.model_copy(update={"method": "mask_head"}) if job.map_method == "mask_head" else cam
     )

@@ -77,6 +77,26 @@ def check_resume_config(
         )
 
 
+def stale_fields(path: Path, kind: Any, current: dict[str, Any], free: set[str]) -> list[str]:
+    """The config keys outside ``free`` in which a checkpoint differs from ``current``.
+
+    Lets a caller see, before it trains, that a folder's checkpoint cannot be resumed (the
+    training itself raises :class:`StaleCheckpointError` on the same keys).
+
+    Args:
+        path: the checkpoint (it must exist).
+        kind: its :class:`~deepsolar.core.checkpoints.CheckpointKind`.
+        current: this run's config (JSON dump).
+        free: dotted keys that may change on resume.
+
+    Returns:
+        The differing keys (empty: resumable as far as the config goes).
+    """
+    from deepsolar.core.checkpoints import load_checkpoint_of
+
+    return changed_fields(load_checkpoint_of(path, kind)["config"], current, free)
+
+
 def epoch_steps(epochs: float, epoch: int, n_batches: int) -> int:
     """Batches to train in 0-based ``epoch``: all of them, or the share of a fractional last one.
 

@@ -194,31 +194,46 @@ def _n_pos(res: dict[str, Any]) -> int:
     return res["cam_table"][0]["n_positive"] if res["cam_table"] else 0
 
 
-def fresh_if_stale(step: Callable[[], T], folder: Path, warn: Callable[[str], Any]) -> T:
+def fresh_if_stale(
+    step: Callable[[], T],
+    folder: Path,
+    warn: Callable[[str], Any],
+    stale: Callable[[], str | None] = lambda: None,
+) -> T:
     """Run a demo training step; if its folder holds another config's checkpoints, start afresh.
 
     The demo resumes from its own folder. Checkpoints written by an older version or another
-    demo config cannot be resumed (:class:`StaleCheckpointError`): the folder is moved aside
-    (``<folder>.stale-<UTC time>``, nothing is deleted) and the step runs again from scratch.
+    demo config cannot be resumed: when ``stale`` says so before the step, or the step raises
+    :class:`StaleCheckpointError` (e.g. another classifier backbone), the folder is moved aside
+    (``<folder>.stale-<UTC time>``, nothing is deleted) and the step runs from scratch.
 
     Args:
         step: the training step (it trains into ``folder``).
         folder: the step's output folder.
         warn: says what was moved where (e.g. the flow logger's ``warning``).
+        stale: why the folder's checkpoints cannot be resumed, checked before the step (quiet:
+            no failed run in the log); None when they can.
 
     Returns:
         What ``step`` returns.
     """
+    reason = stale()
+    if reason is not None:
+        _move_aside(folder, reason, warn)
+        return step()
     try:
         return step()
     except StaleCheckpointError as err:
-        aside = folder.with_name(
-            f"{folder.name}.stale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-        )
-        folder.rename(aside)
-        warn(f"{folder} holds checkpoints of another config or model ({err.what}); moved "
-             f"to {aside}, training afresh")  # fmt: skip
+        _move_aside(folder, err.what, warn)
         return step()
+
+
+def _move_aside(folder: Path, reason: str, warn: Callable[[str], Any]) -> None:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = folder.with_name(f"{folder.name}.stale-{stamp}")
+    folder.rename(aside)
+    warn(f"{folder} holds checkpoints of another config or model ({reason}); moved to {aside}, "
+         "training afresh")  # fmt: skip
 
 
 #: The flow's parameters (:mod:`deepsolar.jobs.command_line`).

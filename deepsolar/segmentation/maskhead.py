@@ -57,7 +57,14 @@ from deepsolar.core.checkpoints import CheckpointKind, load_checkpoint_of
 from deepsolar.core.config import validate_config
 from deepsolar.core.device import MASK_HEAD_SEED_STAGE
 from deepsolar.core.errors import ConfigError, InputDataError, StaleCheckpointError
-from deepsolar.core.training import BestEpoch, EpochTask, check_resume_config, run_epochs, start_run
+from deepsolar.core.training import (
+    BestEpoch,
+    EpochTask,
+    check_resume_config,
+    run_epochs,
+    stale_fields,
+    start_run,
+)
 from deepsolar.segmentation.branch import backbone_fingerprint, freeze_backbone, taps_features
 from deepsolar.segmentation.cam import upsample
 from deepsolar.segmentation.config import TrainMaskHeadConfig
@@ -535,6 +542,24 @@ def _load_mask_backbone(cfg: TrainMaskHeadConfig, device: torch.device) -> _Mask
     freeze_backbone(clf.model)
     taps, in_channels = _resolve_for(clf, cfg.head.taps)
     return _MaskBackbone(clf, taps, in_channels, backbone_fingerprint(clf.model, taps[-1]))
+
+
+def stale_run(cfg: TrainMaskHeadConfig, out_dir: Path) -> str | None:
+    """Why the ``last.pt`` in ``out_dir`` cannot be resumed under ``cfg``, if it cannot.
+
+    Args:
+        cfg: the training config about to run.
+        out_dir: its output folder.
+
+    Returns:
+        ``"last.pt: the config differs in <keys>"``, or None (none there, or resumable as far as
+        the config goes; the backbone is checked when training starts).
+    """
+    path = out_dir / LAST_NAME
+    if not path.is_file():
+        return None
+    diff = stale_fields(path, MASK_HEAD_CHECKPOINT, cfg.model_dump(mode="json"), _RESUME_FREE)
+    return f"{path.name}: the config differs in {', '.join(diff)}" if diff else None
 
 
 def _saved_run(

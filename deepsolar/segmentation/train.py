@@ -34,6 +34,7 @@ from deepsolar.core.training import (
     check_resume_config,
     epoch_steps,
     run_epochs,
+    stale_fields,
     start_run,
 )
 from deepsolar.segmentation.branch import (
@@ -299,6 +300,27 @@ def _stage_inputs(cfg: TrainSegmenterConfig, bb: _Backbone, chips: list | None) 
         feats, labels = compute_features(clf, loader, progress=tc.progress, tap=bb.tap)
         cached = TensorDataset(feats, labels)
     return _StageInputs(ds, cached, counts)
+
+
+def stale_stages(cfg: TrainSegmenterConfig, out_dir: Path) -> str | None:
+    """Why the stage checkpoints in ``out_dir`` cannot be resumed under ``cfg``, if they cannot.
+
+    Args:
+        cfg: the training config about to run.
+        out_dir: its output folder.
+
+    Returns:
+        ``"stage_k.pt: the config differs in <keys>"``, or None (none there, or resumable as far
+        as the config goes; the backbone is checked when training starts).
+    """
+    current = cfg.model_dump(mode="json")
+    for stage in range(1, cfg.branch.n_stages + 1):
+        path = stage_path(out_dir, stage)
+        if path.is_file():
+            diff = stale_fields(path, SEGMENTER_CHECKPOINT, current, _RESUME_FREE)
+            if diff:
+                return f"{path.name}: the config differs in {', '.join(diff)}"
+    return None
 
 
 def _stage_start(

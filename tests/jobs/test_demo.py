@@ -45,3 +45,21 @@ def test_other_errors_are_not_retried(tmp_path):
     with pytest.raises(ConfigError, match="bad field"):
         fresh_if_stale(step, tmp_path / "x", print)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_known_stale_beforehand_is_moved_without_a_failed_run(tmp_path):
+    folder = tmp_path / "mask-head"
+    folder.mkdir()
+    (folder / "last.pt").write_bytes(b"old")
+    runs, warnings = [], []
+
+    def step():
+        runs.append(folder.exists())
+        return "trained"
+
+    reason = "last.pt: the config differs in data.train"
+    assert fresh_if_stale(step, folder, warnings.append, lambda: reason) == "trained"
+    assert runs == [False]  # one run, into an empty place
+    assert len(warnings) == 1 and reason in warnings[0]
+    assert fresh_if_stale(step, folder, warnings.append, lambda: None) == "trained"
+    assert len(warnings) == 1  # resumable: nothing moved

@@ -8,7 +8,7 @@ from torchvision.models import Inception3
 
 from deepsolar.classifier.predict import load_classifier
 from deepsolar.core.checkpoints import load_checkpoint_of
-from deepsolar.core.errors import ConfigError
+from deepsolar.core.errors import ConfigError, StaleCheckpointError
 from deepsolar.segmentation.branch import (
     GreedyCamBranch,
     backbone_fingerprint,
@@ -21,6 +21,7 @@ from deepsolar.segmentation.train import (
     fit_segmenter,
     load_segmenter,
     stage_path,
+    stale_stages,
 )
 
 
@@ -129,6 +130,11 @@ def test_resume_refuses_a_different_recipe(tiny_classifier, tiny_chips, tmp_path
         "train": {"progress": False},
     }
     fit_segmenter(TrainSegmenterConfig.model_validate(base), tmp_path)
+    assert stale_stages(TrainSegmenterConfig.model_validate(base), tmp_path) is None
     base["optim"]["lr"] = 0.1
-    with pytest.raises(ConfigError, match="optim.lr"):
+    # the same keys, seen before training (quietly) and refused by it
+    assert stale_stages(TrainSegmenterConfig.model_validate(base), tmp_path) == (
+        "stage_1.pt: the config differs in optim.lr"
+    )
+    with pytest.raises(StaleCheckpointError, match="optim.lr"):
         fit_segmenter(TrainSegmenterConfig.model_validate(base), tmp_path)

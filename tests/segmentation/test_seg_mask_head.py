@@ -17,7 +17,7 @@ from deepsolar.classifier.config import TrainClassifierConfig
 from deepsolar.classifier.model import build_classifier
 from deepsolar.classifier.predict import load_classifier
 from deepsolar.core.checkpoints import save_checkpoint
-from deepsolar.core.errors import ConfigError, InputDataError
+from deepsolar.core.errors import ConfigError, InputDataError, StaleCheckpointError
 from deepsolar.segmentation.branch import taps_features
 from deepsolar.segmentation.cam import upsample
 from deepsolar.segmentation.config import CamConfig, TrainMaskHeadConfig, default_segmenter
@@ -31,6 +31,7 @@ from deepsolar.segmentation.maskhead import (
     mask_loss,
     ordered_taps,
     resolve_mask_taps,
+    stale_run,
 )
 from deepsolar.segmentation.pipeline import Segmenter, SegmentTilesJob, segment_tile_store
 
@@ -162,7 +163,11 @@ def test_checkpoint_round_trip_resume_and_changed_recipe(
     before = (out / "last.pt").stat().st_mtime_ns
     res = fit_mask_head(_cfg(tiny_classifier, masked_chips), out)  # finished: nothing to do
     assert (out / "last.pt").stat().st_mtime_ns == before and res.best_epoch >= 1
-    with pytest.raises(ConfigError, match="optim.lr"):
+    assert stale_run(_cfg(tiny_classifier, masked_chips), out) is None
+    assert stale_run(_cfg(tiny_classifier, masked_chips, lr=0.5), out) == (
+        "last.pt: the config differs in optim.lr"
+    )
+    with pytest.raises(StaleCheckpointError, match="optim.lr"):
         fit_mask_head(_cfg(tiny_classifier, masked_chips, lr=0.5), out)
 
 
