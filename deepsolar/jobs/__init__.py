@@ -14,6 +14,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "CalibrateCamJob": "calibrate_cam",
     "DemoJob": "demo",
     "DownloadTilesJob": "download_tiles",
     "SizedIterable": "download_tiles",

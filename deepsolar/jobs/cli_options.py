@@ -216,6 +216,39 @@ OPTIONS: dict[str, list[Opt]] = {
             to="job.evaluation.overlays"),
         *_mask_opts("job.evaluation.cam_floor", "job.evaluation.clean"),
     ],
+    "calibrate-cam": [
+        Opt("--fit", "floor (default: CamConfig.floor, a quantile of the positives' CAM maxima) "
+            "or threshold (CamConfig.threshold, by area or IoU)",
+            {"choices": ["floor", "threshold"]}, to="job.fit"),
+        Opt("--classifier", "classifier checkpoint (best.pt; default builtin)",
+            {"metavar": "CKPT"}, type=Path, to="job.classifier_checkpoint"),
+        Opt("--segmenter", "greedy segmenter checkpoint (default: builtin with the builtin "
+            "classifier)", {"metavar": "CKPT"}, type=Path, to="job.segmenter_checkpoint"),
+        Opt("--method", "greedy (default) or plain CAM", {"choices": ["greedy", "plain"]},
+            to="job.method"),
+        Opt("--stage", "greedy stage (default: the last trained)", {"metavar": "K"}, type=int,
+            to="job.stage"),
+        Opt("--source", "training chips (a folder or a manifest.csv; with masks for --fit "
+            "threshold); repeatable", {"action": "append", "metavar": "PATH"}),
+        Opt("--split", "with a manifest: keep this split (use the training one)",
+            {"metavar": "NAME"}),
+        Opt("--ground-m-per-px", "metres per pixel of the --source chips", {"metavar": "M"},
+            type=float),
+        Opt("--quantile", "--fit floor: the quantile of the positives' maxima (default 0.1)",
+            {"metavar": "Q"}, type=float, to="job.quantile"),
+        Opt("--on", "--fit floor: the CAM map, positive (default) or margin",
+            {"choices": ["positive", "margin"]}, to="job.on"),
+        Opt("--objective", "--fit threshold: match the total area (default) or the best pixel "
+            "IoU", {"choices": ["area", "iou"]}, to="job.objective"),
+        Opt("--cam-floor", "--fit threshold: fit under this CamConfig.floor", {"metavar": "F"},
+            type=float, to="job.cam_floor"),
+        Opt("--device", DEVICE, {"metavar": "DEV"}, to="job.device"),
+        _config("YAML with CalibrateCamJob fields (the options above override it)",
+                required=False),
+        Opt("--set", "override one parameter, dotted for nesting, value in YAML (e.g. "
+            "quantile=0.05); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
+            default=[]),
+    ],
     "segment-tiles": [
         _config("YAML with a SegmentTilesJob, or {job: ..., scale: ...}; --set, then the "
                 "flags below override it (without it, the flags alone make the job)",

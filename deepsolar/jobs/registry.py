@@ -139,6 +139,12 @@ JOBS: dict[str, JobSpec] = {
             "out/seg/segmenter.pt --source my-chips/",
         ),
         _spec(
+            "calibrate-cam", "calibrate_cam", "CalibrateCamJob",
+            "fit a CAM floor or threshold on labelled training chips; prints the cam: lines for "
+            "a segment-tiles / map-region config",
+            "deepsolar calibrate-cam --fit threshold --source my-training-chips/",
+        ),
+        _spec(
             "segment-tiles", "segment_tiles", "SegmentTilesJob",
             "classify + segment a tile store in cached shards: masks, areas, segmentation.parquet",
             "deepsolar segment-tiles --manifest out/demo/store --classifier out/demo/classifier/"

@@ -10,15 +10,16 @@ the floor is learned from labelled data the model was trained on: with ``quantil
 fraction q of the truly positive training tiles would have their strongest pixel under the floor
 (and mark nothing), while false positives whose CAM is weaker than that are emptied.
 
-    python -m deepsolar.segmentation.calibrate --classifier builtin --segmenter builtin \
+    deepsolar calibrate-cam --classifier builtin --segmenter builtin \
         --source ../shared/data/pv_chips/solar_pv_gray/manifest.csv --split train \
         --ground-m-per-px 0.2 --quantile 0.1
 
-prints the floor and the ``cam:`` lines to put in a segment-tiles / map-region config.
+prints the floor and the ``cam:`` lines to put in a segment-tiles / map-region config
+(:mod:`deepsolar.jobs.calibrate_cam` is that command).
 
 DeepSolar's 0.37 threshold on the min-max normalised CAM was tuned on its own data; a classifier
-fine-tuned elsewhere draws CAMs of another shape, so ``--fit threshold`` picks it again on
-training chips with masks (:func:`fit_cam_threshold`): the pipeline's masks (only tiles called
+fine-tuned elsewhere draws CAMs of another shape, so ``calibrate-cam --fit threshold`` picks it
+again on training chips with masks (:func:`fit_cam_threshold`): the pipeline's masks (only tiles called
 positive, as ``segment-tiles`` keeps them) are summed over every training sample for each
 candidate threshold, and the threshold whose total panel area is nearest the truth's (objective
 ``area``, ties to the higher IoU) or whose pixel IoU is highest (``iou``) is chosen.
@@ -26,19 +27,15 @@ candidate threshold, and the threshold whose total panel area is nearest the tru
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from deepsolar.classifier.config import ChipSource
-from deepsolar.classifier.data import load_sources, read_chip, source_from_path
+from deepsolar.classifier.data import load_sources, read_chip
 from deepsolar.classifier.subtiles import expand_chips
-from deepsolar.core.errors import DeepSolarError, InputDataError
-from deepsolar.segmentation.config import CamConfig, default_segmenter
+from deepsolar.core.errors import InputDataError
 from deepsolar.segmentation.evaluate import (
     AnySet,
     CellMaps,
@@ -250,82 +247,3 @@ def fit_cam_threshold(
     """
     sweep = threshold_sweep(segmenter, sets)
     return pick_threshold(sweep, objective), sweep
-
-
-def _print_floor(maxima: pd.DataFrame, floor: float, quantile: float, on: str) -> None:
-    pos = maxima[maxima["label"] == 1]
-    neg_called = maxima[(maxima["label"] == 0) & maxima["called"]]
-    col = f"max_{on}"
-    print(
-        f"{len(pos)} positive / {len(maxima) - len(pos)} negative samples; floor = "
-        f"{floor:.6g} ({quantile:g}-quantile of the positives' {on} maxima); it would "
-        f"empty {(neg_called[col] <= floor).mean() if len(neg_called) else float('nan'):.0%} of "
-        f"the {len(neg_called)} false positives"
-    )
-    print(f"cam:\n  floor: {floor:.6g}\n  floor_on: {on}")
-
-
-def _print_threshold(sweep: pd.DataFrame, threshold: float, objective: str) -> None:
-    print("threshold  area pred/true  pixel IoU")
-    for r in sweep.itertuples(index=False):
-        mark = "  <- chosen" if r.threshold == threshold else ""
-        print(f"{r.threshold:9.2f}  {r.area_ratio:14.3f}  {r.iou:9.3f}{mark}")
-    print(f"chosen by {objective} on the training samples")
-    print(f"cam:\n  threshold: {threshold:g}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deepsolar.segmentation.calibrate``: fit a CAM floor or threshold and print it.
-
-    Args:
-        argv: command-line arguments (None: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0, or 1 after printing a DeepSolarError.
-    """
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--fit", choices=["floor", "threshold"], default="floor")
-    ap.add_argument("--classifier", type=Path, default=Path("builtin"))
-    ap.add_argument("--segmenter", type=Path, help="default: builtin with the builtin classifier")
-    ap.add_argument("--method", choices=["greedy", "plain"], default="greedy")
-    ap.add_argument("--stage", type=int, help="greedy stage (default: the last trained)")
-    ap.add_argument("--source", action="append", required=True, metavar="PATH",
-                    help="training chips (folder or manifest.csv); repeatable")  # fmt: skip
-    ap.add_argument("--split", help="with a manifest: keep this split (use the training one)")
-    ap.add_argument("--ground-m-per-px", type=float, help="metres per pixel of the chips")
-    ap.add_argument("--quantile", type=float, default=0.1, help="--fit floor: the quantile")
-    ap.add_argument("--on", choices=["positive", "margin"], default="positive")
-    ap.add_argument("--objective", choices=["area", "iou"], default="area",
-                    help="--fit threshold: match the total area, or the best pixel IoU")  # fmt: skip
-    ap.add_argument("--cam-floor", type=float, help="--fit threshold: fit under this cam.floor")
-    ap.add_argument("--device", default="auto")
-    args = ap.parse_args(argv)
-    try:
-        seg_ckpt = default_segmenter(args.classifier, args.segmenter, args.method)
-        cam = CamConfig(method=args.method, stage=args.stage, floor=args.cam_floor)
-        seg = Segmenter.from_checkpoints(
-            args.classifier, seg_ckpt if args.method == "greedy" else None, cam, args.device
-        )
-        sources = []
-        for s in args.source:
-            src = source_from_path(s, split=args.split)
-            if args.ground_m_per_px:
-                src = src.model_copy(update={"ground_m_per_px": args.ground_m_per_px})
-            sources.append(src)
-        if args.fit == "threshold":
-            threshold, sweep = fit_cam_threshold(seg, sources, args.objective)
-            _print_threshold(sweep, threshold, args.objective)
-            return 0
-        maxima = cam_maxima(seg, sources)
-        floor = floor_from_maxima(maxima, args.quantile, args.on)
-    except DeepSolarError as err:
-        print(f"calibrate failed: {err}", file=sys.stderr)
-        return 1
-    _print_floor(maxima, floor, args.quantile, args.on)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,9 +2,8 @@
 ``python -c`` process on tiny SYNTHETIC inputs: it succeeds, writes what it says, and never
 imports ``prefect``. download-tiles' run is tested in test_jobs_registry.py.
 
-Inputs come from the other folders' builders: the random-weight classifier checkpoint
-(tests/fixtures/classifiers.py), chip folders (tests/classifier/conftest.py,
-tests/segmentation/test_eval_with_baselines.py), the tile store and segment job of the
+Inputs come from the shared builders: the random-weight classifier checkpoint
+(tests/fixtures/classifiers.py), chip folders (tests/fixtures/chips.py), the tile store and segment job of the
 orchestration tests (tests/orchestration/orch_helpers.py); the shipped ``builtin`` models (a small
 EfficientNet-Lite0) where a trained model is needed.
 """
@@ -127,6 +126,20 @@ def test_evaluate_classifier_run_on_the_builtin_model(chips, masked_chips, tmp_p
     assert all(in_unit(r[k]) for r in rows.values() for k in ("precision", "recall", "f1"))
     for name in ("report.md", "report.csv", "report.json", "summary.json"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_calibrate_cam_run_fits_a_floor_and_a_threshold(chips, masked_chips, tmp_path):
+    base = {"device": "cpu"}  # the builtin classifier + greedy branch
+    floor = run_job("calibrate_cam", tmp_path, {**base, "sources": [
+        {"kind": "folder", "path": str(chips)}]})  # fmt: skip
+    assert floor["fit"] == "floor" and len(floor["maxima"]) == 8
+    positives = sorted(r["max_positive"] for r in floor["maxima"] if r["label"] == 1)
+    assert positives[0] <= floor["floor"] <= positives[-1]  # the 0.1-quantile of the positives
+    threshold = run_job("calibrate_cam", tmp_path, {**base, "fit": "threshold", "sources": [
+        {"kind": "images", "path": str(masked_chips)}]})  # fmt: skip
+    sweep = [r["threshold"] for r in threshold["sweep"]]
+    assert threshold["threshold"] in sweep and sweep == sorted(sweep)
+    assert 0.1 <= threshold["threshold"] <= 0.95
 
 
 def test_train_segmenter_run(classifier, chips, tmp_path):

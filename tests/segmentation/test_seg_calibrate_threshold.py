@@ -1,4 +1,4 @@
-"""CAM threshold calibration (``deepsolar.segmentation.calibrate --fit threshold``) on tiny
+"""CAM threshold calibration (``deepsolar calibrate-cam --fit threshold``) on tiny
 SYNTHETIC chips with masks."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from PIL import Image
 
 from deepsolar.classifier.config import ImagesSource
 from deepsolar.core.errors import InputDataError
-from deepsolar.segmentation.calibrate import main, pick_threshold, threshold_sweep
+from deepsolar.segmentation.calibrate import pick_threshold, threshold_sweep
 from deepsolar.segmentation.config import CamConfig
 from deepsolar.segmentation.evaluate import batched_items, items_cell_maps, iter_set, stitch_masks
 from deepsolar.segmentation.pipeline import Segmenter
+from tests.fixtures.commands import run_command_line
 
 
 def synthetic_chip(rng: np.random.Generator, positive: bool, size: int = 80) -> np.ndarray:
@@ -84,8 +85,7 @@ def test_sweep_equals_the_pipeline_masks_at_each_threshold(
 def test_fit_threshold_from_the_command_line(tiny_classifier, tiny_segmenter, masked_chips, capsys):
     argv = ["--fit", "threshold", "--classifier", str(tiny_classifier), "--segmenter",
             str(tiny_segmenter), "--source", str(masked_chips), "--device", "cpu"]  # fmt: skip
-    assert main(argv) == 0
-    out = capsys.readouterr().out
+    out = run_command_line("calibrate-cam", argv)
     assert "<- chosen" in out and "cam:\n  threshold: " in out
     chosen = float(out.split("threshold: ")[-1])
     assert 0.1 <= chosen <= 0.95

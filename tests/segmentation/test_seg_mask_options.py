@@ -218,7 +218,8 @@ def test_evaluate_segmenter_options_from_the_command_line(tmp_path):
 
 def test_calibrated_floor_from_positive_training_chips(tiny_classifier, tiny_segmenter, tiny_chips):
     from deepsolar.classifier.data import source_from_path
-    from deepsolar.segmentation.calibrate import cam_maxima, floor_from_maxima, main
+    from deepsolar.segmentation.calibrate import cam_maxima, floor_from_maxima
+    from tests.fixtures.commands import run_command_line
 
     seg = Segmenter.from_checkpoints(tiny_classifier, tiny_segmenter, CamConfig(), "cpu")
     maxima = cam_maxima(seg, [source_from_path(tiny_chips)], batch_size=3)
@@ -232,8 +233,20 @@ def test_calibrated_floor_from_positive_training_chips(tiny_classifier, tiny_seg
     assert floor_from_maxima(maxima, 0.5) == pytest.approx(np.quantile(pos, 0.5))
     with pytest.raises(ValueError):
         floor_from_maxima(maxima, 1.0)
-    assert main(["--classifier", str(tiny_classifier), "--segmenter", str(tiny_segmenter),
-                 "--source", str(tiny_chips), "--device", "cpu"]) == 0  # fmt: skip
+    out = run_command_line(
+        "calibrate-cam",
+        [
+            "--classifier",
+            str(tiny_classifier),
+            "--segmenter",
+            str(tiny_segmenter),
+            "--source",
+            str(tiny_chips),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert "4 positive / 4 negative samples" in out and "cam:\n  floor: " in out  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["segment-tiles", "evaluate-segmenter"])
