@@ -28,6 +28,7 @@ _EXPORTS = {
     "ScaleOutConfig": "segment_tiles",
     "SegmentTilesJob": "segment_tiles",
     "SolarForestFlowParams": "solarforest",
+    "SyntheticSceneJob": "synthetic_scene",
     "TrainClassifierParams": "train_classifier",
     "TrainMaskHeadJob": "train_mask_head",
     "TrainSegmenterJob": "train_segmenter",

@@ -133,6 +133,16 @@ OPTIONS: dict[str, list[Opt]] = {
             "segment the map's tiles with the mask head (default) or DeepSolar's greedy CAM",
             {"choices": ["mask_head", "greedy"]}, to="job.map_method"),
     ],
+    "synthetic-scene": [
+        _config("YAML with SyntheticSceneConfig fields (docs/synthetic-scene.md; default: the "
+                "demo's evaluation scene)", required=False),
+        Opt("--set", "override one scene parameter, dotted for nesting, value in YAML (e.g. "
+            "width_px=2048); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
+            default=[]),
+        Opt("--seed", "the scene's random seed (default 0): same config, same bytes",
+            {"metavar": "N"}, type=int, to="job.scene.seed"),
+        _out("output folder (default out/synthetic)", "job"),
+    ],
     "download-tiles": [
         _config("YAML with a DownloadTilesJob (region, source, grid, out_dir)"),
         SET,

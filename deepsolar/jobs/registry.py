@@ -103,6 +103,12 @@ JOBS: dict[str, JobSpec] = {
             run="flows.demo:demo_flow",
         ),
         _spec(
+            "synthetic-scene", "synthetic_scene", "SyntheticSceneJob",
+            "render a seeded SYNTHETIC orthophoto (GeoTIFF) with its PV ground truth "
+            "(GeoPackage, mask) over real census tracts",
+            "deepsolar synthetic-scene --out out/synthetic --seed 7",
+        ),
+        _spec(
             "download-tiles", "download_tiles", "DownloadTilesJob",
             "download the tiles of a region (state / county / tract / bbox / boundary file) from "
             "an imagery source into a tile store with a manifest; resumable",

@@ -12,7 +12,7 @@ Modules: ``config`` (what to generate), ``canvas`` (the raster, the sun, drawing
 ``scene`` (painter's stages, drawing commands, truth records), ``objects`` (PV arrays, roofs,
 trees, cars, roads), ``buildings`` (houses, commercial buildings, solar fields), ``layout`` (where
 everything goes), ``writer`` (georeference and files, ``read_truth``) and ``generate``
-(``generate_scene`` and the ``python -m deepsolar.synthetic`` command).
+(``generate_scene``; the ``deepsolar synthetic-scene`` command runs it).
 """
 
 from deepsolar.synthetic.canvas import Label
@@ -28,7 +28,7 @@ from deepsolar.synthetic.config import (
     SYNTHETIC_LABEL,
     SyntheticSceneConfig,
 )
-from deepsolar.synthetic.generate import generate_scene, main
+from deepsolar.synthetic.generate import generate_scene
 from deepsolar.synthetic.writer import (
     IMAGE_NAME,
     LABELS_NAME,
@@ -61,7 +61,6 @@ __all__ = [
     "SceneResult",
     "SyntheticSceneConfig",
     "generate_scene",
-    "main",
     "read_truth",
     "scene_georeference",
 ]

@@ -1,4 +1,4 @@
-"""Generate a SYNTHETIC scene: lay it out, paint it, write it (``generate_scene``), and the CLI.
+"""Generate a SYNTHETIC scene: lay it out, paint it, write it (``generate_scene``).
 
 Layout happens first (consuming the seeded random generator in a fixed order) and records drawing
 commands by stage; the stages then paint in painter's order, the camera look is applied, and the
@@ -7,8 +7,6 @@ writer turns the canvas and the truth records into files.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,32 +73,3 @@ def _render(cfg: SyntheticSceneConfig, s: float) -> _Scene:
             arr.visible_px = int((canvas.label[arr.roi.sl][arr.roi.m] == Label.PV).sum())
     _post(canvas, cfg.seed)
     return sc
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m deepsolar.synthetic OUT_DIR [--seed N] [--config scene.yaml]``.
-
-    Args:
-        argv: command-line arguments (``None``: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status (0).
-    """
-    from deepsolar.core.config import load_yaml
-
-    ap = argparse.ArgumentParser(
-        prog="python -m deepsolar.synthetic", description="Generate the SYNTHETIC demo scene."
-    )
-    ap.add_argument("out_dir")
-    ap.add_argument("--config", help="YAML file with SyntheticSceneConfig fields")
-    ap.add_argument("--seed", type=int)
-    args = ap.parse_args(argv)
-    data = load_yaml(args.config) if args.config else {}
-    if args.seed is not None:
-        data["seed"] = args.seed
-    res = generate_scene(data, args.out_dir)
-    print(
-        f"SYNTHETIC scene: {res.image_path} ({res.width_px}x{res.height_px} px, {res.m_per_px:.4f} m/px), "
-        f"{res.n_arrays} PV arrays, {res.n_lookalikes} look-alikes; truth {res.truth_path}"
-    )
-    return 0

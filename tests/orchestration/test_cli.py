@@ -17,7 +17,7 @@ from tests.orchestration.orch_helpers import REPO
 
 FLOWS = {
     "demo", "download-tiles", "train-classifier", "evaluate-classifier", "train-segmenter",
-    "evaluate-segmenter", "train-mask-head", "calibrate-cam",
+    "evaluate-segmenter", "train-mask-head", "calibrate-cam", "synthetic-scene",
     "segment-tiles", "map-region", "solarforest",
 }  # fmt: skip
 NOT_FLOWS = {"serve"}  # `deepsolar serve`: a local server + worker, not a flow

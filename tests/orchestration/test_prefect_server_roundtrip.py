@@ -30,7 +30,7 @@ from tests.orchestration.orch_helpers import (
 POOL = "deepsolar"
 FLOWS = {
     "download-tiles", "train-classifier", "evaluate-classifier", "train-segmenter",
-    "evaluate-segmenter", "train-mask-head", "calibrate-cam",
+    "evaluate-segmenter", "train-mask-head", "calibrate-cam", "synthetic-scene",
     "segment-tiles", "map-region", "solarforest", "demo",
 }  # fmt: skip
 
