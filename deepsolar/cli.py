@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from deepsolar.core.errors import DeepSolarError
 from deepsolar.core.runtime import StopOnSignals, stop_exit_code, stop_requested
-from deepsolar.jobs.cli_options import OPTIONS, Opt, add_options
+from deepsolar.jobs.cli_options import OPTIONS, SERVE_OPTIONS, Opt, add_options
 from deepsolar.jobs.command_line import run_command as run_job_command
 from deepsolar.jobs.registry import JOBS
 
@@ -56,10 +56,7 @@ SERVE = Command(
     "serve", "deepsolar.serve",
     "a local Prefect server (UI), the deepsolar work pool, every deployment of prefect.yaml "
     "and a worker, in one terminal (make serve); one Ctrl-C stops them all",
-    [
-        Opt("--port", "the server's port (default 4200)", {"metavar": "PORT"}),
-        Opt("--host", "the server's address (default 127.0.0.1)", {"metavar": "HOST"}),
-    ],
+    SERVE_OPTIONS,
     "deepsolar serve --port 4200",
 )  # fmt: skip
 
@@ -93,8 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.name,
             help=cmd.summary,
             description=textwrap.fill(f"{cmd.summary[0].upper()}{cmd.summary[1:]}.", 88),
-            epilog=f"example:\n  {cmd.example}\n\nThe same flow runs as the Prefect deployment "
-            f"'{cmd.name}/...': see docs/orchestration.md.",
+            epilog=f"example:\n  {cmd.example}"
+            + (
+                ""
+                if cmd is SERVE
+                else f"\n\nThe same flow runs as the Prefect deployment '{cmd.name}/...': see "
+                "docs/orchestration.md."
+            ),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_options(p, cmd.opts, raw=True)  # as written: run_command parses them typed

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from deepsolar.core.errors import DeepSolarError
+from deepsolar.jobs.cli_options import SERVE_OPTIONS, add_options
 
 # Seconds the worker (with its flow runs) and then the server get after their signal.
 WORKER_GRACE_S = 2.0
@@ -137,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         The exit code.
     """
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=4200)
+    add_options(ap, SERVE_OPTIONS)
     args = ap.parse_args(argv)
     api_url = f"http://{args.host}:{args.port}/api"
     os.environ["PREFECT_API_URL"] = api_url

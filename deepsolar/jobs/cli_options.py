@@ -121,6 +121,13 @@ RUNNER_OPTS = [
         {"metavar": "DIR"}, type=Path, to="scale.results_dir"),
 ]  # fmt: skip
 
+#: ``deepsolar serve`` (not a job): the local Prefect server's address.
+SERVE_OPTIONS = [
+    Opt("--port", "the server's port (default 4200)", {"metavar": "PORT"}, type=int, default=4200),
+    Opt("--host", "the server's address (default 127.0.0.1)", {"metavar": "HOST"},
+        default="127.0.0.1"),
+]  # fmt: skip
+
 OPTIONS: dict[str, list[Opt]] = {
     "demo": [
         _config("YAML with DemoJob fields (scenes, grid, epochs, ...; default: the built-in "
