@@ -15,7 +15,6 @@ from pydantic import Field
 
 from deepsolar.classifier.config import ChipSource
 from deepsolar.core.config import StrictModel, config_with_sets, validate_config
-from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.cli_options import bind_flags
 
 
@@ -45,6 +44,8 @@ class CalibrateCamJob(StrictModel):
 
 #: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
 PARAMETERS = {"job": CalibrateCamJob}
+#: Inputs that must exist before the flow starts.
+INPUT_PATHS = ("job.classifier_checkpoint", "job.segmenter_checkpoint")
 
 
 def parameters_from_args(args: Any) -> dict[str, Any]:
@@ -67,23 +68,6 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
     parameters = {"job": job}
     bind_flags(parameters, args, "calibrate-cam")
     return parameters
-
-
-def check(params: dict[str, Any], where: str) -> None:
-    """The checkpoints exist ('builtin' and unset skipped).
-
-    Args:
-        params: the validated parameters.
-        where: where they came from (the config file), for error messages.
-    """
-    job = params["job"]
-    check_input_paths(
-        {
-            "classifier_checkpoint": job.classifier_checkpoint,
-            "segmenter_checkpoint": job.segmenter_checkpoint,
-        },
-        where,
-    )
 
 
 def run(job: CalibrateCamJob | dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,10 @@ Each job module (``deepsolar.jobs.<module>``) provides:
 
 - ``PARAMETERS``: the flow's parameters, name -> pydantic model (a deployment's parameters);
 - ``parameters_from_args(args) -> dict``: the parameters as a mapping, before validation;
-- ``check(params, where)`` (optional): input checks run before the flow (it runs them again);
+- ``INPUT_PATHS`` (optional): dotted parameters naming files or folders that must exist
+  (``job.classifier_checkpoint``; unset and ``builtin`` skipped), checked before the flow;
+- ``check(params, where)`` (optional): further input checks run before the flow (it runs them
+  again);
 - ``format_result(result, params) -> str`` (optional): what the command prints when the flow
   returns; without it, the result as indented JSON.
 """
@@ -30,6 +33,7 @@ from typing import Any
 
 from deepsolar.core.config import validate_config
 from deepsolar.core.errors import ConfigError, DeepSolarError
+from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.cli_options import OPTIONS, Opt, build_parser
 from deepsolar.jobs.registry import JOBS, load_attr
 
@@ -65,6 +69,26 @@ def check_input_flags(opts: Sequence[Opt], args: argparse.Namespace) -> None:
                     where=os.getcwd(),
                     fix=f"check the path given to {opt.flag} (relative paths start in this folder)",
                 )
+
+
+def input_paths(params: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The values of dotted parameters (``job.evaluation.classifier_checkpoint``), by field name.
+
+    Args:
+        params: the validated parameters (models).
+        names: dotted parameter names.
+
+    Returns:
+        Field name (the last part) -> value, for :func:`check_input_paths`.
+    """
+    values = {}
+    for name in names:
+        first, *rest = name.split(".")
+        value = params[first]
+        for part in rest:
+            value = getattr(value, part)
+        values[rest[-1] if rest else first] = value
+    return values
 
 
 def job_module(command: str) -> ModuleType:
@@ -142,6 +166,7 @@ def run_command(
     args = build_parser(command, prog, description).parse_args(argv)
     params = flow_parameters(command, args)
     module = job_module(command)
+    check_input_paths(input_paths(params, getattr(module, "INPUT_PATHS", ())), where_of(args))
     if hasattr(module, "check"):
         module.check(params, where_of(args))  # before the flow module (Prefect, torch) imports
     spec = JOBS[command]

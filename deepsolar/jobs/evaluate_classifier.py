@@ -14,7 +14,6 @@ from pydantic import Field
 from deepsolar.classifier.config import ChipSource, check_chip_sources, load_train_config
 from deepsolar.core.config import StrictModel, apply_override, validate_config
 from deepsolar.core.errors import ConfigError, InputDataError
-from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.cli_options import bind_flags
 
 
@@ -125,6 +124,8 @@ def evaluate_step(p: EvaluateClassifierParams, sources: list[ChipSource]) -> dic
 
 #: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
 PARAMETERS = {"params": EvaluateClassifierParams}
+#: Inputs that must exist before the flow starts ('builtin' is skipped: no torch needed).
+INPUT_PATHS = ("params.checkpoint",)
 
 
 def parameters_from_args(args: Any) -> dict[str, Any]:
@@ -152,7 +153,7 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
 
 
 def check(params: dict[str, Any], where: str) -> None:
-    """The checkpoint exists; a config's held-out sets validate and exist.
+    """A config's held-out sets validate and exist.
 
     Args:
         params: the validated parameters.
@@ -161,7 +162,6 @@ def check(params: dict[str, Any], where: str) -> None:
     p = params["params"]
     if p.config_path is not None:
         check_chip_sources(load_train_config(p.config_path).data.test, str(p.config_path))
-    check_input_paths({"checkpoint": p.checkpoint}, where)  # no torch: 'builtin' is skipped
 
 
 def format_result(res: dict[str, Any], params: dict[str, Any]) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 
 from deepsolar.core.config import StrictModel, config_with_sets, validate_config
 from deepsolar.core.errors import ConfigError
-from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.segmentation.config import EvaluateSegmentationConfig
 
@@ -39,6 +38,10 @@ def evaluate_step(job: EvaluateSegmenterJob) -> dict[str, Any]:
 
 #: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
 PARAMETERS = {"job": EvaluateSegmenterJob}
+#: Inputs that must exist before the flow starts (the chip sets are checked as they are read).
+INPUT_PATHS = tuple(
+    f"job.evaluation.{k}_checkpoint" for k in ("classifier", "segmenter", "mask_head")
+)
 
 
 def _source_sets(args: Any) -> list[dict[str, Any]]:
@@ -83,24 +86,6 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
             fix="pass --source PATH (a folder with images/ + masks/, or a manifest.csv)",
         )  # fmt: skip
     return parameters
-
-
-def check(params: dict[str, Any], where: str) -> None:
-    """The checkpoints exist (the chip sets are checked as they are read).
-
-    Args:
-        params: the validated parameters.
-        where: where they came from (the config file), for error messages.
-    """
-    cfg = params["job"].evaluation
-    check_input_paths(
-        {
-            "classifier_checkpoint": cfg.classifier_checkpoint,
-            "segmenter_checkpoint": cfg.segmenter_checkpoint,
-            "mask_head_checkpoint": cfg.mask_head_checkpoint,
-        },
-        where,
-    )
 
 
 def format_result(report: dict[str, Any], params: dict[str, Any]) -> str:

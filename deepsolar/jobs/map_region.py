@@ -13,7 +13,6 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from deepsolar.core.config import StrictModel, validate_config
-from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.download_tiles import DownloadTilesJob
 from deepsolar.maps.mapping import MapOutputsConfig
 from deepsolar.segmentation.config import (
@@ -114,6 +113,8 @@ def write_maps(job: MapRegionJob) -> dict[str, Any]:
 
 #: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
 PARAMETERS = {"job": MapRegionJob, "scale": ScaleOutConfig}
+#: Inputs that must exist before the flow starts.
+INPUT_PATHS = ("job.store_dir", "job.classifier_checkpoint", "job.segmenter_checkpoint")
 
 
 def parameters_from_args(args: Any) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
 
 
 def check(params: dict[str, Any], where: str) -> None:
-    """The job's input paths exist; a download part passes download-tiles' preflight.
+    """A download part passes download-tiles' preflight (region, source, tile count).
 
     Args:
         params: the validated parameters.
@@ -139,17 +140,8 @@ def check(params: dict[str, Any], where: str) -> None:
     """
     from deepsolar.jobs.download_tiles import preflight
 
-    job = params["job"]
-    check_input_paths(
-        {
-            "store_dir": job.store_dir,
-            "classifier_checkpoint": job.classifier_checkpoint,
-            "segmenter_checkpoint": job.segmenter_checkpoint,
-        },
-        where,
-    )
-    if job.tiles is not None:
-        preflight(job.tiles)
+    if params["job"].tiles is not None:
+        preflight(params["job"].tiles)
 
 
 def format_result(res: dict[str, Any], params: dict[str, Any]) -> str:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from deepsolar.core.config import config_with_sets, validate_config
-from deepsolar.core.runtime import check_input_paths
 from deepsolar.jobs.cli_options import bind_flags
 from deepsolar.segmentation.config import ScaleOutConfig, SegmentTilesJob
 
@@ -110,6 +109,8 @@ def finish(job: SegmentTilesJob) -> dict[str, Any]:
 
 #: The flow's parameters (:mod:`deepsolar.jobs.command_line`).
 PARAMETERS = {"job": SegmentTilesJob, "scale": ScaleOutConfig}
+#: Inputs that must exist before the flow starts.
+INPUT_PATHS = ("job.manifest", "job.classifier_checkpoint", "job.segmenter_checkpoint")
 
 
 def job_and_scale(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -165,24 +166,6 @@ def parameters_from_args(args: Any, command: str = "segment-tiles") -> dict[str,
     bind_flags(parameters, args, command)
     set_task_runner(parameters["scale"], args)
     return parameters
-
-
-def check(params: dict[str, Any], where: str) -> None:
-    """The store's manifest and the checkpoints exist.
-
-    Args:
-        params: the validated parameters.
-        where: where they came from (the config file), for error messages.
-    """
-    job = params["job"]
-    check_input_paths(
-        {
-            "manifest": job.manifest,
-            "classifier_checkpoint": job.classifier_checkpoint,
-            "segmenter_checkpoint": job.segmenter_checkpoint,
-        },
-        where,
-    )
 
 
 def run(

@@ -175,3 +175,23 @@ def test_demo_takes_a_config_and_set(tmp_path):
     assert flow_parameters("demo", build_parser("demo").parse_args([]))["job"].out_dir == Path(
         "out/demo"
     )
+
+
+def test_input_paths_named_in_a_config_are_checked_before_the_flow(tmp_path):
+    """A job's INPUT_PATHS (here a config's checkpoint) must exist: one line, no Prefect."""
+    config = tmp_path / "map.yaml"
+    config.write_text(yaml.safe_dump({
+        "store_dir": str(tmp_path), "classifier_checkpoint": str(tmp_path / "gone" / "best.pt"),
+    }))  # fmt: skip
+    code = (
+        "import sys\n"
+        "from deepsolar.jobs.command_line import run_main\n"
+        f"rc = run_main('map-region', ['--config', {str(config)!r}])\n"
+        "print('prefect' in sys.modules, rc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.split() == ["False", "1"], out.stderr[-2000:]
+    assert "classifier_checkpoint: file or folder not found" in out.stderr
+    assert str(config) in out.stderr and len(out.stderr.strip().splitlines()) == 1
