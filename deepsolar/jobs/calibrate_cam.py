@@ -15,7 +15,7 @@ from pydantic import Field
 
 from deepsolar.classifier.config import ChipSource
 from deepsolar.core.config import StrictModel, config_with_sets, validate_config
-from deepsolar.jobs.cli_options import bind_flags
+from deepsolar.jobs.cli_options import bind_flags, chip_sources
 
 
 class CalibrateCamJob(StrictModel):
@@ -59,12 +59,7 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
     """
     job = config_with_sets(args.config, args.set)
     if args.source:
-        from deepsolar.classifier.data import source_from_path  # torch: only with --source
-
-        extra = {"ground_m_per_px": args.ground_m_per_px} if args.ground_m_per_px else {}
-        job["sources"] = [
-            source_from_path(s, split=args.split).model_copy(update=extra) for s in args.source
-        ]
+        job["sources"] = chip_sources(args, args.ground_m_per_px)
     parameters = {"job": job}
     bind_flags(parameters, args, "calibrate-cam")
     return parameters

@@ -66,6 +66,29 @@ def _out(help: str, parameter: str) -> Opt:
     return Opt("--out", help, {"metavar": "DIR"}, type=Path, to=f"{parameter}.out_dir")
 
 
+def _set(example: str, what: str = "parameter") -> Opt:
+    """``--set`` for a command whose keys are not (only) those of its ``--config`` file."""
+    return Opt("--set", f"override one {what}, dotted for nesting, value in YAML (e.g. "
+               f"{example}); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
+               default=[])  # fmt: skip
+
+
+def chip_sources(args: argparse.Namespace, ground_m_per_px: float | None = None) -> list[Any]:
+    """The ``--source`` paths as chip sources (``--split`` keeps one split of a manifest).
+
+    Args:
+        args: the parsed command line (``source``, ``split``).
+        ground_m_per_px: metres per pixel set on every source (None: as read).
+
+    Returns:
+        One ``ChipSource`` per ``--source`` (imports torch: call only when there are some).
+    """
+    from deepsolar.classifier.data import source_from_path
+
+    extra = {"ground_m_per_px": ground_m_per_px} if ground_m_per_px else {}
+    return [source_from_path(s, split=args.split).model_copy(update=extra) for s in args.source]
+
+
 SET = Opt("--set", SET_HELP, {"action": "append", "metavar": "KEY=VALUE"}, default=[])
 DEVICE = "auto, cpu, cuda, cuda:1 or mps (default auto)"
 BOOTSTRAP = "bootstrap resamples for the 95%% intervals (default 1000)"
@@ -132,9 +155,7 @@ OPTIONS: dict[str, list[Opt]] = {
     "demo": [
         _config("YAML with DemoJob fields (scenes, grid, epochs, ...; default: the built-in "
                 "demo)", required=False),
-        Opt("--set", "override one demo parameter, dotted for nesting, value in YAML (e.g. "
-            "train_segmenter=false); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
-            default=[]),
+        _set("train_segmenter=false", "demo parameter"),
         _out("output folder (default out/demo)", "job"),
         Opt("--map-method",
             "segment the map's tiles with the mask head (default) or DeepSolar's greedy CAM",
@@ -143,9 +164,7 @@ OPTIONS: dict[str, list[Opt]] = {
     "synthetic-scene": [
         _config("YAML with SyntheticSceneConfig fields (docs/synthetic-scene.md; default: the "
                 "demo's evaluation scene)", required=False),
-        Opt("--set", "override one scene parameter, dotted for nesting, value in YAML (e.g. "
-            "width_px=2048); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
-            default=[]),
+        _set("width_px=2048", "scene parameter"),
         Opt("--seed", "the scene's random seed (default 0): same config, same bytes",
             {"metavar": "N"}, type=int, to="job.scene.seed"),
         _out("output folder (default out/synthetic)", "job"),
@@ -176,9 +195,7 @@ OPTIONS: dict[str, list[Opt]] = {
         SPLIT,
         _config("YAML whose data.test lists the sets (default: the checkpoint's own test sets)",
                 required=False, to="params.config_path"),
-        Opt("--set", "override one parameter, dotted for nesting, value in YAML (e.g. "
-            "batch_size=32); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
-            default=[]),
+        _set("batch_size=32"),
         _out("output folder (default out/classifier-eval)", "params"),
         Opt("--threshold", "decision threshold on p(positive) (default: the checkpoint's)",
             {"metavar": "P"}, type=float, to="params.threshold"),
@@ -262,9 +279,7 @@ OPTIONS: dict[str, list[Opt]] = {
         Opt("--device", DEVICE, {"metavar": "DEV"}, to="job.device"),
         _config("YAML with CalibrateCamJob fields (the options above override it)",
                 required=False),
-        Opt("--set", "override one parameter, dotted for nesting, value in YAML (e.g. "
-            "quantile=0.05); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
-            default=[]),
+        _set("quantile=0.05"),
     ],
     "segment-tiles": [
         _config("YAML with a SegmentTilesJob, or {job: ..., scale: ...}; --set, then the "
@@ -310,9 +325,7 @@ OPTIONS: dict[str, list[Opt]] = {
         Opt("--out", "output folder, overrides output_dir (--output-dir: its former name)",
             {"metavar": "DIR", "dest": "output_dir"}, type=Path, aliases=("--output-dir",),
             to="params.output_dir"),
-        Opt("--set", "override one parameter, dotted for nesting, value in YAML (e.g. "
-            "model.two_stage=true); repeatable", {"action": "append", "metavar": "KEY=VALUE"},
-            default=[]),
+        _set("model.two_stage=true"),
         Opt("--quick", "the same table with 30 trees, 200 bootstrap resamples and no "
             "permutation importances (about a minute)", {"action": "store_true"}),
     ],

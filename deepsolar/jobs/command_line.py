@@ -164,19 +164,49 @@ def run_command(
         SystemExit: argparse refused the command line (already printed).
     """
     args = build_parser(command, prog, description).parse_args(argv)
+    params = checked_parameters(command, args)  # before the flow module (Prefect, torch) imports
+    spec = JOBS[command]
+    flow = load_attr(f"{spec.flow}:{spec.flow_function}")
+    print(format_result(command, flow(**params), params))
+    return 0
+
+
+def checked_parameters(command: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The flow's validated parameters, with the job's inputs checked (``INPUT_PATHS``, ``check``).
+
+    Args:
+        command: the command.
+        args: the parsed command line.
+
+    Returns:
+        Parameter name -> validated model, ready for ``flow(**params)`` or ``run(**params)``.
+
+    Raises:
+        DeepSolarError: a bad value or a missing input (one line says what and where).
+    """
     params = flow_parameters(command, args)
     module = job_module(command)
     check_input_paths(input_paths(params, getattr(module, "INPUT_PATHS", ())), where_of(args))
     if hasattr(module, "check"):
-        module.check(params, where_of(args))  # before the flow module (Prefect, torch) imports
-    spec = JOBS[command]
-    flow = load_attr(f"{spec.flow}:{spec.flow_function}")
-    result = flow(**params)
+        module.check(params, where_of(args))
+    return params
+
+
+def format_result(command: str, result: Any, params: dict[str, Any]) -> str:
+    """What the command prints: the job's ``format_result``, else the result as indented JSON.
+
+    Args:
+        command: the command.
+        result: what the flow (or the job's ``run``) returned.
+        params: the parameters it ran with.
+
+    Returns:
+        The text to print.
+    """
+    module = job_module(command)
     if hasattr(module, "format_result"):
-        print(module.format_result(result, params))
-    else:
-        print(json.dumps(result, indent=2, default=str))
-    return 0
+        return module.format_result(result, params)
+    return json.dumps(result, indent=2, default=str)
 
 
 def run_main(

@@ -14,7 +14,7 @@ from pydantic import Field
 from deepsolar.classifier.config import ChipSource, check_chip_sources, load_train_config
 from deepsolar.core.config import StrictModel, apply_override, validate_config
 from deepsolar.core.errors import ConfigError, InputDataError
-from deepsolar.jobs.cli_options import bind_flags
+from deepsolar.jobs.cli_options import bind_flags, chip_sources
 
 
 class EvaluateClassifierParams(StrictModel):
@@ -144,9 +144,7 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
     for item in args.set or []:
         apply_override(data, item)
     if args.source:
-        from deepsolar.classifier.data import source_from_path  # torch: only with --source
-
-        data["sources"] = [source_from_path(s, split=args.split) for s in args.source]
+        data["sources"] = chip_sources(args)
     parameters = {"params": data}
     bind_flags(parameters, args, "evaluate-classifier")
     return parameters

@@ -11,7 +11,7 @@ from typing import Any
 
 from deepsolar.core.config import StrictModel, config_with_sets, validate_config
 from deepsolar.core.errors import ConfigError
-from deepsolar.jobs.cli_options import bind_flags
+from deepsolar.jobs.cli_options import bind_flags, chip_sources
 from deepsolar.segmentation.config import EvaluateSegmentationConfig
 
 
@@ -44,17 +44,6 @@ INPUT_PATHS = tuple(
 )
 
 
-def _source_sets(args: Any) -> list[dict[str, Any]]:
-    """``--source`` folders / manifests as chip sets (``--split``, ``--ground-m-per-px``)."""
-    from deepsolar.classifier.data import source_from_path  # torch: only with --source
-
-    extra = {"ground_m_per_px": args.ground_m_per_px} if args.ground_m_per_px else {}
-    return [
-        {**source_from_path(s, split=args.split).model_dump(exclude_none=True), **extra}
-        for s in args.source
-    ]
-
-
 def parameters_from_args(args: Any) -> dict[str, Any]:
     """The flow's parameters from ``evaluate-segmenter [--config FILE] [options]``.
 
@@ -72,7 +61,8 @@ def parameters_from_args(args: Any) -> dict[str, Any]:
     """
     evaluation = config_with_sets(args.config, args.set)
     if args.source:
-        evaluation["sets"] = _source_sets(args)
+        sources = chip_sources(args, args.ground_m_per_px)
+        evaluation["sets"] = [src.model_dump(exclude_none=True) for src in sources]
     parameters = {"job": {"evaluation": evaluation}}
     bind_flags(parameters, args, "evaluate-segmenter")
     if "classifier_checkpoint" not in evaluation:
